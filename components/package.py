@@ -1,0 +1,12 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+from components.images import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def package(config: dict, version: str, bento: Output[Artifact]) -> str:
+    """Build the Bento for a registered version; returns the bento tag."""
+    from refinery.orchestration import steps
+
+    return steps.package(config, version=version, out_dir=bento.path).bento_tag

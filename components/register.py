@@ -1,0 +1,26 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components.images import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def register(
+    config: dict,
+    run_id: str,
+    model: Input[Model],
+    dataset: Input[Dataset],
+    evaluation: Input[Artifact],
+    registration: Output[Artifact],
+) -> str:
+    """Register the challenger with lineage tags; returns the new version."""
+    from refinery.orchestration import steps
+
+    return steps.register(
+        config,
+        model_dir=model.path,
+        data_dir=dataset.path,
+        evaluation_dir=evaluation.path,
+        run_id=run_id,
+        out_dir=registration.path,
+    ).version

@@ -1,0 +1,12 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Markdown, Output
+
+from components.images import PROJECT_IMAGE
+
+
+@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
+def validate_data(config: dict, validation: Output[Artifact], report: Output[Markdown]):
+    """Great Expectations suite over the labelled data; fails the run when an expectation fails."""
+    from refinery.orchestration import steps
+
+    steps.validate(config, out_dir=validation.path, report_path=report.path)

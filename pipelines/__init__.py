@@ -1,0 +1,1 @@
+"""Pipeline composition only: which components run, in what order, on which resources."""

@@ -1,0 +1,48 @@
+"""The training pipeline: validate -> prepare -> finetune -> evaluate -> gate -> (register, package, promote, champion)."""
+
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.finetune import finetune
+from components.gate import gate
+from components.package import package
+from components.prepare_data import prepare_data
+from components.promote import promote
+from components.register import register
+from components.set_champion import set_champion
+from components.validate_data import validate_data
+
+PIPELINE_NAME = "refinery-training"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Validate labelled data, fine-tune, gate against the champion, then register, package and promote.",
+)
+def training_pipeline(config: dict):
+    """One pass of the refinement loop; ``config`` is a resolved refinery RunConfig as a dict."""
+    validated = validate_data(config=config).set_display_name("validate_data")
+    prepared = prepare_data(config=config).after(validated).set_display_name("prepare_data")
+    trained = finetune(config=config, dataset=prepared.outputs["dataset"]).set_display_name("finetune")
+    evaluated = evaluate(
+        config=config, dataset=prepared.outputs["dataset"], model=trained.outputs["model"]
+    ).set_display_name("evaluate")
+    decided = gate(config=config, evaluation=evaluated.outputs["evaluation"]).set_display_name("gate")
+    with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition, not Python)
+        registered = register(
+            config=config,
+            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            model=trained.outputs["model"],
+            dataset=prepared.outputs["dataset"],
+            evaluation=evaluated.outputs["evaluation"],
+        ).set_display_name("register")
+        packaged = package(config=config, version=registered.outputs["Output"]).set_display_name("package")
+        promoted = promote(
+            config=config, version=registered.outputs["Output"], bento_tag=packaged.outputs["Output"]
+        ).set_display_name("promote")
+        set_champion(
+            config=config,
+            version=registered.outputs["Output"],
+            bento_tag=packaged.outputs["Output"],
+            commit=promoted.outputs["Output"],
+        ).set_display_name("set_champion")

@@ -1,0 +1,1 @@
+"""refinery: a model-refinement loop."""

@@ -1,0 +1,192 @@
+"""The one entry point: ``refinery <command>``.
+
+Heavy libraries are imported inside the commands, so ``refinery --help`` stays fast. Errors a user can
+cause (RefineryError) print one line naming what is wrong and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from refinery.config import RunConfig, load_config
+from refinery.errors import DataError, DataValidationError, RefineryError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="YAML run configuration")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set training.epochs=2 (repeatable)",
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from refinery.orchestration.local import run_training
+
+    cfg = _config(args)
+    print(f"refinery run: {args.config} -> state in {cfg.state_dir}", flush=True)
+    summary = run_training(cfg, verbose=args.verbose)
+    print("\n" + summary.to_text())
+    return EXIT_OK if summary.succeeded else EXIT_FAILED
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(out))
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from refinery.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from refinery.data.validate import validate_data
+
+    overrides = list(args.overrides) + ([f"data.uri={args.data}"] if args.data else [])
+    cfg = load_config(args.config, overrides)
+    out = Path(args.output or Path(cfg.state_dir) / "validation")
+    try:
+        report = validate_data(cfg, out)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print(f"reports in {out}")
+    return EXIT_OK if report.success else EXIT_FAILED
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from refinery.data.demo import write_demo_data
+
+    demo = write_demo_data(Path(args.output), n=args.rows, seed=args.seed)
+    print(json.dumps(demo.to_dict() if hasattr(demo, "to_dict") else str(demo), indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from refinery.registry.mlflow_registry import Registry
+    from refinery.serving import serve_command
+
+    cfg = _config(args)
+    champion = Registry(cfg.registry).champion()
+    if champion is None or "bento_tag" not in champion.tags:
+        raise RefineryError(
+            f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}: run `refinery run` first"
+        )
+    argv, env = serve_command(cfg, champion.tags["bento_tag"])
+    print(f"serving {cfg.registry.model_name} v{champion.version} ({champion.tags['bento_tag']}) on "
+          f"http://{cfg.serving.host}:{cfg.serving.port}", flush=True)
+    return subprocess.call(argv, env={**os.environ, **env})
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from refinery.monitoring.controller import monitor
+    from refinery.orchestration.local import run_training
+
+    cfg = _config(args)
+
+    def start_retrain() -> str:
+        print("drift detected: starting a retraining run", flush=True)
+        summary = run_training(cfg)
+        print(summary.to_text(), flush=True)
+        return summary.run_name
+
+    decision = monitor(cfg, start_retrain)
+    print(decision.to_text() if hasattr(decision, "to_text") else decision)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refinery", description="A model-refinement loop on Kubernetes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the training pipeline locally (kfp.local)")
+    _add_config_args(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's full output")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="write the training pipeline's IR YAML for Kubeflow Pipelines")
+    p.add_argument("-o", "--output", default="build/training-pipeline.yaml")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("config", help="inspect configuration")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    c = config_sub.add_parser("schema", help="print the JSON schema of a run configuration")
+    c.set_defaults(func=cmd_config_schema)
+    c = config_sub.add_parser("show", help="print a configuration with overrides applied and locations resolved")
+    _add_config_args(c)
+    c.set_defaults(func=cmd_config_show)
+
+    p = sub.add_parser("validate", help="run the data validation suite on a dataset (exit 0 pass, 1 fail, 2 unusable)")
+    _add_config_args(p)
+    p.add_argument("--data", help="dataset path or URI (default: data.uri from the config)")
+    p.add_argument("-o", "--output", help="report folder (default: <state_dir>/validation)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("demo-data", help="generate the demo review dataset and its drifted variant")
+    p.add_argument("-o", "--output", default="data/demo")
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=13)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("serve", help="serve the champion's Bento with BentoML")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("monitor", help="check the inference log for drift and trigger retraining")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_monitor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except DataValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except RefineryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Typed run configuration: one YAML file describes a run, `--set a.b=c` overrides single values.
+
+Every model is frozen and rejects unknown keys, so a mistyped key fails loudly with its dotted path
+instead of being silently ignored. Locations left empty in the YAML (registry, GitOps repository,
+inference log, ...) are filled in by :func:`load_config` with embedded defaults under ``state_dir``;
+relative paths are made absolute against the working directory, so the resolved config can be handed
+to pipeline steps running in other processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from refinery.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """Seeded stratified train/validation/test split."""
+
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitConfig:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError("validation_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the labelled data is and what it must look like."""
+
+    uri: str = Field(description="Local path or fsspec URI (file://, s3://, gs://, https://) of the labelled data.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: tuple[str, ...] = Field(description="The declared label set, in class-index order.")
+    min_rows_per_class: int = Field(20, ge=1)
+    split: SplitConfig = SplitConfig()
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value: Any) -> Any:
+        # Labels are compared as strings everywhere: YAML `[0, 1]` and CSV `0,1` must agree.
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _at_least_two_distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2 or len(set(value)) != len(value):
+            raise ValueError("needs at least two distinct labels")
+        return value
+
+
+class ModelConfig(_Strict):
+    """The pre-trained model to fine-tune."""
+
+    base: str = Field(description="Directory (or fsspec URI) holding a transformers model saved as safetensors.")
+    max_length: int = Field(128, ge=8, le=4096)
+
+
+class TrainingConfig(_Strict):
+    """Fine-tuning hyper-parameters."""
+
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    early_stopping_patience: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke runs).")
+    seed: int = 42
+
+
+class GateConfig(_Strict):
+    """Promotion rules: an absolute floor and a tolerance against the champion."""
+
+    min_macro_f1: float = Field(0.7, ge=0, le=1)
+    max_regression: float = Field(
+        0.0, ge=0, le=1, description="How far below the champion's macro-F1 the challenger may be and still pass."
+    )
+
+
+class RegistryConfig(_Strict):
+    """MLflow model registry; empty URIs mean a sqlite file and an artifact folder under state_dir."""
+
+    tracking_uri: str | None = None
+    artifact_location: str | None = None
+    model_name: str = Field("review-sentiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    experiment: str = "refinery"
+
+
+class PackagingConfig(_Strict):
+    """BentoML packaging; an empty home means a BentoML store under state_dir."""
+
+    bentoml_home: str | None = None
+    service_dir: str = Field("serving", description="Folder holding service.py, the BentoML service.")
+
+
+class GitOpsConfig(_Strict):
+    """The repository Argo CD watches; empty means a local bare repository under state_dir, seeded from k8s/."""
+
+    repository: str | None = None
+    branch: str = "main"
+    environment: str = Field("dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    seed_dir: str = Field("k8s", description="Manifests copied into a new local GitOps repository.")
+    image_repository: str = "localhost/refinery-serving"
+    author_name: str = "refinery"
+    author_email: str = "refinery@localhost"
+
+
+class ServingConfig(_Strict):
+    """The BentoML service and its inference log."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    max_text_chars: int = Field(2000, ge=1)
+    max_batch_items: int = Field(64, ge=1)
+    inference_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
+
+
+class MonitoringConfig(_Strict):
+    """Drift detection on the inference log and the retrain trigger."""
+
+    window_size: int = Field(500, ge=1, description="How many of the most recent predictions form the window.")
+    min_window_size: int = Field(50, ge=1)
+    drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted features that means dataset drift.")
+    stattest_threshold: float = Field(0.05, gt=0, lt=1)
+    cooldown_minutes: float = Field(60, ge=0)
+    retrain: bool = True
+    report_dir: str | None = None
+    trigger_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
+
+
+class RunConfig(_Strict):
+    """One run of the refinement loop."""
+
+    task: Literal["text-classification"] = "text-classification"
+    state_dir: str = ".refinery"
+    data: DataConfig
+    model: ModelConfig
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    packaging: PackagingConfig = PackagingConfig()
+    gitops: GitOpsConfig = GitOpsConfig()
+    serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+    @property
+    def state(self) -> Path:
+        return Path(self.state_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict, the form pipeline steps receive."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """A stable hash of the whole configuration, recorded as lineage."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def _absolute(value: str, base: Path) -> str:
+    if _is_uri(value):
+        return value
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
+    """Make every location concrete: relative paths absolute, empty locations under ``state_dir``."""
+    base = base or Path.cwd()
+    state = Path(_absolute(config.state_dir, base))
+    d = config.to_dict()
+    d["state_dir"] = str(state)
+    d["data"]["uri"] = _absolute(d["data"]["uri"], base)
+    d["model"]["base"] = _absolute(d["model"]["base"], base)
+    reg = d["registry"]
+    reg["tracking_uri"] = reg["tracking_uri"] or _sqlite_url(state / "mlflow.db")
+    reg["artifact_location"] = _absolute(reg["artifact_location"] or str(state / "mlartifacts"), base)
+    pkg = d["packaging"]
+    pkg["bentoml_home"] = _absolute(pkg["bentoml_home"] or str(state / "bentoml"), base)
+    pkg["service_dir"] = _absolute(pkg["service_dir"], base)
+    git = d["gitops"]
+    git["repository"] = _absolute(git["repository"] or str(state / "gitops.git"), base)
+    git["seed_dir"] = _absolute(git["seed_dir"], base)
+    d["serving"]["inference_log"] = d["serving"]["inference_log"] or _sqlite_url(state / "inference.db")
+    mon = d["monitoring"]
+    mon["report_dir"] = _absolute(mon["report_dir"] or str(state / "monitoring"), base)
+    mon["trigger_log"] = mon["trigger_log"] or _sqlite_url(state / "triggers.db")
+    return RunConfig.model_validate(d)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {path}: {msg}")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a raw config tree; values are parsed as YAML scalars or lists."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=2")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def parse_config(tree: dict[str, Any], source: str = "<config>") -> RunConfig:
+    """Validate a raw config tree, turning pydantic errors into a ConfigError naming each dotted path."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, base: Path | None = None) -> RunConfig:
+    """Read a YAML run configuration, apply ``--set`` overrides, validate and resolve it.
+
+    Args:
+        path: The YAML file.
+        overrides: ``dotted.key=value`` strings applied after reading the file.
+        base: Directory that relative paths are resolved against (default: the working directory).
+
+    Raises:
+        ConfigError: The file is missing or not YAML, or a key is unknown or mistyped.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    tree = apply_overrides(tree, overrides or [])
+    return resolve(parse_config(tree, str(path)), base)
+
+
+def from_dict(tree: dict[str, Any]) -> RunConfig:
+    """Rebuild a resolved config handed to a pipeline step."""
+    return parse_config(tree, "pipeline parameter 'config'")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a run configuration."""
+    return RunConfig.model_json_schema()

@@ -1,0 +1,51 @@
+"""One exception hierarchy for the project.
+
+Every error a user can cause carries a message that names the file, field, expectation or step at
+fault. The CLI turns these into a one-line message and a non-zero exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RefineryError(Exception):
+    """Base class of every error refinery raises on purpose."""
+
+
+class ConfigError(RefineryError):
+    """A configuration file or override is invalid; the message names the dotted path at fault."""
+
+
+class DataError(RefineryError):
+    """Input data cannot be read at all (missing, empty, corrupt, wrong encoding or delimiter)."""
+
+
+class DataValidationError(RefineryError):
+    """Data was read but failed the validation suite; the message names the failed expectations."""
+
+
+class TrainingError(RefineryError):
+    """Fine-tuning could not start or finish (bad base model, no usable data)."""
+
+
+class GateRejected(RefineryError):
+    """The promotion gate rejected a challenger (raised only where a rejection must stop work)."""
+
+
+class RegistryError(RefineryError):
+    """The model registry is unreachable, or a version or alias it should hold is missing or corrupt."""
+
+
+class PackagingError(RefineryError):
+    """Building the Bento failed."""
+
+
+class GitOpsError(RefineryError):
+    """The GitOps repository could not be read, edited, committed or pushed."""
+
+
+class MonitoringError(RefineryError):
+    """The inference log, reference profile or drift report could not be used."""
+
+
+class PipelineError(RefineryError):
+    """A pipeline run failed; the message names the step and its error."""

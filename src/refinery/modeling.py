@@ -1,0 +1,200 @@
+"""Loading a fine-tuned classifier and predicting with it; shared by evaluation and serving.
+
+Only safetensors weights are loaded: a model directory holding nothing but pickled weights
+(``pytorch_model.bin``) is refused, so loading a model never runs code from the file. torch and
+transformers are imported inside the functions that use them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from refinery.errors import RefineryError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class ModelLoadError(RefineryError):
+    """A model directory is missing, holds no safetensors weights, or cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: the most probable label and the probability of every label."""
+
+    label: str
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form."""
+        return {"label": self.label, "scores": dict(self.scores)}
+
+
+def has_safetensors(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds safetensors weights (one file or a sharded index)."""
+    return any((Path(model_dir) / name).is_file() for name in SAFETENSORS_FILES)
+
+
+def labels_from_config(id2label: dict[Any, str], num_labels: int, source: Path) -> tuple[str, ...]:
+    """Class names in class-index order from a transformers ``id2label`` mapping.
+
+    Raises:
+        ModelLoadError: The mapping does not name exactly the classes ``0 .. num_labels-1``.
+    """
+    by_index = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(by_index) != list(range(num_labels)):
+        raise ModelLoadError(
+            f"{source}/config.json: id2label {by_index} does not name classes 0..{num_labels - 1}"
+        )
+    return tuple(by_index[i] for i in range(num_labels))
+
+
+def effective_max_length(requested: int, model_config: Any, tokenizer: Any) -> int:
+    """``requested`` capped at what the model and tokenizer accept (position embeddings, model_max_length)."""
+    limits = [requested]
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    # Tokenizers without a declared limit report a huge sentinel (int(1e30)); ignore it.
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared < 1_000_000:
+        limits.append(declared)
+    return min(limits)
+
+
+class Classifier:
+    """A sequence-classification model with its tokenizer, ready for batched inference."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: tuple[str, ...],
+        max_length: int,
+        model_dir: Path,
+    ) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._labels = labels
+        self.max_length = max_length
+        self.model_dir = model_dir
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names in class-index order (the columns of :meth:`predict_proba`)."""
+        return self._labels
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model runs on."""
+        return self._model.device
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for each text.
+
+        Texts are sorted by length and padded per batch, so a batch of short texts is not padded to
+        the longest text of the whole input; rows come back in input order.
+
+        Args:
+            texts: The texts to classify.
+            batch_size: How many texts go through the model at once.
+
+        Returns:
+            float32 array of shape ``[len(texts), len(labels)]`` whose rows sum to 1.
+
+        Raises:
+            TypeError: An element of ``texts`` is not a string.
+            ValueError: ``batch_size`` is not positive.
+        """
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("predict_proba expects a sequence of texts, got a single string")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        probs = np.empty((len(texts), len(self._labels)), dtype=np.float32)
+        if not texts:
+            return probs
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                enc = self._tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self._model.device)
+                logits = self._model(**enc).logits
+                probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return probs
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
+        """The most probable label and all label probabilities for each text, in input order."""
+        probs = self.predict_proba(texts, batch_size=batch_size)
+        best = probs.argmax(axis=1) if len(probs) else np.empty(0, dtype=int)
+        return [
+            Prediction(
+                label=self._labels[int(b)],
+                scores={label: float(p) for label, p in zip(self._labels, row, strict=True)},
+            )
+            for b, row in zip(best, probs, strict=True)
+        ]
+
+
+def load_classifier(model_dir: Path, max_length: int = 128, device: str | None = None) -> Classifier:
+    """Load a fine-tuned classifier saved with ``save_pretrained`` (safetensors) plus its tokenizer.
+
+    Args:
+        model_dir: Directory holding ``config.json``, ``model.safetensors`` and the tokenizer files.
+        max_length: Texts are truncated to this many tokens (capped at the model's position limit).
+        device: torch device; default CUDA when available, else CPU.
+
+    Returns:
+        A :class:`Classifier` in eval mode.
+
+    Raises:
+        ModelLoadError: The directory is missing, has no safetensors weights, or cannot be loaded.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory not found: {model_dir}")
+    if not has_safetensors(model_dir):
+        raise ModelLoadError(
+            f"{model_dir} holds no model.safetensors; only safetensors weights are loaded "
+            "(re-save the model with save_pretrained)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
+    labels = labels_from_config(model.config.id2label, model.config.num_labels, model_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    model.eval()
+    usable = effective_max_length(max_length, model.config, tokenizer)
+    if usable < max_length:
+        logger.info("max_length %d exceeds what %s accepts; using %d", max_length, model_dir, usable)
+    return Classifier(model, tokenizer, labels, usable, model_dir)

@@ -1,0 +1,259 @@
+"""The inference log: every prediction the service makes, the input of drift monitoring.
+
+One table, ``predictions``, behind a SQLAlchemy URL: a sqlite file in the embedded deployment,
+PostgreSQL on a cluster. Several service workers append at once, so sqlite runs in WAL mode with a
+busy timeout, and an append that still meets a locked database is retried a few times.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from refinery.errors import MonitoringError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+TABLE_NAME = "predictions"
+COLUMNS = ("timestamp", "text", "label", "scores", "model_name", "model_version")
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_LOCKED_RETRIES = 5
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One served prediction."""
+
+    text: str
+    label: str
+    scores: dict[str, float]
+    model_name: str
+    model_version: str
+    timestamp: datetime = field(default_factory=_utc_now)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # sqlite keeps no offset: a naive value read back is UTC because only UTC is written.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        TABLE_NAME,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("model_name", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("label", sa.String(255), nullable=False),
+        sa.Column("scores", sa.JSON, nullable=False),
+    )
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    return "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig)
+
+
+class InferenceLog:
+    """Append-only log of served predictions behind a SQLAlchemy URL.
+
+    Nothing is opened until the first call; the first call creates the table (and, for sqlite, the
+    database file's folder). Safe to use from several processes at once.
+    """
+
+    def __init__(self, url: str) -> None:
+        """Point the log at a database.
+
+        Args:
+            url: SQLAlchemy URL, e.g. ``sqlite:////abs/path/inference.db`` or
+                ``postgresql+psycopg://user@host/db``.
+
+        Raises:
+            MonitoringError: ``url`` is not a SQLAlchemy URL.
+        """
+        try:
+            self._url: URL = make_url(url)
+        except ArgumentError as exc:
+            raise MonitoringError(f"inference log URL {url!r} is not a SQLAlchemy URL: {exc}") from None
+        self._metadata = sa.MetaData()
+        self._table = _table(self._metadata)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        return self._url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"InferenceLog({self.url!r})"
+
+    def _is_sqlite(self) -> bool:
+        return self._url.get_backend_name() == "sqlite"
+
+    def _connect(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._create_engine()
+            return self._engine
+
+    def _create_engine(self) -> Engine:
+        connect_args: dict[str, Any] = {}
+        if self._is_sqlite():
+            database = self._url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                try:
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise MonitoringError(f"cannot create the folder of inference log {database}: {exc}") from exc
+            connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_MS / 1000
+        try:
+            engine = sa.create_engine(self._url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite())
+        except (ArgumentError, ImportError) as exc:
+            raise MonitoringError(f"cannot open inference log {self.url}: {exc}") from exc
+        if self._is_sqlite():
+
+            @sa.event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                # WAL lets readers (the drift monitor) run while workers append.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+                cursor.close()
+
+        self._create_table(engine)
+        return engine
+
+    def _create_table(self, engine: Engine) -> None:
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                self._metadata.create_all(engine, checkfirst=True)
+                return
+            except OperationalError as exc:
+                # Two processes creating the table at once: the loser sees "already exists" or a lock.
+                if self._has_table(engine):
+                    return
+                if not _is_locked(exc) or attempt == _LOCKED_RETRIES - 1:
+                    raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
+
+    @staticmethod
+    def _has_table(engine: Engine) -> bool:
+        try:
+            return sa.inspect(engine).has_table(TABLE_NAME)
+        except SQLAlchemyError:
+            return False
+
+    def append(self, records: Sequence[PredictionRecord]) -> None:
+        """Write predictions in one transaction.
+
+        Raises:
+            MonitoringError: The database cannot be written.
+        """
+        if not records:
+            return
+        rows = [
+            {
+                "timestamp": _as_utc(r.timestamp),
+                "model_name": r.model_name,
+                "model_version": r.model_version,
+                "text": r.text,
+                "label": r.label,
+                "scores": {str(k): float(v) for k, v in r.scores.items()},
+            }
+            for r in records
+        ]
+        engine = self._connect()
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(self._table.insert(), rows)
+                return
+            except OperationalError as exc:
+                if not (self._is_sqlite() and _is_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
+                    raise MonitoringError(f"cannot append {len(rows)} predictions to {self.url}: {exc}") from exc
+                logger.warning("inference log %s is locked; retrying (%d)", self.url, attempt + 1)
+                time.sleep(0.1 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                raise MonitoringError(f"cannot append {len(rows)} predictions to {self.url}: {exc}") from exc
+
+    def recent(self, n: int) -> pd.DataFrame:
+        """The newest ``n`` predictions, oldest first.
+
+        Returns:
+            DataFrame with columns timestamp (UTC), text, label, scores (dict), model_name, model_version.
+
+        Raises:
+            MonitoringError: The database cannot be read.
+            ValueError: ``n`` is negative.
+        """
+        import pandas as pd
+
+        if n < 0:
+            raise ValueError(f"n must not be negative, got {n}")
+        t = self._table
+        query = (
+            sa.select(t.c.id, *(t.c[name] for name in COLUMNS))
+            .order_by(t.c.timestamp.desc(), t.c.id.desc())
+            .limit(n)
+        )
+        try:
+            with self._connect().connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise MonitoringError(f"cannot read predictions from {self.url}: {exc}") from exc
+        rows.reverse()
+        frame = pd.DataFrame(
+            {
+                "timestamp": pd.to_datetime([_as_utc(r.timestamp) for r in rows], utc=True),
+                "text": [r.text for r in rows],
+                "label": [r.label for r in rows],
+                "scores": [dict(r.scores) for r in rows],
+                "model_name": [r.model_name for r in rows],
+                "model_version": [r.model_version for r in rows],
+            },
+            columns=list(COLUMNS),
+        )
+        return frame
+
+    def count(self) -> int:
+        """How many predictions the log holds.
+
+        Raises:
+            MonitoringError: The database cannot be read.
+        """
+        try:
+            with self._connect().connect() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(self._table)).scalar_one())
+        except SQLAlchemyError as exc:
+            raise MonitoringError(f"cannot count predictions in {self.url}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release pooled connections (the log reopens on the next call)."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None

@@ -1,0 +1,235 @@
+"""Running the training pipeline on one machine through kfp.local, with a readable console.
+
+kfp.local prints every step's executor input and output in full; ``refinery run`` keeps that in
+``run.log`` under the run's folder and shows a line per step status instead, plus whatever the step
+itself reports (validation findings, training progress). At the end the results the steps wrote as
+JSON are collected into a :class:`RunSummary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from refinery.config import RunConfig
+from refinery.errors import PipelineError
+from refinery.orchestration.steps import ERROR_FILE
+from refinery.results import read_json, write_json
+
+# Child processes inherit these: no telemetry, no hub downloads behind the user's back.
+QUIET_ENV = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXECUTING = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+class _ConsoleFilter(io.TextIOBase):
+    """Tees kfp.local's output to a log file and shows a condensed view on the console."""
+
+    def __init__(self, console: TextIO, log: TextIO, verbose: bool) -> None:
+        self._console, self._log, self._verbose = console, log, verbose
+        self._buffer = ""
+        self._in_json = False
+        self._started: dict[str, float] = {}
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self._show(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._console.flush()
+
+    def _show(self, raw: str) -> None:
+        if self._verbose:
+            self._console.write(raw + "\n")
+            return
+        line = _ANSI.sub("", raw)
+        if m := _EXECUTING.search(line):
+            self._started[m.group(1)] = time.monotonic()
+            self._console.write(f"▶ {m.group(1)}\n")
+        elif m := _FINISHED.search(line):
+            took = time.monotonic() - self._started.get(m.group(1), time.monotonic())
+            mark = "✓" if m.group(2) == "SUCCESS" else "✗"
+            self._console.write(f"{mark} {m.group(1)} {m.group(2).lower()} in {took:.1f} s\n")
+        elif line.startswith("    "):  # a step's own output, indented by kfp.local
+            text = line[4:]
+            if self._in_json:
+                self._in_json = text != "}"
+            elif text.endswith("Got executor_input:"):
+                self._in_json = True
+            elif text.startswith("[KFP Executor") or not text.strip():
+                pass
+            else:
+                self._console.write(f"  {text}\n")
+        self._console.flush()
+
+
+@dataclass
+class RunSummary:
+    """What one training run did, collected from the results its steps wrote."""
+
+    run_name: str
+    run_dir: str
+    succeeded: bool
+    seconds: float
+    failed_step: str | None = None
+    error: str | None = None
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def promoted(self) -> bool:
+        return "set-champion" in self.steps
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        return self.steps.get("gate")
+
+    def to_text(self) -> str:
+        """The end-of-run summary shown by ``refinery run``."""
+        lines = [f"run {self.run_name}: {'succeeded' if self.succeeded else 'FAILED'} in {self.seconds:.0f} s"]
+        if self.failed_step:
+            lines.append(f"  failed step: {self.failed_step}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        evaluation = self.steps.get("evaluate")
+        if evaluation:
+            ch = evaluation["challenger"]
+            lines.append(f"  challenger: test macro-F1 {ch['macro_f1']:.4f}, accuracy {ch['accuracy']:.4f}")
+            if evaluation.get("champion"):
+                cp = evaluation["champion"]
+                lines.append(
+                    f"  champion v{evaluation.get('champion_version')}: test macro-F1 {cp['macro_f1']:.4f},"
+                    f" accuracy {cp['accuracy']:.4f}"
+                )
+        if self.decision:
+            verdict = "PASSED" if self.decision["passed"] else "REJECTED"
+            lines.append(f"  gate: {verdict}")
+            for rule in self.decision["rules"]:
+                mark = "ok " if rule["passed"] else "FAIL"
+                lines.append(
+                    f"    [{mark}] {rule['name']}: observed {rule['observed']:.4f}, threshold {rule['threshold']:.4f}"
+                )
+        if reg := self.steps.get("register"):
+            lines.append(f"  registered: {reg['name']} version {reg['version']}")
+        if pkg := self.steps.get("package"):
+            lines.append(f"  bento: {pkg['bento_tag']}")
+        if promo := self.steps.get("promote"):
+            lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']}, {promo['repository']})")
+        if champ := self.steps.get("set-champion"):
+            lines.append(f"  champion: {champ['name']} version {champ['version']}")
+        elif self.succeeded:
+            lines.append("  champion: unchanged")
+        return "\n".join(lines)
+
+
+# Where each step leaves its JSON result inside its task folder.
+_RESULT_FILES = {
+    "validate-data": "validation/validation.json",
+    "prepare-data": "dataset/prepared.json",
+    "finetune": "model/training.json",
+    "evaluate": "evaluation/evaluation.json",
+    "gate": "decision/decision.json",
+    "register": "registration/registration.json",
+    "package": "bento/package.json",
+    "promote": "promotion/promotion.json",
+    "set-champion": "champion/champion.json",
+}
+
+
+def collect_summary(run_dir: Path, seconds: float, failed_step: str | None = None) -> RunSummary:
+    """Read the results the steps of one run wrote under ``run_dir``."""
+    steps = {}
+    for task, rel in _RESULT_FILES.items():
+        path = run_dir / task / rel
+        if path.is_file():
+            steps[task] = read_json(path)
+    error = None
+    for err in sorted(run_dir.glob(f"*/{ERROR_FILE}")):
+        failed_step = failed_step or err.parent.name
+        error = err.read_text(encoding="utf-8").strip()
+    return RunSummary(
+        run_name=run_dir.name,
+        run_dir=str(run_dir),
+        succeeded=failed_step is None,
+        seconds=seconds,
+        failed_step=failed_step,
+        error=error,
+        steps=steps,
+    )
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | None = None) -> RunSummary:
+    """Run the training pipeline locally through kfp.local's subprocess runner.
+
+    Args:
+        cfg: A resolved run configuration.
+        verbose: Show kfp.local's full output instead of the condensed view.
+        console: Where the progress goes (default: standard output).
+
+    Returns:
+        The run's summary; ``succeeded`` is False when a step failed (the summary names it).
+    """
+    from kfp import local
+
+    from pipelines.training import training_pipeline
+
+    console = console or sys.stdout
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    root = cfg.state / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    env = {**QUIET_ENV, "BENTOML_HOME": cfg.packaging.bentoml_home or ""}
+    failed_step = None
+    started = time.monotonic()
+    with open(root / "run.log", "w", encoding="utf-8") as log, _environment(env):
+        tee = _ConsoleFilter(console, log, verbose)
+        try:
+            with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
+                training_pipeline(config=cfg.to_dict())
+        except RuntimeError as exc:
+            m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
+            failed_step = m.group(1) if m else "pipeline"
+        tee.flush()
+    run_dirs = [p for p in root.iterdir() if p.is_dir()]
+    if not run_dirs:
+        raise PipelineError(f"kfp.local produced no run folder under {root}; see {root / 'run.log'}")
+    summary = collect_summary(run_dirs[0], time.monotonic() - started, failed_step)
+    write_json(summary, root / "summary.json")
+    return summary

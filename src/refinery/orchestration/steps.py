@@ -1,0 +1,156 @@
+"""The pipeline's steps as plain functions over paths: what each KFP component body calls.
+
+A component adapts KFP artifacts to paths and calls exactly one function here; everything a step does
+is therefore testable without KFP. Each step writes its typed result as JSON into its primary output
+folder, and when it fails with a :class:`RefineryError` it leaves the message in ``error.txt`` beside
+its outputs so that ``refinery run`` can say which step failed and why.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from refinery.config import from_dict
+from refinery.errors import RefineryError
+from refinery.results import write_json
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ERROR_FILE = "error.txt"
+
+
+def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
+    """On a RefineryError, write its message to ``error.txt`` in the step's output folder, then re-raise."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except RefineryError as exc:
+            bound = signature.bind(*args, **kwargs)
+            out = Path(bound.arguments["out_dir"])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            (out.parent / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+            raise
+
+    return wrapper
+
+
+@_records_failure
+def validate(config: dict[str, Any], out_dir: Path, report_path: Path) -> Any:
+    """Run the data validation suite; the run stops here (DataValidationError) when it fails."""
+    from refinery.data.validate import validate_data
+
+    report = validate_data(from_dict(config), Path(out_dir))
+    shutil.copyfile(Path(out_dir) / "report.md", report_path)
+    report.raise_for_failure()
+    return report
+
+
+@_records_failure
+def prepare(config: dict[str, Any], out_dir: Path) -> Any:
+    """Clean, deduplicate and split the data; record the drift reference profile."""
+    from refinery.data.prepare import prepare_data
+
+    return prepare_data(from_dict(config), Path(out_dir))
+
+
+@_records_failure
+def finetune(config: dict[str, Any], data_dir: Path, out_dir: Path) -> Any:
+    """Fine-tune the base model on the prepared data."""
+    from refinery.training.finetune import finetune as run_finetune
+
+    return run_finetune(from_dict(config), Path(data_dir), Path(out_dir))
+
+
+@_records_failure
+def evaluate(config: dict[str, Any], data_dir: Path, model_dir: Path, out_dir: Path) -> Any:
+    """Evaluate the challenger and, when one exists, the current champion on the same test set."""
+    from refinery.evaluation.evaluate import evaluate as run_evaluate
+    from refinery.registry.mlflow_registry import Registry
+
+    cfg = from_dict(config)
+    registry = Registry(cfg.registry)
+    champion = registry.champion()
+    with tempfile.TemporaryDirectory(prefix="refinery-champion-") as tmp:
+        champion_dir = registry.download(champion.version, "model", Path(tmp)) if champion else None
+        return run_evaluate(
+            cfg,
+            Path(data_dir),
+            Path(model_dir),
+            champion_dir,
+            Path(out_dir),
+            champion_version=champion.version if champion else None,
+        )
+
+
+@_records_failure
+def gate(config: dict[str, Any], evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
+    """Decide whether the challenger may be promoted; writes decision.json and the Markdown report."""
+    from refinery.evaluation.evaluate import EvaluationResult
+    from refinery.evaluation.gate import decide
+
+    evaluation = EvaluationResult.from_json(Path(evaluation_dir) / "evaluation.json")
+    decision = decide(from_dict(config).gate, evaluation)
+    write_json(decision, Path(out_dir) / "decision.json")
+    Path(report_path).write_text(decision.to_markdown(), encoding="utf-8")
+    return decision
+
+
+@_records_failure
+def register(
+    config: dict[str, Any], model_dir: Path, data_dir: Path, evaluation_dir: Path, run_id: str, out_dir: Path
+) -> Any:
+    """Register the challenger with its lineage; it gets the ``challenger`` alias."""
+    from refinery.registry.register import register_model
+
+    version = register_model(from_dict(config), Path(model_dir), Path(data_dir), Path(evaluation_dir), run_id)
+    write_json(version, Path(out_dir) / "registration.json")
+    return version
+
+
+@_records_failure
+def package(config: dict[str, Any], version: str, out_dir: Path) -> Any:
+    """Build a Bento from the registered version's model, as the registry holds it."""
+    from refinery.packaging.bento import package as build_bento
+    from refinery.registry.mlflow_registry import Registry
+
+    cfg = from_dict(config)
+    with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
+        model_dir = Registry(cfg.registry).download(version, "model", Path(tmp))
+        result = build_bento(cfg, model_dir, version)
+    write_json(result, Path(out_dir) / "package.json")
+    return result
+
+
+@_records_failure
+def promote(config: dict[str, Any], version: str, bento_tag: str, out_dir: Path) -> Any:
+    """Commit the new release to the GitOps repository's overlay for the configured environment."""
+    from refinery.gitops.repo import Release
+    from refinery.gitops.repo import promote as commit_release
+
+    cfg = from_dict(config)
+    result = commit_release(cfg.gitops, Release(cfg.registry.model_name, version, bento_tag))
+    write_json(result, Path(out_dir) / "promotion.json")
+    return result
+
+
+@_records_failure
+def set_champion(config: dict[str, Any], version: str, bento_tag: str, commit: str, out_dir: Path) -> Any:
+    """Move the ``champion`` alias last, once the version is registered, packaged and committed."""
+    from refinery.registry.mlflow_registry import Registry
+
+    registry = Registry(from_dict(config).registry)
+    registry.tag(version, {"bento_tag": bento_tag, "gitops_commit": commit})
+    registry.set_champion(version)
+    champion = registry.get(version)
+    write_json(champion, Path(out_dir) / "champion.json")
+    return champion

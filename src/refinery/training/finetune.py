@@ -1,0 +1,383 @@
+"""Fine-tuning a pre-trained transformer as a text classifier with the Hugging Face Trainer.
+
+The model is evaluated on the validation split after every epoch; training stops early once
+validation macro-F1 has not improved for ``training.early_stopping_patience`` epochs, and the best
+epoch's weights are the ones saved. The output directory appears only when everything is written:
+the model is assembled in a temporary sibling directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from refinery.errors import TrainingError
+from refinery.results import read_json, write_json
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from refinery.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+TRAINING_JSON = "training.json"
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a fine-tuning run did; written as ``training.json`` next to the model."""
+
+    base_model: str
+    labels: tuple[str, ...]
+    max_length: int
+    epochs_run: float
+    global_steps: int
+    stopped_early: bool
+    best_validation_macro_f1: float
+    validation_accuracy: float
+    validation_loss: float
+    train_loss: float
+    train_seconds: float
+    train_samples: int
+    validation_samples: int
+    train_samples_per_second: float
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form."""
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write the result as indented JSON, atomically."""
+        return write_json(self.to_dict(), path)
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> TrainingResult:
+        """Read a ``training.json`` written by :meth:`write_json`."""
+        d = read_json(path)
+        d["labels"] = tuple(d["labels"])
+        return cls(**d)
+
+
+class _EncodedTexts:
+    """Tokenised texts with their class indices, in the list-of-dicts shape the Trainer collates."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: Sequence[int]) -> None:
+        self._encodings = encodings
+        self._labels = list(labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {key: values[i] for key, values in self._encodings.items()}
+        item["labels"] = self._labels[i]
+        return item
+
+
+def _local_base(base: str) -> Path:
+    """The base model's local directory: a path, or ``file://`` URI."""
+    if base.startswith("file://"):
+        return Path(base.removeprefix("file://"))
+    if "://" in base:
+        raise TrainingError(
+            f"model.base {base!r}: only a local directory or file:// URI is supported; "
+            "download the model to a directory first"
+        )
+    return Path(base)
+
+
+def _check_base(base: str) -> Path:
+    path = _local_base(base)
+    if not path.is_dir():
+        raise TrainingError(f"base model directory not found: {path} (model.base)")
+    if not (path / "config.json").is_file():
+        raise TrainingError(f"base model {path} (model.base) has no config.json; is it a transformers model?")
+    if not any((path / name).is_file() for name in SAFETENSORS_FILES):
+        raise TrainingError(
+            f"base model {path} (model.base) holds no model.safetensors; only safetensors weights are loaded"
+        )
+    return path
+
+
+def _read_split(data_dir: Path, split: str, labels: tuple[str, ...]) -> pd.DataFrame:
+    path = data_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise TrainingError(f"{split} split not found: {path}")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+        raise TrainingError(f"cannot read {split} split {path}: {exc}") from exc
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))})")
+    if frame.empty:
+        raise TrainingError(f"{split} split {path} has no rows")
+    if frame["text"].isna().any():
+        raise TrainingError(f"{path}: {int(frame['text'].isna().sum())} row(s) with no text")
+    frame = frame.assign(text=frame["text"].astype(str), label=frame["label"].astype(str))
+    unknown = sorted(set(frame["label"]) - set(labels))
+    if unknown:
+        raise TrainingError(
+            f"{path}: label(s) {', '.join(map(repr, unknown))} are not in data.labels {list(labels)}"
+        )
+    return frame
+
+
+def _macro_f1_metrics(num_labels: int) -> Any:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        logits = eval_pred.predictions
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        predicted = np.asarray(logits).argmax(axis=-1)
+        truth = np.asarray(eval_pred.label_ids)
+        return {
+            "macro_f1": float(
+                f1_score(truth, predicted, average="macro", labels=list(range(num_labels)), zero_division=0)
+            ),
+            "accuracy": float(accuracy_score(truth, predicted)),
+        }
+
+    return compute
+
+
+@contextmanager
+def _cpu_threads(on_cpu: bool) -> Iterator[None]:
+    """Use every CPU this process may run on for intra-op parallelism, then restore the setting."""
+    import torch
+
+    if not on_cpu:
+        yield
+        return
+    previous = torch.get_num_threads()
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, available))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-epoch rows: the epoch's training loss (when logged) and its validation metrics."""
+    train_loss = {round(e["epoch"], 4): e["loss"] for e in log_history if "loss" in e and "epoch" in e}
+    rows = []
+    for entry in log_history:
+        if "eval_macro_f1" not in entry:
+            continue
+        epoch = float(entry.get("epoch", 0.0))
+        row = {"epoch": epoch, "step": float(entry.get("step", 0))}
+        if round(epoch, 4) in train_loss:
+            row["train_loss"] = float(train_loss[round(epoch, 4)])
+        row.update(
+            validation_loss=float(entry["eval_loss"]),
+            validation_macro_f1=float(entry["eval_macro_f1"]),
+            validation_accuracy=float(entry["eval_accuracy"]),
+        )
+        rows.append(row)
+    return rows
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename ``staging`` to ``out_dir``, replacing an existing ``out_dir`` only after the rename succeeds."""
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    out_dir.rename(old)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
+    """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model.
+
+    Args:
+        cfg: The run configuration (``data.labels``, ``model`` and ``training`` sections are used).
+        data_dir: A prepared dataset directory holding ``train.parquet`` and ``validation.parquet``
+            (columns ``text`` and ``label``).
+        out_dir: Where the model directory is created: ``model.safetensors``, ``config.json`` (with
+            id2label/label2id from ``data.labels``), the tokenizer files and ``training.json``.
+
+    Returns:
+        The :class:`TrainingResult` also written to ``out_dir/training.json``.
+
+    Raises:
+        TrainingError: The base model is missing or cannot be loaded, a split is missing, empty or
+            unreadable, or the data holds a label outside ``data.labels``. Nothing is left in
+            ``out_dir`` (nor next to it) when this is raised.
+    """
+    labels = tuple(cfg.data.labels)
+    tcfg = cfg.training
+    base = _check_base(cfg.model.base)
+    data_dir = Path(data_dir)
+    out_dir = Path(out_dir)
+    train_df = _read_split(data_dir, "train", labels)
+    valid_df = _read_split(data_dir, "validation", labels)
+
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from refinery.modeling import effective_max_length
+
+    use_cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if use_cuda else "cpu"
+    label2id = {label: i for i, label in enumerate(labels)}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    checkpoints = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    try:
+        with _cpu_threads(on_cpu=not use_cuda):
+            # The classification head is freshly initialised: seed before building the model.
+            set_seed(tcfg.seed)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    base,
+                    use_safetensors=True,
+                    local_files_only=True,
+                    id2label=dict(enumerate(labels)),
+                    label2id=label2id,
+                    problem_type="single_label_classification",
+                    # A base with another head (or none, e.g. a sentence-embedding BertModel) gets a
+                    # new head sized for our labels.
+                    ignore_mismatched_sizes=True,
+                )
+            except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for a bad dir
+                raise TrainingError(f"cannot load base model {base} (model.base): {exc}") from exc
+            max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
+            if max_length < cfg.model.max_length:
+                logger.warning(
+                    "model.max_length %d exceeds what %s accepts; truncating to %d",
+                    cfg.model.max_length,
+                    base,
+                    max_length,
+                )
+
+            def encode(frame: pd.DataFrame) -> _EncodedTexts:
+                encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
+                return _EncodedTexts(dict(encodings), [label2id[label] for label in frame["label"]])
+
+            train_set, valid_set = encode(train_df), encode(valid_df)
+            bf16 = use_cuda and torch.cuda.is_bf16_supported()
+            args = TrainingArguments(
+                output_dir=str(checkpoints),
+                num_train_epochs=float(tcfg.epochs),
+                max_steps=tcfg.max_steps if tcfg.max_steps is not None else -1,
+                learning_rate=tcfg.learning_rate,
+                per_device_train_batch_size=tcfg.batch_size,
+                per_device_eval_batch_size=tcfg.eval_batch_size,
+                weight_decay=tcfg.weight_decay,
+                # transformers 5 dropped warmup_ratio: a float below 1 is read as a ratio.
+                warmup_steps=tcfg.warmup_ratio,
+                seed=tcfg.seed,
+                data_seed=tcfg.seed,
+                eval_strategy="epoch",
+                save_strategy="epoch",
+                logging_strategy="epoch",
+                save_total_limit=1,
+                save_only_model=True,
+                load_best_model_at_end=True,
+                metric_for_best_model="macro_f1",
+                greater_is_better=True,
+                train_sampling_strategy="group_by_length",
+                use_cpu=not use_cuda,
+                bf16=bf16,
+                report_to=[],
+                disable_tqdm=False,
+                dataloader_num_workers=0,
+            )
+            early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=train_set,
+                eval_dataset=valid_set,
+                processing_class=tokenizer,
+                data_collator=DataCollatorWithPadding(tokenizer),
+                compute_metrics=_macro_f1_metrics(len(labels)),
+                callbacks=[early_stopping],
+            )
+            started = time.perf_counter()
+            train_output = trainer.train()
+            train_seconds = time.perf_counter() - started
+            # Read these before the final evaluate(), which adds a log entry and runs the callbacks again.
+            history = _history(trainer.state.log_history)
+            stopped_early = early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
+            # The best epoch's weights are loaded now; score them once more for the record.
+            final = trainer.evaluate()
+
+        state = trainer.state
+        epochs_run = float(state.epoch or 0.0)
+        result = TrainingResult(
+            base_model=str(base),
+            labels=labels,
+            max_length=max_length,
+            epochs_run=round(epochs_run, 4),
+            global_steps=int(state.global_step),
+            stopped_early=stopped_early,
+            best_validation_macro_f1=float(final["eval_macro_f1"]),
+            validation_accuracy=float(final["eval_accuracy"]),
+            validation_loss=float(final["eval_loss"]),
+            train_loss=float(train_output.training_loss),
+            train_seconds=round(train_seconds, 3),
+            train_samples=len(train_set),
+            validation_samples=len(valid_set),
+            # The Trainer's own figure assumes every planned epoch ran; count what did run.
+            train_samples_per_second=round(epochs_run * len(train_set) / train_seconds, 2) if train_seconds else 0.0,
+            device=device,
+            history=history,
+        )
+        # save_pretrained directly rather than trainer.save_model, which adds a pickled training_args.bin.
+        trainer.model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        result.write_json(staging / TRAINING_JSON)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    logger.info(
+        "fine-tuned %s for %.2f epochs (%d steps): validation macro-F1 %.4f, saved to %s",
+        base,
+        result.epochs_run,
+        result.global_steps,
+        result.best_validation_macro_f1,
+        out_dir,
+    )
+    return result

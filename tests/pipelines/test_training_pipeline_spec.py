@@ -1,0 +1,61 @@
+"""The compiled training pipeline: task graph, images, and nothing installed at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.images import GPU_IMAGE, PROJECT_IMAGE
+from refinery.cli import main
+
+STEPS = ["validate-data", "prepare-data", "finetune", "evaluate", "gate", "register", "package", "promote", "set-champion"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("compiled") / "training.yaml"
+    assert main(["compile", "-o", str(out)]) == 0
+    return out, next(yaml.safe_load_all(out.read_text()))
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_compiled_yaml_loads_back_with_kfp(compiled: tuple[Path, dict]) -> None:
+    from kfp import components
+
+    loaded = components.load_component_from_file(str(compiled[0]))
+    assert loaded.name == "refinery-training"
+    assert set(loaded.component_spec.inputs) == {"config"}
+
+
+def test_every_step_runs_on_the_project_image_without_installing_packages(compiled: tuple[Path, dict]) -> None:
+    executors = compiled[1]["deploymentSpec"]["executors"]
+    images = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
+    assert set(images) == set(STEPS)
+    assert images.pop("finetune") == GPU_IMAGE
+    assert set(images.values()) == {PROJECT_IMAGE}
+    text = compiled[0].read_text()
+    assert "pip install" not in text and "packages_to_install" not in text
+
+
+def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled: tuple[Path, dict]) -> None:
+    tasks = _tasks(compiled[1])
+    assert set(STEPS) <= set(tasks)
+    deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    assert deps["prepare-data"] == {"validate-data"}
+    assert deps["finetune"] == {"prepare-data"}
+    assert deps["evaluate"] == {"prepare-data", "finetune"}
+    assert deps["gate"] == {"evaluate"}
+    assert deps["package"] == {"register"}
+    assert deps["promote"] == {"register", "package"}
+    assert deps["set-champion"] == {"register", "package", "promote"}
+    condition = next(t for t in tasks.values() if "triggerPolicy" in t)
+    assert "gate" in condition["dependentTasks"]
+    assert "gate" in condition["triggerPolicy"]["condition"] and "true" in condition["triggerPolicy"]["condition"]
