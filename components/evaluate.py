@@ -6,7 +6,7 @@ from components.images import PROJECT_IMAGE
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def evaluate(
-    config: dict,
+    config: str,
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Output[Artifact],

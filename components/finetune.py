@@ -5,7 +5,7 @@ from components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def finetune(config: dict, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+def finetune(config: str, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
     """Fine-tune the base model; writes safetensors weights, tokenizer and training.json."""
     from refinery.orchestration import steps
 

@@ -5,7 +5,7 @@ from components.images import PROJECT_IMAGE
 
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
-def package(config: dict, version: str, bento: Output[Artifact]) -> str:
+def package(config: str, version: str, bento: Output[Artifact]) -> str:
     """Build the Bento for a registered version; returns the bento tag."""
     from refinery.orchestration import steps
 

@@ -5,7 +5,7 @@ from components.images import PROJECT_IMAGE
 
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
-def promote(config: dict, version: str, bento_tag: str, promotion: Output[Artifact]) -> str:
+def promote(config: str, version: str, bento_tag: str, promotion: Output[Artifact]) -> str:
     """Commit the release to the GitOps overlay; returns the commit sha."""
     from refinery.orchestration import steps
 

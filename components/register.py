@@ -6,7 +6,7 @@ from components.images import PROJECT_IMAGE
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def register(
-    config: dict,
+    config: str,
     run_id: str,
     model: Input[Model],
     dataset: Input[Dataset],

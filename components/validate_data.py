@@ -5,7 +5,7 @@ from components.images import PROJECT_IMAGE
 
 
 @dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
-def validate_data(config: dict, validation: Output[Artifact], report: Output[Markdown]):
+def validate_data(config: str, validation: Output[Artifact], report: Output[Markdown]):
     """Great Expectations suite over the labelled data; fails the run when an expectation fails."""
     from refinery.orchestration import steps
 

@@ -19,15 +19,13 @@ PIPELINE_NAME = "refinery-training"
     name=PIPELINE_NAME,
     description="Validate labelled data, fine-tune, gate against the champion, then register, package and promote.",
 )
-def training_pipeline(config: dict):
-    """One pass of the refinement loop; ``config`` is a resolved refinery RunConfig as a dict."""
-    validated = validate_data(config=config).set_display_name("validate_data")
-    prepared = prepare_data(config=config).after(validated).set_display_name("prepare_data")
-    trained = finetune(config=config, dataset=prepared.outputs["dataset"]).set_display_name("finetune")
-    evaluated = evaluate(
-        config=config, dataset=prepared.outputs["dataset"], model=trained.outputs["model"]
-    ).set_display_name("evaluate")
-    decided = gate(config=config, evaluation=evaluated.outputs["evaluation"]).set_display_name("gate")
+def training_pipeline(config: str):
+    """One pass of the refinement loop; ``config`` is a resolved refinery RunConfig as JSON."""
+    validated = validate_data(config=config)
+    prepared = prepare_data(config=config).after(validated)
+    trained = finetune(config=config, dataset=prepared.outputs["dataset"])
+    evaluated = evaluate(config=config, dataset=prepared.outputs["dataset"], model=trained.outputs["model"])
+    decided = gate(config=config, evaluation=evaluated.outputs["evaluation"])
     with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition, not Python)
         registered = register(
             config=config,
@@ -35,14 +33,14 @@ def training_pipeline(config: dict):
             model=trained.outputs["model"],
             dataset=prepared.outputs["dataset"],
             evaluation=evaluated.outputs["evaluation"],
-        ).set_display_name("register")
-        packaged = package(config=config, version=registered.outputs["Output"]).set_display_name("package")
+        )
+        packaged = package(config=config, version=registered.outputs["Output"])
         promoted = promote(
             config=config, version=registered.outputs["Output"], bento_tag=packaged.outputs["Output"]
-        ).set_display_name("promote")
+        )
         set_champion(
             config=config,
             version=registered.outputs["Output"],
             bento_tag=packaged.outputs["Output"],
             commit=promoted.outputs["Output"],
-        ).set_display_name("set_champion")
+        )

@@ -49,12 +49,14 @@ def build_tiny_model(
             show_progress=False,
         ),
     )
-    vocab = wordpiece.get_vocab()
+    pieces = set(wordpiece.get_vocab()) - set(SPECIAL_TOKENS)
     # Every ASCII letter, digit and punctuation mark as a word start and as a continuation piece, so
     # words unseen in training (drifted data, typos) still split into pieces instead of becoming [UNK].
     for char in string.ascii_lowercase + string.digits + string.punctuation:
-        for piece in (char, f"##{char}"):
-            vocab.setdefault(piece, len(vocab))
+        pieces.update((char, f"##{char}"))
+    # The trainer learns the same pieces every time but numbers them differently from one process to
+    # the next; number them in sorted order so the same seed gives the same model in every process.
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *sorted(pieces)])}
     # transformers 5's BertTokenizerFast builds the BERT normaliser, pre-tokeniser and [CLS]/[SEP]
     # template itself from a vocabulary, so hand it the trained vocabulary.
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=128)

@@ -108,9 +108,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}: run `refinery run` first"
         )
     argv, env = serve_command(cfg, champion.tags["bento_tag"])
-    print(f"serving {cfg.registry.model_name} v{champion.version} ({champion.tags['bento_tag']}) on "
-          f"http://{cfg.serving.host}:{cfg.serving.port}", flush=True)
+    print(
+        f"serving {cfg.registry.model_name} v{champion.version} ({champion.tags['bento_tag']}) on "
+        f"http://{cfg.serving.host}:{cfg.serving.port}",
+        flush=True,
+    )
     return subprocess.call(argv, env={**os.environ, **env})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from refinery.client import ServiceClient, read_texts
+
+    cfg = _config(args)
+    client = ServiceClient(args.url or f"http://{cfg.serving.host}:{cfg.serving.port}")
+    if args.wait:
+        client.wait_ready(args.wait)
+    texts = read_texts(args.input, cfg.data.text_column, args.limit)
+    results = client.classify(texts, batch_size=cfg.serving.max_batch_items)
+    counts: dict[str, int] = {}
+    for text, result in zip(texts, results, strict=True):
+        counts[result["label"]] = counts.get(result["label"], 0) + 1
+        if args.show:
+            print(f"{result['label']:>10} {max(result['scores'].values()):.3f}  {text[:90]}")
+    print(f"classified {len(texts)} texts with {client.url}: {counts}")
+    return EXIT_OK
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -147,11 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = p.add_subparsers(dest="config_command", required=True)
     c = config_sub.add_parser("schema", help="print the JSON schema of a run configuration")
     c.set_defaults(func=cmd_config_schema)
-    c = config_sub.add_parser("show", help="print a configuration with overrides applied and locations resolved")
+    c = config_sub.add_parser(
+        "show", help="print a configuration with overrides applied and locations resolved"
+    )
     _add_config_args(c)
     c.set_defaults(func=cmd_config_show)
 
-    p = sub.add_parser("validate", help="run the data validation suite on a dataset (exit 0 pass, 1 fail, 2 unusable)")
+    p = sub.add_parser(
+        "validate", help="run the data validation suite on a dataset (exit 0 pass, 1 fail, 2 unusable)"
+    )
     _add_config_args(p)
     p.add_argument("--data", help="dataset path or URI (default: data.uri from the config)")
     p.add_argument("-o", "--output", help="report folder (default: <state_dir>/validation)")
@@ -166,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the champion's Bento with BentoML")
     _add_config_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="send texts from a CSV file to a running service")
+    _add_config_args(p)
+    p.add_argument("--input", required=True, help="CSV with the config's text column")
+    p.add_argument("--limit", type=int, help="send only the first N texts")
+    p.add_argument("--url", help="service URL (default: serving.host and serving.port)")
+    p.add_argument(
+        "--wait", type=float, default=0, help="wait up to this many seconds for the service to be ready"
+    )
+    p.add_argument("--show", action="store_true", help="print each prediction")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("monitor", help="check the inference log for drift and trigger retraining")
     _add_config_args(p)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +42,9 @@ class SplitConfig(_Strict):
 class DataConfig(_Strict):
     """Where the labelled data is and what it must look like."""
 
-    uri: str = Field(description="Local path or fsspec URI (file://, s3://, gs://, https://) of the labelled data.")
+    uri: str = Field(
+        description="Local path or fsspec URI (file://, s3://, gs://, https://) of the labelled data."
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "utf-8"
     text_column: str = "text"
@@ -69,7 +72,9 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """The pre-trained model to fine-tune."""
 
-    base: str = Field(description="Directory (or fsspec URI) holding a transformers model saved as safetensors.")
+    base: str = Field(
+        description="Directory (or fsspec URI) holding a transformers model saved as safetensors."
+    )
     max_length: int = Field(128, ge=8, le=4096)
 
 
@@ -83,7 +88,9 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     early_stopping_patience: int = Field(2, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke runs).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (smoke runs)."
+    )
     seed: int = 42
 
 
@@ -92,7 +99,10 @@ class GateConfig(_Strict):
 
     min_macro_f1: float = Field(0.7, ge=0, le=1)
     max_regression: float = Field(
-        0.0, ge=0, le=1, description="How far below the champion's macro-F1 the challenger may be and still pass."
+        0.0,
+        ge=0,
+        le=1,
+        description="How far below the champion's macro-F1 the challenger may be and still pass.",
     )
 
 
@@ -137,9 +147,13 @@ class ServingConfig(_Strict):
 class MonitoringConfig(_Strict):
     """Drift detection on the inference log and the retrain trigger."""
 
-    window_size: int = Field(500, ge=1, description="How many of the most recent predictions form the window.")
+    window_size: int = Field(
+        500, ge=1, description="How many of the most recent predictions form the window."
+    )
     min_window_size: int = Field(50, ge=1)
-    drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted features that means dataset drift.")
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Share of drifted features that means dataset drift."
+    )
     stattest_threshold: float = Field(0.05, gt=0, lt=1)
     cooldown_minutes: float = Field(60, ge=0)
     retrain: bool = True
@@ -167,16 +181,24 @@ class RunConfig(_Strict):
         return Path(self.state_dir)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict, the form pipeline steps receive."""
+        """JSON-safe dict."""
         return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        """The form pipeline steps receive (a KFP string parameter: it keeps nulls and integers intact)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     def digest(self) -> str:
         """A stable hash of the whole configuration, recorded as lineage."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# scheme://... (file, s3, gs, https, ssh, postgresql) or git's scp-like user@host:path
+_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+
+
 def _is_uri(value: str) -> bool:
-    return "://" in value
+    return bool(_URI.match(value))
 
 
 def _absolute(value: str, base: Path) -> str:
@@ -283,8 +305,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None, base: Path
     return resolve(parse_config(tree, str(path)), base)
 
 
-def from_dict(tree: dict[str, Any]) -> RunConfig:
-    """Rebuild a resolved config handed to a pipeline step."""
+def from_dict(tree: dict[str, Any] | str) -> RunConfig:
+    """Rebuild a resolved config handed to a pipeline step (as a dict or its JSON text)."""
+    if isinstance(tree, str):
+        try:
+            tree = json.loads(tree)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"pipeline parameter 'config' is not JSON: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError("pipeline parameter 'config' must be a JSON object")
     return parse_config(tree, "pipeline parameter 'config'")
 
 

@@ -188,7 +188,7 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
         model = AutoModelForSequenceClassification.from_pretrained(
             model_dir, use_safetensors=True, local_files_only=True
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # transformers/safetensors raise many unrelated types for a broken dir
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     labels = labels_from_config(model.config.id2label, model.config.num_labels, model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

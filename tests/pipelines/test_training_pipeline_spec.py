@@ -10,7 +10,17 @@ import yaml
 from components.images import GPU_IMAGE, PROJECT_IMAGE
 from refinery.cli import main
 
-STEPS = ["validate-data", "prepare-data", "finetune", "evaluate", "gate", "register", "package", "promote", "set-champion"]
+STEPS = [
+    "validate-data",
+    "prepare-data",
+    "finetune",
+    "evaluate",
+    "gate",
+    "register",
+    "package",
+    "promote",
+    "set-champion",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,9 @@ def test_compiled_yaml_loads_back_with_kfp(compiled: tuple[Path, dict]) -> None:
     assert set(loaded.component_spec.inputs) == {"config"}
 
 
-def test_every_step_runs_on_the_project_image_without_installing_packages(compiled: tuple[Path, dict]) -> None:
+def test_every_step_runs_on_the_project_image_without_installing_packages(
+    compiled: tuple[Path, dict],
+) -> None:
     executors = compiled[1]["deploymentSpec"]["executors"]
     images = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
     assert set(images) == set(STEPS)
@@ -58,4 +70,7 @@ def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled:
     assert deps["set-champion"] == {"register", "package", "promote"}
     condition = next(t for t in tasks.values() if "triggerPolicy" in t)
     assert "gate" in condition["dependentTasks"]
-    assert "gate" in condition["triggerPolicy"]["condition"] and "true" in condition["triggerPolicy"]["condition"]
+    assert (
+        "gate" in condition["triggerPolicy"]["condition"]
+        and "true" in condition["triggerPolicy"]["condition"]
+    )

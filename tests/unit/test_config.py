@@ -35,7 +35,9 @@ def test_broken_configs_are_rejected_with_the_dotted_path(case: Path) -> None:
 
 
 def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
-    cfg = load_config(REPO / "configs" / "test.yaml", ["training.epochs=5", "gate.min_macro_f1=0.9"], base=REPO)
+    cfg = load_config(
+        REPO / "configs" / "test.yaml", ["training.epochs=5", "gate.min_macro_f1=0.9"], base=REPO
+    )
     assert cfg.training.epochs == 5 and cfg.gate.min_macro_f1 == 0.9
     with pytest.raises(ConfigError, match=r"training\.epochz: unknown key"):
         load_config(REPO / "configs" / "test.yaml", ["training.epochz=5"], base=REPO)
@@ -68,5 +70,7 @@ def test_cli_schema_and_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"data", "model", "training", "gate", "registry", "gitops"} <= set(schema["properties"])
-    assert main(["config", "show", "-c", str(Path(__file__).parent / "config_cases" / "unknown_key.yaml")]) == 2
+    assert (
+        main(["config", "show", "-c", str(Path(__file__).parent / "config_cases" / "unknown_key.yaml")]) == 2
+    )
     assert "unknown key" in capsys.readouterr().err

@@ -59,7 +59,9 @@ def _filesystem(uri: str) -> tuple[Any, str]:
     try:
         return fsspec.core.url_to_fs(uri)
     except ImportError as exc:
-        raise DataError(f"cannot open {uri}: the filesystem for its scheme is not installed ({exc})") from None
+        raise DataError(
+            f"cannot open {uri}: the filesystem for its scheme is not installed ({exc})"
+        ) from None
     except ValueError as exc:
         raise DataError(f"cannot open {uri}: {exc}") from None
 

@@ -52,6 +52,15 @@ class EvaluationResult:
         """JSON-safe dict of every field."""
         return to_jsonable(self)
 
+    def metrics(self) -> dict[str, float]:
+        """Headline numbers of both models, flat, for the step's KFP Metrics."""
+        flat = {"test_rows": float(self.test_rows)}
+        for role, m in (("challenger", self.challenger), ("champion", self.champion)):
+            if m is not None:
+                flat[f"{role}_accuracy"] = m.accuracy
+                flat[f"{role}_macro_f1"] = m.macro_f1
+        return flat
+
     def write_json(self, path: str | Path) -> Path:
         """Write the result as JSON, atomically."""
         return write_json(self, path)
@@ -126,7 +135,11 @@ def _predict_labels(
 ) -> list[str]:
     from refinery.modeling import load_classifier
 
-    who = f"champion version {version} ({model_dir})" if role == "champion" and version else f"{role} {model_dir}"
+    who = (
+        f"champion version {version} ({model_dir})"
+        if role == "champion" and version
+        else f"{role} {model_dir}"
+    )
     error_cls = RegistryError if role == "champion" else TrainingError
     try:
         classifier = load_classifier(Path(model_dir), max_length=max_length)
@@ -159,7 +172,7 @@ def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
     k = len(result.labels)
     side = max(3.6, 1.0 + 0.9 * k)
     # A bare Figure renders with the Agg canvas and touches no pyplot global state.
-    fig = Figure(figsize=(side * len(panels) + 0.8, side + 0.9))
+    fig = Figure(figsize=(side * len(panels) + 1.2, side + 0.9), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
     image = None
     for ax, (name, metrics) in zip(axes[0], panels, strict=True):
@@ -181,13 +194,15 @@ def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
                 )
         ax.set_xticks(range(k), result.labels, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
         ax.set_yticks(range(k), result.labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{name}\nmacro-F1 {metrics.macro_f1:.3f} · accuracy {metrics.accuracy:.3f}", fontsize=10)
+        ax.set_xlabel("predicted label")
+        ax.set_ylabel("true label")
+        ax.set_title(
+            f"{name}\nmacro-F1 {metrics.macro_f1:.3f} · accuracy {metrics.accuracy:.3f}", fontsize=10
+        )
     if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.04, label="share of true class")
+        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="share of the true class")
     fig.suptitle(f"Confusion matrices on the same test set (n={result.test_rows})", fontsize=11)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     return path
 
 

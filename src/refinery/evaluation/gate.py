@@ -18,7 +18,7 @@ from refinery.results import read_json, to_jsonable, write_json
 if TYPE_CHECKING:
     from refinery.config import GateConfig
 
-GATE_FILE = "gate.json"
+GATE_FILE = "decision.json"
 
 # Macro-F1 values are ratios of small integers; a threshold computed as champion - tolerance can land a
 # few ulps away from an equal observed value, which must still count as "not worse".
@@ -89,7 +89,7 @@ class GateDecision:
 
     @classmethod
     def from_json(cls, path: str | Path) -> GateDecision:
-        """Read a decision written by :meth:`write_json` (or the directory holding ``gate.json``).
+        """Read a decision written by :meth:`write_json` (or the directory holding ``decision.json``).
 
         Raises:
             RefineryError: The file is missing or is not a gate decision.
@@ -106,7 +106,9 @@ class GateDecision:
 
     def to_markdown(self) -> str:
         """A Markdown summary: the decision in the heading, then one table row per rule."""
-        verdict = "PASSED — the challenger may be promoted" if self.passed else "REJECTED — the champion stays"
+        verdict = (
+            "PASSED — the challenger may be promoted" if self.passed else "REJECTED — the champion stays"
+        )
         lines = [
             f"## Promotion gate: {verdict}",
             "",

@@ -70,12 +70,16 @@ def _indices(values: Sequence[str], index: Mapping[str, int], what: str) -> list
     for value in values:
         key = str(value)
         if key not in index:
-            raise DataError(f"{what} contains label {key!r}, which is not one of the declared labels {list(index)}")
+            raise DataError(
+                f"{what} contains label {key!r}, which is not one of the declared labels {list(index)}"
+            )
         out.append(index[key])
     return out
 
 
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> ModelMetrics:
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> ModelMetrics:
     """Score predictions against true labels.
 
     Args:

@@ -111,7 +111,9 @@ def _check_frame(frame: Any, side: str) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise MonitoringError(f"{side} descriptors must be a pandas DataFrame, got {type(frame).__name__}")
     if frame.empty:
-        what = "current window is empty: no predictions" if side == "current" else "reference profile is empty"
+        what = (
+            "current window is empty: no predictions" if side == "current" else "reference profile is empty"
+        )
         raise MonitoringError(f"{what} to test for drift")
     if LABEL_COLUMN not in frame.columns:
         raise MonitoringError(
@@ -147,7 +149,11 @@ def _parse_snapshot(snapshot: dict[str, Any], columns: list[str]) -> tuple[float
         if kind.endswith("DriftedColumnsCount"):
             share = float(metric["value"]["share"])
         elif kind.endswith("ValueDrift"):
-            scores[config["column"]] = (float(metric["value"]), str(config["method"]), float(config["threshold"]))
+            scores[config["column"]] = (
+                float(metric["value"]),
+                str(config["method"]),
+                float(config["threshold"]),
+            )
     drifted: dict[str, bool] = {}
     for test in snapshot.get("tests", []):
         params = test["metric_config"]["params"]
@@ -176,7 +182,8 @@ def _save_html(snapshot: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            snapshot.save_html(fh)
+            # Snapshot.save_html silently writes nothing when handed a file object (evidently 0.7.23).
+            fh.write(snapshot.get_html_str(as_iframe=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -249,7 +256,9 @@ def detect_drift(
     except MonitoringError:
         raise
     except Exception as exc:
-        raise MonitoringError(f"Evidently drift report failed for {out_dir}: {type(exc).__name__}: {exc}") from exc
+        raise MonitoringError(
+            f"Evidently drift report failed for {out_dir}: {type(exc).__name__}: {exc}"
+        ) from exc
 
     result = DriftResult(
         dataset_drift=share >= cfg.drift_share,

@@ -126,10 +126,14 @@ class InferenceLog:
                 try:
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise MonitoringError(f"cannot create the folder of inference log {database}: {exc}") from exc
+                    raise MonitoringError(
+                        f"cannot create the folder of inference log {database}: {exc}"
+                    ) from exc
             connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_MS / 1000
         try:
-            engine = sa.create_engine(self._url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite())
+            engine = sa.create_engine(
+                self._url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite()
+            )
         except (ArgumentError, ImportError) as exc:
             raise MonitoringError(f"cannot open inference log {self.url}: {exc}") from exc
         if self._is_sqlite():
@@ -194,7 +198,9 @@ class InferenceLog:
                 return
             except OperationalError as exc:
                 if not (self._is_sqlite() and _is_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
-                    raise MonitoringError(f"cannot append {len(rows)} predictions to {self.url}: {exc}") from exc
+                    raise MonitoringError(
+                        f"cannot append {len(rows)} predictions to {self.url}: {exc}"
+                    ) from exc
                 logger.warning("inference log %s is locked; retrying (%d)", self.url, attempt + 1)
                 time.sleep(0.1 * (attempt + 1))
             except SQLAlchemyError as exc:
@@ -222,7 +228,7 @@ class InferenceLog:
         )
         try:
             with self._connect().connect() as conn:
-                rows = conn.execute(query).all()
+                rows = list(conn.execute(query).all())
         except SQLAlchemyError as exc:
             raise MonitoringError(f"cannot read predictions from {self.url}: {exc}") from exc
         rows.reverse()

@@ -109,7 +109,9 @@ class RunSummary:
 
     def to_text(self) -> str:
         """The end-of-run summary shown by ``refinery run``."""
-        lines = [f"run {self.run_name}: {'succeeded' if self.succeeded else 'FAILED'} in {self.seconds:.0f} s"]
+        lines = [
+            f"run {self.run_name}: {'succeeded' if self.succeeded else 'FAILED'} in {self.seconds:.0f} s"
+        ]
         if self.failed_step:
             lines.append(f"  failed step: {self.failed_step}")
         if self.error:
@@ -137,7 +139,9 @@ class RunSummary:
         if pkg := self.steps.get("package"):
             lines.append(f"  bento: {pkg['bento_tag']}")
         if promo := self.steps.get("promote"):
-            lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']}, {promo['repository']})")
+            lines.append(
+                f"  gitops commit: {promo['commit'][:12]} ({promo['environment']}, {promo['repository']})"
+            )
         if champ := self.steps.get("set-champion"):
             lines.append(f"  champion: {champ['name']} version {champ['version']}")
         elif self.succeeded:
@@ -222,7 +226,7 @@ def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | Non
         tee = _ConsoleFilter(console, log, verbose)
         try:
             with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
-                training_pipeline(config=cfg.to_dict())
+                training_pipeline(config=cfg.to_json())
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
             failed_step = m.group(1) if m else "pipeline"

@@ -45,7 +45,7 @@ def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 @_records_failure
-def validate(config: dict[str, Any], out_dir: Path, report_path: Path) -> Any:
+def validate(config: str | dict[str, Any], out_dir: Path, report_path: Path) -> Any:
     """Run the data validation suite; the run stops here (DataValidationError) when it fails."""
     from refinery.data.validate import validate_data
 
@@ -56,7 +56,7 @@ def validate(config: dict[str, Any], out_dir: Path, report_path: Path) -> Any:
 
 
 @_records_failure
-def prepare(config: dict[str, Any], out_dir: Path) -> Any:
+def prepare(config: str | dict[str, Any], out_dir: Path) -> Any:
     """Clean, deduplicate and split the data; record the drift reference profile."""
     from refinery.data.prepare import prepare_data
 
@@ -64,7 +64,7 @@ def prepare(config: dict[str, Any], out_dir: Path) -> Any:
 
 
 @_records_failure
-def finetune(config: dict[str, Any], data_dir: Path, out_dir: Path) -> Any:
+def finetune(config: str | dict[str, Any], data_dir: Path, out_dir: Path) -> Any:
     """Fine-tune the base model on the prepared data."""
     from refinery.training.finetune import finetune as run_finetune
 
@@ -72,7 +72,7 @@ def finetune(config: dict[str, Any], data_dir: Path, out_dir: Path) -> Any:
 
 
 @_records_failure
-def evaluate(config: dict[str, Any], data_dir: Path, model_dir: Path, out_dir: Path) -> Any:
+def evaluate(config: str | dict[str, Any], data_dir: Path, model_dir: Path, out_dir: Path) -> Any:
     """Evaluate the challenger and, when one exists, the current champion on the same test set."""
     from refinery.evaluation.evaluate import evaluate as run_evaluate
     from refinery.registry.mlflow_registry import Registry
@@ -93,7 +93,7 @@ def evaluate(config: dict[str, Any], data_dir: Path, model_dir: Path, out_dir: P
 
 
 @_records_failure
-def gate(config: dict[str, Any], evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
+def gate(config: str | dict[str, Any], evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
     """Decide whether the challenger may be promoted; writes decision.json and the Markdown report."""
     from refinery.evaluation.evaluate import EvaluationResult
     from refinery.evaluation.gate import decide
@@ -107,7 +107,12 @@ def gate(config: dict[str, Any], evaluation_dir: Path, out_dir: Path, report_pat
 
 @_records_failure
 def register(
-    config: dict[str, Any], model_dir: Path, data_dir: Path, evaluation_dir: Path, run_id: str, out_dir: Path
+    config: str | dict[str, Any],
+    model_dir: Path,
+    data_dir: Path,
+    evaluation_dir: Path,
+    run_id: str,
+    out_dir: Path,
 ) -> Any:
     """Register the challenger with its lineage; it gets the ``challenger`` alias."""
     from refinery.registry.register import register_model
@@ -118,7 +123,7 @@ def register(
 
 
 @_records_failure
-def package(config: dict[str, Any], version: str, out_dir: Path) -> Any:
+def package(config: str | dict[str, Any], version: str, out_dir: Path) -> Any:
     """Build a Bento from the registered version's model, as the registry holds it."""
     from refinery.packaging.bento import package as build_bento
     from refinery.registry.mlflow_registry import Registry
@@ -132,7 +137,7 @@ def package(config: dict[str, Any], version: str, out_dir: Path) -> Any:
 
 
 @_records_failure
-def promote(config: dict[str, Any], version: str, bento_tag: str, out_dir: Path) -> Any:
+def promote(config: str | dict[str, Any], version: str, bento_tag: str, out_dir: Path) -> Any:
     """Commit the new release to the GitOps repository's overlay for the configured environment."""
     from refinery.gitops.repo import Release
     from refinery.gitops.repo import promote as commit_release
@@ -144,7 +149,9 @@ def promote(config: dict[str, Any], version: str, bento_tag: str, out_dir: Path)
 
 
 @_records_failure
-def set_champion(config: dict[str, Any], version: str, bento_tag: str, commit: str, out_dir: Path) -> Any:
+def set_champion(
+    config: str | dict[str, Any], version: str, bento_tag: str, commit: str, out_dir: Path
+) -> Any:
     """Move the ``champion`` alias last, once the version is registered, packaged and committed."""
     from refinery.registry.mlflow_registry import Registry
 

@@ -181,7 +181,9 @@ class Registry:
         except Exception as exc:
             module = type(exc).__module__ or ""
             if module.startswith(("sqlalchemy", "sqlite3", "psycopg", "pymysql", "requests", "urllib3")):
-                raise RegistryError(f"registry unreachable at {self.uri} while trying to {action}: {exc}") from exc
+                raise RegistryError(
+                    f"registry unreachable at {self.uri} while trying to {action}: {exc}"
+                ) from exc
             raise
 
     def _connect(self) -> MlflowClient:
@@ -334,10 +336,14 @@ class Registry:
             RegistryError: Unknown artifact name, missing version, or the download failed.
         """
         if artifact not in ARTIFACTS:
-            raise RegistryError(f"unknown artifact {artifact!r}; a registered version holds {list(ARTIFACTS)}")
+            raise RegistryError(
+                f"unknown artifact {artifact!r}; a registered version holds {list(ARTIFACTS)}"
+            )
         info = self.get(version)
         if not info.run_id:
-            raise RegistryError(f"version {info.version} of {self.name} has no run to download {artifact}/ from")
+            raise RegistryError(
+                f"version {info.version} of {self.name} has no run to download {artifact}/ from"
+            )
         client = self._connect()
         dst = Path(dst)
         dst.mkdir(parents=True, exist_ok=True)
@@ -350,8 +356,10 @@ class Registry:
                     f"version {info.version} of {self.name} has no {artifact}/ artifacts (run {info.run_id})"
                 )
             target = dst / artifact
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
             os.replace(local, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from refinery.errors import TrainingError
+from refinery.modeling import effective_max_length, has_safetensors
 from refinery.results import read_json, write_json
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
-SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,20 @@ class TrainingResult:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
         return d
+
+    def metrics(self) -> dict[str, float]:
+        """Headline numbers, flat, for the step's KFP Metrics."""
+        return {
+            "validation_macro_f1": self.best_validation_macro_f1,
+            "validation_accuracy": self.validation_accuracy,
+            "validation_loss": self.validation_loss,
+            "train_loss": self.train_loss,
+            "epochs_run": self.epochs_run,
+            "global_steps": float(self.global_steps),
+            "train_samples": float(self.train_samples),
+            "train_seconds": self.train_seconds,
+            "train_samples_per_second": self.train_samples_per_second,
+        }
 
     def write_json(self, path: str | Path) -> Path:
         """Write the result as indented JSON, atomically."""
@@ -110,7 +124,7 @@ def _check_base(base: str) -> Path:
         raise TrainingError(f"base model directory not found: {path} (model.base)")
     if not (path / "config.json").is_file():
         raise TrainingError(f"base model {path} (model.base) has no config.json; is it a transformers model?")
-    if not any((path / name).is_file() for name in SAFETENSORS_FILES):
+    if not has_safetensors(path):
         raise TrainingError(
             f"base model {path} (model.base) holds no model.safetensors; only safetensors weights are loaded"
         )
@@ -127,7 +141,9 @@ def _read_split(data_dir: Path, split: str, labels: tuple[str, ...]) -> pd.DataF
         raise TrainingError(f"cannot read {split} split {path}: {exc}") from exc
     missing = [c for c in ("text", "label") if c not in frame.columns]
     if missing:
-        raise TrainingError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))})")
+        raise TrainingError(
+            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))})"
+        )
     if frame.empty:
         raise TrainingError(f"{split} split {path} has no rows")
     if frame["text"].isna().any():
@@ -160,17 +176,25 @@ def _macro_f1_metrics(num_labels: int) -> Any:
     return compute
 
 
+# Below this size a model's matrices are too small to split across threads: synchronising them costs
+# more than it saves, and on a busy machine every step waits for a descheduled thread.
+SMALL_MODEL_PARAMETERS = 5_000_000
+
+
+def cpu_thread_count(num_parameters: int) -> int:
+    """Intra-op threads for CPU training: all CPUs this process may run on, one for a tiny model."""
+    if num_parameters < SMALL_MODEL_PARAMETERS:
+        return 1
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, available)
+
+
 @contextmanager
-def _cpu_threads(on_cpu: bool) -> Iterator[None]:
-    """Use every CPU this process may run on for intra-op parallelism, then restore the setting."""
+def _restore_torch_threads() -> Iterator[None]:
+    """Put torch's intra-op thread count back as it was, whatever happened inside."""
     import torch
 
-    if not on_cpu:
-        yield
-        return
     previous = torch.get_num_threads()
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, available))
     try:
         yield
     finally:
@@ -251,8 +275,6 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
         set_seed,
     )
 
-    from refinery.modeling import effective_max_length
-
     use_cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if use_cuda else "cpu"
     label2id = {label: i for i, label in enumerate(labels)}
@@ -261,7 +283,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     checkpoints = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
     try:
-        with _cpu_threads(on_cpu=not use_cuda):
+        with _restore_torch_threads():
             # The classification head is freshly initialised: seed before building the model.
             set_seed(tcfg.seed)
             try:
@@ -279,6 +301,8 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 )
             except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for a bad dir
                 raise TrainingError(f"cannot load base model {base} (model.base): {exc}") from exc
+            if not use_cuda:
+                torch.set_num_threads(cpu_thread_count(model.num_parameters()))
             max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
             if max_length < cfg.model.max_length:
                 logger.warning(
@@ -337,11 +361,15 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             train_seconds = time.perf_counter() - started
             # Read these before the final evaluate(), which adds a log entry and runs the callbacks again.
             history = _history(trainer.state.log_history)
-            stopped_early = early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
+            stopped_early = (
+                early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
+                and trainer.state.global_step < trainer.state.max_steps
+            )
             # The best epoch's weights are loaded now; score them once more for the record.
             final = trainer.evaluate()
 
         state = trainer.state
+        # The Trainer's own samples/s assumes every planned epoch ran; count what did run.
         epochs_run = float(state.epoch or 0.0)
         result = TrainingResult(
             base_model=str(base),
@@ -357,13 +385,12 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             train_seconds=round(train_seconds, 3),
             train_samples=len(train_set),
             validation_samples=len(valid_set),
-            # The Trainer's own figure assumes every planned epoch ran; count what did run.
-            train_samples_per_second=round(epochs_run * len(train_set) / train_seconds, 2) if train_seconds else 0.0,
+            train_samples_per_second=round(epochs_run * len(train_set) / max(train_seconds, 1e-9), 2),
             device=device,
             history=history,
         )
         # save_pretrained directly rather than trainer.save_model, which adds a pickled training_args.bin.
-        trainer.model.save_pretrained(staging)
+        model.save_pretrained(staging)  # holds the best epoch's weights (load_best_model_at_end)
         tokenizer.save_pretrained(staging)
         result.write_json(staging / TRAINING_JSON)
         _move_into_place(staging, out_dir)

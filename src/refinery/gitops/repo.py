@@ -1,0 +1,633 @@
+"""Promotion through GitOps: one commit per promotion to the repository Argo CD watches.
+
+The repository holds the kustomize tree of ``k8s/`` under ``k8s/``. A promotion rewrites exactly one
+file, ``k8s/overlays/<environment>/kustomization.yaml``: the ``images`` entry named
+``refinery-serving`` (``newName``/``newTag``) and the ``REFINERY_MODEL_NAME``,
+``REFINERY_MODEL_VERSION`` and ``REFINERY_BENTO_TAG`` literals of the ``refinery-release``
+ConfigMap generator. Argo CD then syncs the overlay.
+
+By default ``gitops.repository`` is the path of a local *bare* repository, created on first use and
+seeded from ``gitops.seed_dir``. It may also be a URL (``ssh://``, ``https://``, ``file://``) of a
+repository that already holds the tree; then it is only checked, never seeded.
+
+Everything goes through the real git CLI in throwaway clones, with author and committer set from the
+configuration so that no global git configuration is needed. Concurrent promotions are safe: a push
+that loses the race is redone on a fresh clone, so each promotion lands as its own commit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from refinery.config import GitOpsConfig
+from refinery.errors import GitOpsError
+from refinery.results import to_jsonable, write_json
+
+#: Image name used in k8s/base; each overlay's ``images`` entry with this name is what promote edits.
+IMAGE_NAME = "refinery-serving"
+#: Name of the ConfigMap generator (in each overlay) that carries the release literals.
+RELEASE_CONFIGMAP = "refinery-release"
+#: Value of REFINERY_MODEL_VERSION in an overlay that has never been promoted.
+UNRELEASED = "none"
+#: Where the overlays live inside the GitOps repository.
+OVERLAYS_DIR = "k8s/overlays"
+
+_MODEL_NAME_KEY = "REFINERY_MODEL_NAME"
+_MODEL_VERSION_KEY = "REFINERY_MODEL_VERSION"
+_BENTO_TAG_KEY = "REFINERY_BENTO_TAG"
+
+# Attempts on a fresh clone when another promotion moved (or was moving) the branch between our clone
+# and our push: one retry covers two concurrent promotions, a second covers a push that only hit the
+# other one's ref lock while it was still updating.
+_PUSH_ATTEMPTS = 3
+_RETRY_PAUSE_S = 0.2
+# What git says when a push lost a race with another push (with LC_ALL=C).
+_LOST_RACE_RE = re.compile(
+    r"non-fast-forward|fetch first|cannot lock ref|failed to update ref|unable to create .*\.lock",
+    re.IGNORECASE,
+)
+_GIT_TIMEOUT_S = 300
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# An OCI image tag: https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+_IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Environment variables that would make git operate on some other repository than the one we name.
+_REPO_LOCATING_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+_CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+@dataclass(frozen=True)
+class Release:
+    """What an overlay serves: a registered model version and the Bento built from it.
+
+    Attributes:
+        model_name: Registered model name, e.g. ``review-sentiment``.
+        model_version: Registry version, e.g. ``3``.
+        bento_tag: ``NAME:VERSION`` of the Bento; its version is also the image tag.
+    """
+
+    model_name: str
+    model_version: str
+    bento_tag: str
+
+    @property
+    def image_tag(self) -> str:
+        """The container image tag of this release: the version part of the Bento tag."""
+        return self.bento_tag.partition(":")[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """The outcome of :func:`promote`.
+
+    Attributes:
+        commit: The branch head naming the release: the new commit, or the existing head when the
+            release was already there (a no-op promotion makes no commit).
+        environment: The overlay promoted to.
+        repository: The GitOps repository (credentials in a URL are masked).
+        changed_files: Paths changed by the commit, relative to the repository root; empty for a no-op.
+        release: The release promoted.
+    """
+
+    commit: str
+    environment: str
+    repository: str
+    changed_files: tuple[str, ...]
+    release: Release
+
+    @property
+    def changed(self) -> bool:
+        """Whether a new commit was made."""
+        return bool(self.changed_files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write the result as JSON (atomically) and return the path."""
+        return write_json(self, path)
+
+
+# --------------------------------------------------------------------------------------------- public
+
+
+def ensure_repository(cfg: GitOpsConfig) -> str:
+    """Make sure the GitOps repository exists and holds ``cfg.branch``; return its location.
+
+    A local path that does not exist yet (or is an empty directory, or an empty bare repository) becomes
+    a bare repository whose first commit on ``cfg.branch`` holds ``cfg.seed_dir`` under ``k8s/``. It is
+    built next to the target and renamed into place, so a crash or a concurrent first use never leaves
+    a half-made repository. A URL is only checked with ``git ls-remote``.
+
+    Args:
+        cfg: The GitOps section of a resolved run configuration.
+
+    Returns:
+        The repository location: the absolute path of the bare repository, or the URL as given.
+
+    Raises:
+        GitOpsError: The location is unset, unreachable, not a bare repository, lacks the branch, or
+            the seed folder has no overlays.
+    """
+    location = _location(cfg)
+    if _is_remote(location):
+        proc = _git(["ls-remote", "--exit-code", "--heads", location, cfg.branch], cfg, location, check=False)
+        if proc.returncode == 2:
+            raise GitOpsError(
+                f"GitOps repository {_redact(location)} has no branch {cfg.branch!r}; "
+                f"push the manifests (k8s/ under k8s/) to it first"
+            )
+        if proc.returncode != 0:
+            raise _command_error(location, proc, "is not reachable")
+        return location
+
+    path = Path(location)
+    if _is_bare_repository(path, cfg):
+        if not _has_refs(path, cfg):
+            _seed(cfg, path)
+        elif not _has_branch(path, cfg):
+            raise GitOpsError(f"GitOps repository {path} has no branch {cfg.branch!r}")
+        return str(path)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise GitOpsError(
+            f"GitOps repository {path} exists but is not a bare git repository; "
+            f"point gitops.repository at a bare repository, a new path or a URL"
+        )
+    _create(cfg, path)
+    return str(path)
+
+
+def promote(cfg: GitOpsConfig, release: Release) -> PromotionResult:
+    """Point ``k8s/overlays/<cfg.environment>`` at ``release`` in one pushed commit.
+
+    The commit changes only ``k8s/overlays/<environment>/kustomization.yaml``: the image
+    ``cfg.image_repository:<bento version>`` and the release literals of the ``refinery-release``
+    ConfigMap. If the overlay already names this release, nothing is committed and the current head is
+    returned with empty ``changed_files``. If another promotion pushed in between, the edit is redone
+    on a fresh clone (at most twice), so concurrent promotions land as separate commits and none is lost.
+
+    Args:
+        cfg: The GitOps section of a resolved run configuration.
+        release: The model version and Bento to serve.
+
+    Returns:
+        The commit, the changed files and the release.
+
+    Raises:
+        GitOpsError: The release is malformed, the environment has no overlay (the message lists the
+            available ones), the overlay lacks the entries promote edits, or a git command failed (the
+            message names the repository and git's error output).
+    """
+    _check_release(release)
+    location = ensure_repository(cfg)
+    overlay = _overlay_path(cfg.environment)
+    for attempt in range(1, _PUSH_ATTEMPTS + 1):
+        with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
+            work = Path(tmp) / "work"
+            _clone(cfg, location, work)
+            base = _head(work, cfg, location)
+            overlay_file = work / overlay
+            if not overlay_file.is_file():
+                raise _unknown_environment(cfg, location, _environments_in_tree(work))
+            where = f"{_redact(location)}:{overlay}"
+            text = overlay_file.read_text(encoding="utf-8")
+            previous = _release_from_text(text, where)
+            if previous == release and _image_of(text, where) == (cfg.image_repository, release.image_tag):
+                return PromotionResult(base, cfg.environment, _redact(location), (), release)
+            overlay_file.write_text(_apply_release(text, release, cfg, where), encoding="utf-8")
+            _git(["add", "--", overlay], cfg, location, cwd=work)
+            changed = tuple(_git(["diff", "--cached", "--name-only"], cfg, location, cwd=work).stdout.split())
+            subject, body = _commit_message(cfg, release, previous, overlay)
+            _git(["commit", "--quiet", "-m", subject, "-m", body], cfg, location, cwd=work)
+            commit = _head(work, cfg, location)
+            push = _git(
+                ["push", "--quiet", "origin", f"HEAD:refs/heads/{cfg.branch}"],
+                cfg,
+                location,
+                cwd=work,
+                check=False,
+            )
+            if push.returncode == 0:
+                return PromotionResult(commit, cfg.environment, _redact(location), changed, release)
+            if attempt < _PUSH_ATTEMPTS and (
+                _LOST_RACE_RE.search(push.stderr) or _branch_moved(cfg, location, base)
+            ):
+                time.sleep(_RETRY_PAUSE_S * attempt)
+                continue
+            raise _command_error(location, push, "rejected the promotion push")
+    raise AssertionError("unreachable: every attempt returns, continues or raises")  # pragma: no cover
+
+
+def current_release(cfg: GitOpsConfig) -> Release | None:
+    """Read the release that ``k8s/overlays/<cfg.environment>`` names at the head of ``cfg.branch``.
+
+    A local bare repository is read with ``git show`` (no clone); a URL is cloned shallowly into a
+    temporary folder. A local repository is created from the seed on first use, like
+    :func:`ensure_repository`.
+
+    Args:
+        cfg: The GitOps section of a resolved run configuration.
+
+    Returns:
+        The release, or None when the overlay has never been promoted (model version ``none``).
+
+    Raises:
+        GitOpsError: The environment has no overlay (the message lists the available ones), the overlay
+            lacks the release literals, or a git command failed.
+    """
+    location = ensure_repository(cfg)
+    overlay = _overlay_path(cfg.environment)
+    where = f"{_redact(location)}:{overlay}"
+    if _is_remote(location):
+        with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
+            work = Path(tmp) / "work"
+            _clone(cfg, location, work)
+            overlay_file = work / overlay
+            if not overlay_file.is_file():
+                raise _unknown_environment(cfg, location, _environments_in_tree(work))
+            return _release_from_text(overlay_file.read_text(encoding="utf-8"), where)
+    ref = f"refs/heads/{cfg.branch}"
+    proc = _git(["--git-dir", location, "show", f"{ref}:{overlay}"], cfg, location, check=False)
+    if proc.returncode != 0:
+        available = _environments_at_ref(cfg, location, ref)
+        if cfg.environment not in available:
+            raise _unknown_environment(cfg, location, available)
+        raise _command_error(location, proc, f"cannot read {overlay}")
+    return _release_from_text(proc.stdout, where)
+
+
+# ------------------------------------------------------------------------------------------------ git
+
+
+def _git_env(cfg: GitOpsConfig) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATING_ENV}
+    env.update(
+        GIT_AUTHOR_NAME=cfg.author_name,
+        GIT_AUTHOR_EMAIL=cfg.author_email,
+        GIT_COMMITTER_NAME=cfg.author_name,
+        GIT_COMMITTER_EMAIL=cfg.author_email,
+        # Never wait for a password on a terminal: fail with git's message instead.
+        GIT_TERMINAL_PROMPT="0",
+        # English messages, so errors read the same in every locale.
+        LC_ALL="C",
+    )
+    return env
+
+
+def _git(
+    args: list[str],
+    cfg: GitOpsConfig,
+    location: str,
+    *,
+    cwd: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    cmd = ["git", *args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=_git_env(cfg),
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitOpsError(
+            f"GitOps repository {_redact(location)}: the git command is not installed"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise GitOpsError(
+            f"GitOps repository {_redact(location)}: `{_redact(shlex.join(cmd))}` "
+            f"did not finish within {_GIT_TIMEOUT_S} s"
+        ) from None
+    if check and proc.returncode != 0:
+        raise _command_error(location, proc, "git command failed")
+    return proc
+
+
+def _command_error(location: str, proc: subprocess.CompletedProcess[str], what: str) -> GitOpsError:
+    output = (proc.stderr or proc.stdout or "").strip() or "(no output)"
+    return GitOpsError(
+        f"GitOps repository {_redact(location)} {what}: `{_redact(shlex.join(proc.args))}` "
+        f"exited with {proc.returncode}: {_redact(output)}"
+    )
+
+
+def _redact(text: str) -> str:
+    """Mask ``user:token@`` in URLs so that credentials never reach messages or results."""
+    return _CREDENTIALS_RE.sub(r"\g<scheme>***@", text)
+
+
+def _location(cfg: GitOpsConfig) -> str:
+    if not cfg.repository:
+        raise GitOpsError(
+            "gitops.repository is not set; load the configuration with load_config(), "
+            "which fills in a local repository under state_dir"
+        )
+    return cfg.repository
+
+
+def _is_remote(location: str) -> bool:
+    return "://" in location
+
+
+def _is_bare_repository(path: Path, cfg: GitOpsConfig) -> bool:
+    if not path.is_dir():
+        return False
+    proc = _git(["--git-dir", str(path), "rev-parse", "--is-bare-repository"], cfg, str(path), check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def _has_refs(path: Path, cfg: GitOpsConfig) -> bool:
+    proc = _git(["--git-dir", str(path), "for-each-ref", "--count=1"], cfg, str(path))
+    return bool(proc.stdout.strip())
+
+
+def _has_branch(path: Path, cfg: GitOpsConfig) -> bool:
+    proc = _git(
+        ["--git-dir", str(path), "rev-parse", "--verify", "--quiet", f"refs/heads/{cfg.branch}"],
+        cfg,
+        str(path),
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def _clone(cfg: GitOpsConfig, location: str, work: Path) -> None:
+    args = ["clone", "--quiet", "--single-branch", "--branch", cfg.branch]
+    if _is_remote(location):
+        # Only the head is needed; a local path is cloned with hard links, where depth does not apply.
+        args += ["--depth", "1"]
+    _git([*args, location, str(work)], cfg, location)
+
+
+def _head(work: Path, cfg: GitOpsConfig, location: str) -> str:
+    return _git(["rev-parse", "HEAD"], cfg, location, cwd=work).stdout.strip()
+
+
+def _branch_moved(cfg: GitOpsConfig, location: str, base: str) -> bool:
+    proc = _git(["ls-remote", "--heads", location, cfg.branch], cfg, location, check=False)
+    if proc.returncode != 0:
+        return False
+    heads = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    return bool(heads) and heads[0] != base
+
+
+# ------------------------------------------------------------------------------------------- seeding
+
+
+def _create(cfg: GitOpsConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        _git(["init", "--quiet", "--bare", f"--initial-branch={cfg.branch}", str(staging)], cfg, str(path))
+        # History is the audit trail of promotions: refuse force pushes.
+        _git(["--git-dir", str(staging), "config", "receive.denyNonFastForwards", "true"], cfg, str(path))
+        _seed(cfg, staging, reported_as=path)
+        try:
+            os.rename(staging, path)
+        except OSError as exc:
+            # Another process created it first (the rename is atomic); use theirs.
+            if _is_bare_repository(path, cfg) and _has_branch(path, cfg):
+                return
+            raise GitOpsError(f"cannot create GitOps repository {path}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _seed(cfg: GitOpsConfig, bare: Path, reported_as: Path | None = None) -> None:
+    """Push one commit holding ``cfg.seed_dir`` under ``k8s/`` to ``cfg.branch`` of ``bare``."""
+    location = str(reported_as or bare)
+    seed = Path(cfg.seed_dir)
+    if not (seed / "overlays").is_dir():
+        raise GitOpsError(
+            f"cannot seed GitOps repository {location}: gitops.seed_dir {seed} has no overlays/ folder "
+            f"(expected the k8s/ tree with base/ and overlays/)"
+        )
+    with tempfile.TemporaryDirectory(prefix="refinery-gitops-seed-") as tmp:
+        work = Path(tmp) / "work"
+        shutil.copytree(
+            seed, work / "k8s", ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".DS_Store")
+        )
+        _git(["init", "--quiet", f"--initial-branch={cfg.branch}", str(work)], cfg, location)
+        _git(["add", "--all"], cfg, location, cwd=work)
+        _git(
+            [
+                "commit",
+                "--quiet",
+                "-m",
+                "seed GitOps repository with the refinery manifests",
+                "-m",
+                f"Copied from {seed} into k8s/. Promotions edit k8s/overlays/<environment>/kustomization.yaml.",
+            ],
+            cfg,
+            location,
+            cwd=work,
+        )
+        _git(["push", "--quiet", str(bare), f"HEAD:refs/heads/{cfg.branch}"], cfg, location, cwd=work)
+
+
+# ------------------------------------------------------------------------------------------ overlays
+
+
+def _overlay_path(environment: str) -> str:
+    return f"{OVERLAYS_DIR}/{environment}/kustomization.yaml"
+
+
+def _environments_in_tree(work: Path) -> list[str]:
+    root = work / OVERLAYS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def _environments_at_ref(cfg: GitOpsConfig, location: str, ref: str) -> list[str]:
+    proc = _git(
+        ["--git-dir", location, "ls-tree", "-r", "--name-only", ref, "--", f"{OVERLAYS_DIR}/"],
+        cfg,
+        location,
+        check=False,
+    )
+    pattern = re.compile(rf"^{re.escape(OVERLAYS_DIR)}/([^/]+)/kustomization\.yaml$")
+    return sorted({m.group(1) for line in proc.stdout.splitlines() if (m := pattern.match(line))})
+
+
+def _unknown_environment(cfg: GitOpsConfig, location: str, available: list[str]) -> GitOpsError:
+    return GitOpsError(
+        f"GitOps repository {_redact(location)} has no environment {cfg.environment!r} "
+        f"(no {_overlay_path(cfg.environment)} on branch {cfg.branch!r}); "
+        f"available environments: {', '.join(available) or '(none)'}"
+    )
+
+
+class _KustomizationDumper(yaml.SafeDumper):
+    """Safe dumper that keeps multi-line strings (inline ``patch: |`` blocks) as block literals."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_KustomizationDumper.add_representer(str, _represent_str)
+
+
+def _split_header(text: str) -> tuple[str, str]:
+    """Split the leading comment block (kept verbatim) from the YAML body (rewritten)."""
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and (lines[i].lstrip().startswith("#") or not lines[i].strip()):
+        i += 1
+    return "".join(lines[:i]), "".join(lines[i:])
+
+
+def _load_kustomization(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GitOpsError(f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise GitOpsError(f"{where}: expected a kustomization mapping")
+    return data
+
+
+def _image_entry(data: dict[str, Any], where: str) -> dict[str, Any]:
+    for entry in data.get("images") or []:
+        if isinstance(entry, dict) and entry.get("name") == IMAGE_NAME:
+            return entry
+    raise GitOpsError(f"{where}: no `images` entry with name {IMAGE_NAME!r}, which promote rewrites")
+
+
+def _release_literals(data: dict[str, Any], where: str) -> list[Any]:
+    for entry in data.get("configMapGenerator") or []:
+        if isinstance(entry, dict) and entry.get("name") == RELEASE_CONFIGMAP:
+            literals = entry.setdefault("literals", [])
+            if not isinstance(literals, list):
+                raise GitOpsError(
+                    f"{where}: configMapGenerator {RELEASE_CONFIGMAP!r} literals must be a list"
+                )
+            return literals
+    raise GitOpsError(
+        f"{where}: no configMapGenerator named {RELEASE_CONFIGMAP!r}, whose literals promote rewrites"
+    )
+
+
+def _image_of(text: str, where: str) -> tuple[str | None, str | None]:
+    entry = _image_entry(_load_kustomization(text, where), where)
+    return entry.get("newName"), (None if entry.get("newTag") is None else str(entry["newTag"]))
+
+
+def _release_from_text(text: str, where: str) -> Release | None:
+    literals = _release_literals(_load_kustomization(text, where), where)
+    values = dict(str(item).partition("=")[::2] for item in literals)
+    missing = [k for k in (_MODEL_NAME_KEY, _MODEL_VERSION_KEY, _BENTO_TAG_KEY) if k not in values]
+    if missing:
+        raise GitOpsError(
+            f"{where}: configMapGenerator {RELEASE_CONFIGMAP!r} lacks the literal(s) {', '.join(missing)}"
+        )
+    if values[_MODEL_VERSION_KEY] == UNRELEASED:
+        return None
+    return Release(values[_MODEL_NAME_KEY], values[_MODEL_VERSION_KEY], values[_BENTO_TAG_KEY])
+
+
+def _apply_release(text: str, release: Release, cfg: GitOpsConfig, where: str) -> str:
+    header, body = _split_header(text)
+    data = _load_kustomization(body, where)
+    image = _image_entry(data, where)
+    image["newName"] = cfg.image_repository
+    image["newTag"] = release.image_tag
+    # A digest would win over the tag and keep serving the old image.
+    image.pop("digest", None)
+    literals = _release_literals(data, where)
+    wanted = {
+        _MODEL_NAME_KEY: release.model_name,
+        _MODEL_VERSION_KEY: release.model_version,
+        _BENTO_TAG_KEY: release.bento_tag,
+    }
+    for i, item in enumerate(literals):
+        key = str(item).partition("=")[0]
+        if key in wanted:
+            literals[i] = f"{key}={wanted.pop(key)}"
+    literals.extend(f"{key}={value}" for key, value in wanted.items())
+    return header + yaml.dump(
+        data,
+        Dumper=_KustomizationDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,
+    )
+
+
+def _check_release(release: Release) -> None:
+    problems = []
+    if not _NAME_RE.match(release.model_name):
+        problems.append(f"model_name {release.model_name!r} must match {_NAME_RE.pattern}")
+    if not _NAME_RE.match(release.model_version) or release.model_version == UNRELEASED:
+        problems.append(
+            f"model_version {release.model_version!r} must match {_NAME_RE.pattern} "
+            f"and not be {UNRELEASED!r} (which marks an overlay that was never promoted)"
+        )
+    name, sep, version = release.bento_tag.partition(":")
+    if not sep or not _NAME_RE.match(name) or not _IMAGE_TAG_RE.match(version):
+        problems.append(
+            f"bento_tag {release.bento_tag!r} must be NAME:VERSION with a VERSION usable as an image tag"
+        )
+    elif version == "latest":
+        problems.append(f"bento_tag {release.bento_tag!r} must name a concrete version, not 'latest'")
+    if problems:
+        raise GitOpsError("cannot promote release: " + "; ".join(problems))
+
+
+def _commit_message(
+    cfg: GitOpsConfig, release: Release, previous: Release | None, overlay: str
+) -> tuple[str, str]:
+    image = f"{cfg.image_repository}:{release.image_tag}"
+    before = (
+        f"{previous.model_name} v{previous.model_version} (bento {previous.bento_tag})"
+        if previous
+        else "nothing released"
+    )
+    subject = (
+        f"promote {release.model_name} v{release.model_version} to {cfg.environment} "
+        f"(bento {release.bento_tag})"
+    )
+    body = (
+        f"Sets {overlay} to image {image} and the {RELEASE_CONFIGMAP} ConfigMap to "
+        f"{release.model_name} v{release.model_version}; replaces {before}.\n"
+        f"\n"
+        f"Refinery-Environment: {cfg.environment}\n"
+        f"Refinery-Model-Name: {release.model_name}\n"
+        f"Refinery-Model-Version: {release.model_version}\n"
+        f"Refinery-Bento-Tag: {release.bento_tag}\n"
+        f"Refinery-Image: {image}\n"
+        f"Refinery-Previous-Release: {before}"
+    )
+    return subject, body

@@ -1,0 +1,324 @@
+"""Packaging a model as a Bento: import it into the BentoML model store, build the serving Bento.
+
+The build runs offline: ``serving/bentofile.yaml`` turns off BentoML's package locking (which resolves
+against PyPI) and lists the distributions the service imports, each pinned here to the version
+installed where the Bento is built. The refinery sources the service imports are copied next to
+``service.py``, so the Bento holds everything but its pip packages.
+
+BentoML reads ``BENTOML_HOME`` once per process and caches the service module it imports, so the
+BentoML part runs in a child process with ``BENTOML_HOME`` set to ``cfg.packaging.bentoml_home``:
+:func:`package` can be called any number of times, with different homes, from one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from refinery.errors import PackagingError
+from refinery.results import to_jsonable, write_json
+
+if TYPE_CHECKING:
+    from refinery.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+BENTOFILE = "bentofile.yaml"
+BUILD_TIMEOUT_S = 600
+_TAG_PART = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+_TAG_MAX = 63
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    """A built Bento and the store model it serves."""
+
+    bento_tag: str
+    model_tag: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        return to_jsonable(self)
+
+    def write_json(self, path: Path) -> Path:
+        """Write this result as JSON, atomically."""
+        return write_json(self, path)
+
+
+def _tag_part(value: str, what: str) -> str:
+    part = value.lower()
+    if len(part) > _TAG_MAX or not _TAG_PART.match(part):
+        raise PackagingError(
+            f"{what} {value!r} cannot be a BentoML tag: at most {_TAG_MAX} characters, lowercase letters, "
+            "digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return part
+
+
+def _version_part(model_version: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", model_version.lower()).strip("-._")
+    if not cleaned:
+        raise PackagingError(f"model version {model_version!r} has no letters or digits to put in a tag")
+    return cleaned[:32]
+
+
+def directory_digest(root: Path) -> str:
+    """SHA-256 over the relative paths and contents of every file under ``root``, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _check_model_dir(model_dir: Path, labels: tuple[str, ...]) -> None:
+    from refinery.modeling import has_safetensors
+
+    if not model_dir.is_dir():
+        raise PackagingError(f"model directory not found: {model_dir}")
+    if not has_safetensors(model_dir):
+        raise PackagingError(f"{model_dir} holds no model.safetensors; only safetensors models are packaged")
+    config_path = model_dir / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackagingError(f"{config_path} is missing; not a save_pretrained model directory") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PackagingError(f"{config_path} cannot be read: {exc}") from None
+    id2label = config.get("id2label") or {}
+    try:
+        model_labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    except (TypeError, ValueError):
+        raise PackagingError(f"{config_path}: id2label {id2label!r} is not keyed by class index") from None
+    if model_labels != labels:
+        raise PackagingError(
+            f"{config_path}: the model's labels {list(model_labels)} differ from data.labels {list(labels)}"
+        )
+
+
+def read_build_spec(service_dir: Path) -> dict[str, Any]:
+    """Read ``bentofile.yaml`` from the service folder and check the keys packaging relies on.
+
+    Raises:
+        PackagingError: The folder, ``service.py`` or the bentofile is missing, or the bentofile is not a
+            mapping naming the service.
+    """
+    if not service_dir.is_dir():
+        raise PackagingError(f"service folder not found: {service_dir} (packaging.service_dir)")
+    path = service_dir / BENTOFILE
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackagingError(f"{path} is missing; the service folder needs its build spec") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise PackagingError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(spec, dict) or not spec.get("service"):
+        raise PackagingError(f"{path}: expected a mapping with a 'service' entry")
+    module = str(spec["service"]).partition(":")[0]
+    if not (service_dir / f"{module}.py").is_file():
+        raise PackagingError(
+            f"{path}: service {spec['service']!r} names {module}.py, which is not in {service_dir}"
+        )
+    python = spec.get("python") or {}
+    if not isinstance(python, dict) or python.get("lock_packages") is not False:
+        raise PackagingError(
+            f"{path}: python.lock_packages must be false (locking needs PyPI; builds are offline)"
+        )
+    if python.get("requirements_txt"):
+        raise PackagingError(
+            f"{path}: use python.packages, not requirements_txt (packages are pinned at build)"
+        )
+    return spec
+
+
+def pin_packages(names: list[str]) -> list[str]:
+    """Pin each distribution to the version installed here, e.g. ``torch`` -> ``torch==2.13.0+cpu``.
+
+    Entries that already carry a version specifier are kept as written.
+
+    Raises:
+        PackagingError: A named distribution is not installed.
+    """
+    pinned = []
+    for entry in names:
+        name = str(entry).strip()
+        if re.search(r"[<>=!~@ ;]", name):
+            pinned.append(name)
+            continue
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            raise PackagingError(
+                f"python package {name!r} listed in {BENTOFILE} is not installed where the Bento is built"
+            ) from None
+    return pinned
+
+
+def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -> None:
+    """Copy the service folder and the refinery package into ``ctx`` and write the final bentofile."""
+    import refinery
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    shutil.copytree(service_dir, ctx, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(Path(refinery.__file__).parent, ctx / "refinery", ignore=ignore)
+    python = dict(spec.get("python") or {})
+    python["packages"] = pin_packages(list(python.get("packages") or []))
+    final = {**spec, "python": python}
+    (ctx / BENTOFILE).write_text(yaml.safe_dump(final, sort_keys=False), encoding="utf-8")
+
+
+def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResult:
+    """Import ``model_dir`` into the BentoML model store and build the serving Bento around it.
+
+    The store model is named ``cfg.registry.model_name`` with version ``v<model_version>-<digest>``,
+    labelled with the registered name and version; packaging the same model files again reuses it.
+    The Bento is named ``<model_name>-service`` and records the model as its ``model_tag`` argument.
+
+    Args:
+        cfg: Resolved run configuration (``packaging.bentoml_home``, ``packaging.service_dir``,
+            ``registry.model_name``, ``data.labels``, ``model.max_length``).
+        model_dir: The model directory (``save_pretrained`` output with safetensors weights).
+        model_version: The registered version the model directory holds.
+
+    Returns:
+        The Bento tag and the store model tag.
+
+    Raises:
+        PackagingError: The model directory or build spec is unusable, or BentoML failed; the message
+            names the file or the BentoML error.
+    """
+    from refinery.serving import MODEL_LABEL_NAME, MODEL_LABEL_VERSION, MODEL_METADATA_MAX_LENGTH
+
+    if not cfg.packaging.bentoml_home:
+        raise PackagingError("packaging.bentoml_home is empty; load the configuration with load_config")
+    model_dir = Path(model_dir)
+    home = Path(cfg.packaging.bentoml_home)
+    service_dir = Path(cfg.packaging.service_dir)
+    name = _tag_part(cfg.registry.model_name, "registry.model_name")
+    bento_name = _tag_part(f"{name}-service", "bento name")
+    _check_model_dir(model_dir, tuple(cfg.data.labels))
+    spec = read_build_spec(service_dir)
+    digest = directory_digest(model_dir)
+    model_tag = f"{name}:v{_version_part(model_version)}-{digest[:12]}"
+
+    with tempfile.TemporaryDirectory(prefix="refinery-bento-") as tmp:
+        ctx = Path(tmp) / "context"
+        _prepare_build_context(service_dir, spec, ctx)
+        request = {
+            "model_dir": str(model_dir),
+            "model_tag": model_tag,
+            "model_labels": {
+                MODEL_LABEL_NAME: cfg.registry.model_name,
+                MODEL_LABEL_VERSION: str(model_version),
+            },
+            "model_metadata": {
+                MODEL_METADATA_MAX_LENGTH: cfg.model.max_length,
+                "labels": list(cfg.data.labels),
+                "sha256": digest,
+            },
+            "build_ctx": str(ctx),
+            "bento_name": bento_name,
+            "bento_labels": {
+                "model_name": cfg.registry.model_name,
+                "model_version": str(model_version),
+                "model_tag": model_tag,
+            },
+        }
+        request_path = Path(tmp) / "request.json"
+        result_path = Path(tmp) / "result.json"
+        request_path.write_text(json.dumps(request), encoding="utf-8")
+        home.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "UV_OFFLINE": "1"}
+        logger.info("building Bento %s for model %s in %s", bento_name, model_tag, home)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "refinery.packaging.bento", str(request_path), str(result_path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PackagingError(
+                f"building the Bento for {model_tag} took longer than {BUILD_TIMEOUT_S} s"
+            ) from None
+        outcome: dict[str, Any] = {}
+        if result_path.is_file():
+            outcome = json.loads(result_path.read_text(encoding="utf-8"))
+        if proc.returncode != 0 or "bento_tag" not in outcome:
+            tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
+            cause = outcome.get("error") or f"the build process exited with code {proc.returncode}"
+            raise PackagingError(f"building the Bento for model {model_tag} failed: {cause}\n{tail}".rstrip())
+    result = PackageResult(bento_tag=outcome["bento_tag"], model_tag=outcome["model_tag"])
+    logger.info("built Bento %s serving %s", result.bento_tag, result.model_tag)
+    return result
+
+
+def _build_in_this_process(request: dict[str, Any]) -> dict[str, str]:
+    """The BentoML part of :func:`package`; runs in a child process whose BENTOML_HOME is set."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    model_tag = request["model_tag"]
+    created = False
+    try:
+        bentoml.models.get(model_tag)
+    except NotFound:
+        with bentoml.models.create(
+            model_tag, labels=request["model_labels"], metadata=request["model_metadata"]
+        ) as model:
+            shutil.copytree(request["model_dir"], model.path, dirs_exist_ok=True)
+        created = True
+    try:
+        bento = bentoml.bentos.build_bentofile(
+            str(Path(request["build_ctx"]) / BENTOFILE),
+            build_ctx=request["build_ctx"],
+            name=request["bento_name"],
+            labels=request["bento_labels"],
+            args={"model_tag": model_tag},
+        )
+    except BaseException:
+        if created:
+            bentoml.models.delete(model_tag)
+        raise
+    served = [str(m.tag) for m in bento.info.all_models]
+    if model_tag not in served:
+        bentoml.bentos.delete(str(bento.tag))
+        raise PackagingError(f"Bento {bento.tag} records models {served}, not {model_tag}")
+    return {"bento_tag": str(bento.tag), "model_tag": model_tag}
+
+
+def _main(argv: list[str]) -> int:
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        outcome: dict[str, str] = _build_in_this_process(json.loads(request_path.read_text(encoding="utf-8")))
+        code = 0
+    except Exception as exc:
+        logger.exception("Bento build failed")
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        code = 1
+    write_json(outcome, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

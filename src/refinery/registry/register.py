@@ -1,0 +1,161 @@
+"""Register a trained, evaluated model with its lineage.
+
+Each version records where it came from: the data (URI and content hash), the configuration digest,
+the base model, the pipeline run, the code (git commit), and its training and test metrics.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from refinery.errors import DataError, RefineryError
+from refinery.evaluation.evaluate import EvaluationResult
+from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
+from refinery.results import read_json
+
+if TYPE_CHECKING:
+    from refinery.config import RunConfig
+
+PREPARED_FILE = "prepared.json"
+TRAINING_FILE = "training.json"
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    """The commit checked out in ``cwd`` (default: the working directory), or ``"unknown"``.
+
+    "unknown" covers a folder that is not a git checkout, a repository without commits, and a machine
+    without git (a pipeline step in a container).
+    """
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = completed.stdout.strip()
+    if completed.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", sha):
+        return "unknown"
+    return sha
+
+
+def _metric_key(name: str) -> str:
+    # MLflow metric names allow letters, digits, _ - . / and space; labels can hold anything.
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)
+
+
+def _numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """Numeric leaves of a JSON object (one level of nesting), as ``prefix + key`` -> value."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            out[_metric_key(f"{prefix}{key}")] = float(value)
+        elif isinstance(value, Mapping):
+            for inner, leaf in value.items():
+                if isinstance(leaf, int | float) and not isinstance(leaf, bool):
+                    out[_metric_key(f"{prefix}{key}_{inner}")] = float(leaf)
+    return out
+
+
+def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
+    """The lineage tags of a version trained from ``data_dir`` under ``cfg`` in pipeline run ``run_id``.
+
+    Raises:
+        DataError: ``prepared.json`` is missing or lacks ``data_sha256``.
+    """
+    prepared_path = Path(data_dir) / PREPARED_FILE
+    try:
+        prepared = read_json(prepared_path)
+    except FileNotFoundError:
+        raise DataError(
+            f"prepared dataset summary not found: {prepared_path} (run prepare_data first)"
+        ) from None
+    except ValueError as exc:
+        raise DataError(f"cannot read {prepared_path}: {exc}") from None
+    data_sha = prepared.get("data_sha256")
+    if not data_sha:
+        raise DataError(f"{prepared_path} has no 'data_sha256'; the data lineage cannot be recorded")
+    return {
+        "data_uri": cfg.data.uri,
+        "data_sha256": str(data_sha),
+        "config_sha": cfg.digest(),
+        "base_model": cfg.model.base,
+        "pipeline_run_id": str(run_id),
+        "git_sha": git_sha(),
+    }
+
+
+def register_model(
+    cfg: RunConfig, model_dir: Path, data_dir: Path, evaluation_dir: Path, run_id: str
+) -> ModelVersionInfo:
+    """Register ``model_dir`` as a new version (alias ``challenger``) with lineage, metrics and artifacts.
+
+    Args:
+        cfg: The run configuration (registry location, data URI, base model; its digest is recorded).
+        model_dir: The fine-tuned model directory; its ``training.json`` metrics are recorded when present.
+        data_dir: The prepared dataset directory (``prepared.json`` for the data hash,
+            ``reference.parquet`` uploaded as the drift reference).
+        evaluation_dir: The evaluation outputs (``evaluation.json`` gives the test metrics).
+        run_id: The pipeline run that produced the model.
+
+    Returns:
+        The new version.
+
+    Raises:
+        DataError: The prepared data summary or reference profile is missing.
+        RefineryError: The evaluation result cannot be read, or ``training.json`` is corrupt.
+        RegistryError: The registry is unreachable or refuses the write.
+    """
+    model_dir, data_dir, evaluation_dir = Path(model_dir), Path(data_dir), Path(evaluation_dir)
+    tags = lineage_tags(cfg, data_dir, run_id)
+    reference = data_dir / REFERENCE_FILE
+    if not reference.is_file():
+        raise DataError(f"drift reference profile not found: {reference} (run prepare_data first)")
+    evaluation = EvaluationResult.from_json(evaluation_dir)
+
+    metrics: dict[str, float] = {
+        "test_macro_f1": evaluation.challenger.macro_f1,
+        "test_accuracy": evaluation.challenger.accuracy,
+        "test_rows": float(evaluation.test_rows),
+    }
+    for label, scores in evaluation.challenger.per_class.items():
+        metrics[_metric_key(f"test_f1_{label}")] = float(scores["f1"])
+    if evaluation.champion is not None:
+        metrics["champion_test_macro_f1"] = evaluation.champion.macro_f1
+        tags["compared_with_champion"] = evaluation.champion_version or "unknown"
+
+    training_path = model_dir / TRAINING_FILE
+    if training_path.is_file():
+        try:
+            training = read_json(training_path)
+        except ValueError as exc:
+            raise RefineryError(f"cannot read training result {training_path}: {exc}") from None
+        metrics.update(_numbers(training, "training_"))
+
+    tags["test_macro_f1"] = f"{evaluation.challenger.macro_f1:.6f}"
+    tags["test_accuracy"] = f"{evaluation.challenger.accuracy:.6f}"
+    params = {
+        "base_model": cfg.model.base,
+        "max_length": cfg.model.max_length,
+        "labels": ",".join(cfg.data.labels),
+        "epochs": cfg.training.epochs,
+        "learning_rate": cfg.training.learning_rate,
+        "batch_size": cfg.training.batch_size,
+        "weight_decay": cfg.training.weight_decay,
+        "warmup_ratio": cfg.training.warmup_ratio,
+        "max_steps": cfg.training.max_steps,
+        "seed": cfg.training.seed,
+        "gate_min_macro_f1": cfg.gate.min_macro_f1,
+        "gate_max_regression": cfg.gate.max_regression,
+    }
+    return Registry(cfg.registry).register(model_dir, data_dir, evaluation_dir, tags, metrics, params=params)

@@ -1,0 +1,143 @@
+"""The training pipeline run for real through kfp.local on a tiny model.
+
+Great Expectations, the Trainer, MLflow (sqlite), BentoML, git and kfp.local all run for real; each
+scenario checks what the registry, the Bento store and the GitOps repository hold afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from refinery.config import RunConfig, load_config
+from refinery.gitops.repo import current_release
+from refinery.orchestration.local import run_training
+from refinery.registry.mlflow_registry import Registry
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _config(
+    tmp: Path, data: pd.DataFrame, model_dir: Path, state: Path, extra: list[str] | None = None
+) -> RunConfig:
+    data_path = tmp / f"reviews-{len(list(tmp.glob('reviews-*.csv')))}.csv"
+    data.to_csv(data_path, index=False)
+    return load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        [f"state_dir={state}", f"data.uri={data_path}", f"model.base={model_dir}", *(extra or [])],
+        base=REPO_ROOT,
+    )
+
+
+def _gitops_head(cfg: RunConfig) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "--git-dir", cfg.gitops.repository, "rev-parse", cfg.gitops.branch],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory, demo_df: pd.DataFrame, tiny_model_dir: Path):
+    """A state folder whose first run made a champion; the tests then try to replace it."""
+    tmp = tmp_path_factory.mktemp("loop")
+    state = tmp / "state"
+
+    def make(extra: list[str] | None = None, data: pd.DataFrame | None = None) -> RunConfig:
+        return _config(tmp, demo_df if data is None else data, tiny_model_dir, state, extra)
+
+    first = run_training(make())
+    return make, first
+
+
+def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop) -> None:
+    make, first = loop
+    cfg = make()
+    assert first.succeeded, first.to_text()
+    assert first.decision["passed"]
+    registry = Registry(cfg.registry)
+    champion = registry.champion()
+    assert champion is not None and champion.version == first.steps["register"]["version"]
+    # Lineage recorded on the version.
+    for tag in ("data_sha256", "config_sha", "pipeline_run_id", "git_sha", "base_model"):
+        assert champion.tags.get(tag), tag
+    assert champion.tags["pipeline_run_id"] == first.run_name
+    # The champion's Bento exists and the GitOps overlay names exactly this release.
+    import bentoml  # noqa: F401  (BENTOML_HOME is read from the environment by the store)
+
+    assert champion.tags["bento_tag"] == first.steps["package"]["bento_tag"]
+    release = current_release(cfg.gitops)
+    assert release is not None
+    assert (release.model_version, release.bento_tag) == (champion.version, champion.tags["bento_tag"])
+    assert champion.tags["gitops_commit"] == _gitops_head(cfg)
+    assert "champion" in first.to_text()
+    assert first.steps["evaluate"]["challenger"]["macro_f1"] >= cfg.gate.min_macro_f1
+
+
+def test_worse_challenger_is_not_promoted(loop) -> None:
+    make, first = loop
+    cfg = make(["training.learning_rate=1e-9", "training.epochs=1"])
+    registry = Registry(cfg.registry)
+    before_versions = {v.version for v in registry.versions()}
+    head = _gitops_head(cfg)
+    summary = run_training(cfg)
+    assert summary.succeeded  # the pipeline worked; the gate said no
+    assert not summary.decision["passed"]
+    assert any(
+        r["name"] == "no_regression_vs_champion" and not r["passed"] for r in summary.decision["rules"]
+    )
+    assert registry.champion().version == first.steps["register"]["version"]
+    assert {v.version for v in registry.versions()} == before_versions
+    assert _gitops_head(cfg) == head
+    assert "register" not in summary.steps and "champion: unchanged" in summary.to_text()
+
+
+@pytest.mark.parametrize(
+    ("broken", "failed_step"),
+    [
+        (["gitops.repository=file:///nonexistent/refinery-gitops.git"], "promote"),
+        (["packaging.service_dir=/nonexistent/serving"], "package"),
+    ],
+    ids=["promote-fails", "package-fails"],
+)
+def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, failed_step) -> None:
+    make, first = loop
+    cfg = make(broken)
+    registry = Registry(cfg.registry)
+    champion_before = registry.champion()
+    head = _gitops_head(make())
+    summary = run_training(cfg)
+    assert not summary.succeeded
+    assert summary.failed_step == failed_step
+    assert summary.error, "the failed step's error message is shown"
+    assert registry.champion().version == champion_before.version
+    assert _gitops_head(make()) == head
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda df: df.drop(columns=["label"]), "label"),
+        (lambda df: df.assign(label=df["label"].where(df.index % 7 != 0, "neutral")), "neutral"),
+        (lambda df: df.assign(text=df["text"].where(df.index % 5 != 0, "   ")), "text"),
+    ],
+    ids=["missing-column", "unknown-label", "empty-texts"],
+)
+def test_bad_data_stops_at_validate_data_and_nothing_is_registered(
+    tmp_path: Path, demo_df: pd.DataFrame, tiny_model_dir: Path, mutate, expected
+) -> None:
+    cfg = _config(tmp_path, mutate(demo_df.copy()), tiny_model_dir, tmp_path / "state")
+    summary = run_training(cfg)
+    assert not summary.succeeded
+    assert summary.failed_step == "validate-data"
+    assert "expect" in summary.error and expected in summary.error
+    assert set(summary.steps) <= {"validate-data"}
+    assert Registry(cfg.registry).versions() == []
+    assert not Path(cfg.gitops.repository).exists()
+    assert not (Path(cfg.packaging.bentoml_home) / "bentos").exists()

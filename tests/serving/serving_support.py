@@ -1,0 +1,59 @@
+"""The packaged Bento the serving tests share (building one takes a few seconds), and its limits."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from refinery.config import RunConfig, load_config
+from refinery.packaging.bento import PackageResult, package
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_VERSION = "7"
+NEWER_VERSION = "8"
+MAX_TEXT_CHARS = 200
+MAX_BATCH_ITEMS = 8
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A Bento of model version 7, and a newer model (version 8) packaged after it into the same home."""
+
+    cfg: RunConfig
+    result: PackageResult
+    newer: PackageResult
+
+    @property
+    def home(self) -> Path:
+        return Path(str(self.cfg.packaging.bentoml_home))
+
+    @property
+    def bento_dir(self) -> Path:
+        name, version = self.result.bento_tag.split(":")
+        return self.home / "bentos" / name / version
+
+
+def package_for_tests(root: Path, tiny_model_dir: Path, demo_df: pd.DataFrame) -> Packaged:
+    """Package the tiny model (version 7) and then a changed copy of it (version 8) under ``root``."""
+    data_path = root / "reviews.csv"
+    demo_df.to_csv(data_path, index=False)
+    cfg = load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        [
+            f"state_dir={root / 'state'}",
+            f"data.uri={data_path}",
+            f"model.base={tiny_model_dir}",
+            f"serving.max_text_chars={MAX_TEXT_CHARS}",
+            f"serving.max_batch_items={MAX_BATCH_ITEMS}",
+        ],
+        base=REPO_ROOT,
+    )
+    result = package(cfg, tiny_model_dir, MODEL_VERSION)
+    newer_dir = root / "newer-model"
+    shutil.copytree(tiny_model_dir, newer_dir)
+    (newer_dir / "README.md").write_text("a later model: other files, other digest\n")
+    newer = package(cfg, newer_dir, NEWER_VERSION)
+    return Packaged(cfg, result, newer)

@@ -1,0 +1,125 @@
+"""evaluate() with the tiny model: the three outputs, one test set for both models, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from refinery.errors import DataError, RegistryError
+from refinery.evaluation.evaluate import EvaluationResult, evaluate
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, demo_df: pd.DataFrame) -> Path:
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    demo_df.sample(n=48, random_state=1).to_parquet(folder / "test.parquet", index=False)
+    return folder
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
+    make_config: Callable[..., object], tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from refinery.modeling import load_classifier
+
+    cfg = make_config()
+    out = tmp_path / "evaluation"
+    result = evaluate(cfg, data_dir, tiny_model_dir, tiny_model_dir, out, champion_version="4")
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_matrix.png",
+        "evaluation.json",
+        "predictions.parquet",
+    ]
+    assert _leftovers(tmp_path) == []
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    test = pd.read_parquet(data_dir / "test.parquet")
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert list(predictions.columns) == ["text", "label", "challenger_pred", "champion_pred"]
+    assert predictions["text"].tolist() == test["text"].tolist()
+    assert predictions["label"].tolist() == test["label"].tolist()
+    # The same model as challenger and champion on the same rows gives the same predictions.
+    assert predictions["challenger_pred"].tolist() == predictions["champion_pred"].tolist()
+    expected = [
+        p.label for p in load_classifier(tiny_model_dir, max_length=64).predict(test["text"].tolist())
+    ]
+    assert predictions["challenger_pred"].tolist() == expected
+
+    assert result.test_rows == len(test) == result.challenger.n == result.champion.n
+    assert result.champion == result.challenger
+    assert result.champion_version == "4"
+    assert result.labels == ("negative", "positive")
+    assert sum(map(sum, result.challenger.confusion_matrix)) == len(test)
+    assert EvaluationResult.from_json(out / "evaluation.json") == result
+    written = json.loads((out / "evaluation.json").read_text())
+    assert set(written) == {"labels", "test_rows", "challenger", "champion", "champion_version"}
+
+
+def test_first_model_has_no_champion(
+    make_config: Callable[..., object], tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "evaluation"
+    out.mkdir()  # an existing (empty) output folder, as a KFP artifact path can be, is filled in place
+    result = evaluate(make_config(), data_dir, tiny_model_dir, None, out)
+
+    assert result.champion is None
+    assert result.champion_version is None
+    assert json.loads((out / "evaluation.json").read_text())["champion"] is None
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert predictions["champion_pred"].isna().all()
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert _leftovers(tmp_path) == []
+
+
+def test_champion_with_another_label_set_is_refused_by_name(
+    make_config: Callable[..., object], tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    champion = tmp_path / "champion"
+    shutil.copytree(tiny_model_dir, champion)
+    config = json.loads((champion / "config.json").read_text())
+    config["id2label"] = {"0": "bad", "1": "good"}
+    config["label2id"] = {"bad": 0, "good": 1}
+    (champion / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "evaluation"
+
+    with pytest.raises(
+        RegistryError, match=r"champion version 9 .*\['bad', 'good'\].*\['negative', 'positive'\]"
+    ):
+        evaluate(make_config(), data_dir, tiny_model_dir, champion, out, champion_version="9")
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_missing_test_set_is_named_and_nothing_is_written(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "prepared"
+    empty.mkdir()
+    out = tmp_path / "evaluation"
+
+    with pytest.raises(DataError, match=r"test set not found: .*prepared/test\.parquet"):
+        evaluate(make_config(), empty, tiny_model_dir, None, out)
+    assert not out.exists()
+
+
+def test_undeclared_label_in_test_set_is_named(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    pd.DataFrame({"text": ["fine", "meh"], "label": ["positive", "neutral"]}).to_parquet(
+        folder / "test.parquet"
+    )
+
+    with pytest.raises(DataError, match=r"undeclared label\(s\) \['neutral'\]"):
+        evaluate(make_config(), folder, tiny_model_dir, None, tmp_path / "evaluation")

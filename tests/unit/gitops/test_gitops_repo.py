@@ -1,0 +1,328 @@
+"""GitOps promotion against real git repositories under tmp_path (no network, no global git config)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from refinery.config import GitOpsConfig
+from refinery.errors import GitOpsError
+from refinery.gitops.repo import PromotionResult, Release, current_release, ensure_repository, promote
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SEED = REPO_ROOT / "k8s"
+DEV_OVERLAY = "k8s/overlays/dev/kustomization.yaml"
+V3 = Release("review-sentiment", "3", "review-sentiment:abc123")
+V4 = Release("review-sentiment", "4", "review-sentiment:def456")
+V5 = Release("review-sentiment", "5", "review-sentiment:build5")
+V6 = Release("review-sentiment", "6", "review-sentiment:build6")
+
+
+@pytest.fixture(autouse=True)
+def _no_git_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as on a fresh machine: no user or system git configuration (promote must not need any)."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> GitOpsConfig:
+    return GitOpsConfig(
+        repository=str(tmp_path / "gitops.git"),
+        seed_dir=str(SEED),
+        author_name="Refinery Bot",
+        author_email="bot@refinery.test",
+    )
+
+
+def git(repo: str | Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return proc.stdout
+
+
+def head(cfg: GitOpsConfig) -> str:
+    return git(cfg.repository, "rev-parse", f"refs/heads/{cfg.branch}").strip()
+
+
+def commit_count(cfg: GitOpsConfig) -> int:
+    return int(git(cfg.repository, "rev-list", "--count", cfg.branch))
+
+
+def checkout(cfg: GitOpsConfig, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(cfg.repository), str(dest)], check=True, timeout=60)
+    return dest
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (CI installs it); cannot render the promoted overlay")
+    proc = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_first_use_creates_bare_repository_seeded_from_k8s(cfg: GitOpsConfig, tmp_path: Path) -> None:
+    assert not Path(cfg.repository).exists()
+    location = ensure_repository(cfg)
+    assert location == cfg.repository
+    assert git(location, "rev-parse", "--is-bare-repository").strip() == "true"
+    assert git(location, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert commit_count(cfg) == 1
+    assert git(location, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "main").strip() == (
+        "Refinery Bot <bot@refinery.test>|Refinery Bot <bot@refinery.test>"
+    )
+    seed_files = sorted(f"k8s/{p.relative_to(SEED).as_posix()}" for p in SEED.rglob("*") if p.is_file())
+    assert git(location, "ls-tree", "-r", "--name-only", "main").split() == seed_files
+    for name in seed_files:
+        assert git(location, "show", f"main:{name}") == (REPO_ROOT / name).read_text(), name
+    # The repository was built beside its final path and renamed: nothing else is left in tmp_path.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gitops.git"]
+
+
+def test_ensure_repository_is_idempotent(cfg: GitOpsConfig) -> None:
+    ensure_repository(cfg)
+    first = head(cfg)
+    assert ensure_repository(cfg) == cfg.repository
+    assert head(cfg) == first
+
+
+def test_an_empty_bare_repository_is_seeded(cfg: GitOpsConfig) -> None:
+    subprocess.run(["git", "init", "-q", "--bare", cfg.repository], check=True)
+    ensure_repository(cfg)
+    assert commit_count(cfg) == 1
+    assert current_release(cfg) is None
+
+
+def test_a_folder_that_is_not_a_bare_repository_is_refused(cfg: GitOpsConfig) -> None:
+    Path(cfg.repository).mkdir()
+    (Path(cfg.repository) / "notes.txt").write_text("mine\n")
+    with pytest.raises(GitOpsError, match=r"gitops\.git exists but is not a bare git repository"):
+        ensure_repository(cfg)
+    assert sorted(p.name for p in Path(cfg.repository).iterdir()) == ["notes.txt"]
+
+
+def test_a_seed_without_overlays_is_refused_and_leaves_nothing(cfg: GitOpsConfig, tmp_path: Path) -> None:
+    bad = cfg.model_copy(update={"seed_dir": str(tmp_path / "empty-seed")})
+    with pytest.raises(GitOpsError, match=r"seed_dir .*empty-seed has no overlays/ folder"):
+        ensure_repository(bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fresh_repository_has_no_release(cfg: GitOpsConfig) -> None:
+    assert current_release(cfg) is None
+    assert current_release(cfg.model_copy(update={"environment": "prod"})) is None
+
+
+def test_promote_makes_one_commit_changing_only_the_overlay(cfg: GitOpsConfig, tmp_path: Path) -> None:
+    ensure_repository(cfg)
+    before = head(cfg)
+
+    result = promote(cfg, V3)
+
+    assert isinstance(result, PromotionResult)
+    assert result.commit == head(cfg)
+    assert result.changed and result.changed_files == (DEV_OVERLAY,)
+    assert (result.environment, result.repository, result.release) == ("dev", cfg.repository, V3)
+    assert commit_count(cfg) == 2
+    assert git(cfg.repository, "rev-parse", f"{result.commit}^").strip() == before
+    assert git(cfg.repository, "diff", "--name-only", before, result.commit).split() == [DEV_OVERLAY]
+    # Only the release lines move: image tag and the three literals (the seed is in canonical form).
+    added, removed, _ = git(cfg.repository, "diff", "--numstat", before, result.commit).split()
+    assert (added, removed) == ("4", "4")
+    subject, _, body = git(cfg.repository, "log", "-1", "--format=%B", result.commit).partition("\n")
+    assert subject == "promote review-sentiment v3 to dev (bento review-sentiment:abc123)"
+    assert "Refinery-Image: localhost/refinery-serving:abc123" in body
+    assert "Refinery-Previous-Release: nothing released" in body
+    assert git(cfg.repository, "log", "-1", "--format=%an <%ae>", result.commit).strip() == (
+        "Refinery Bot <bot@refinery.test>"
+    )
+    written = result.write_json(tmp_path / "promotion.json")
+    assert yaml.safe_load(written.read_text())["release"]["bento_tag"] == "review-sentiment:abc123"
+
+
+def test_promoted_overlay_renders_and_names_the_release(cfg: GitOpsConfig, tmp_path: Path) -> None:
+    promote(cfg, V3)
+    tree = checkout(cfg, tmp_path / "checkout")
+    objects = kustomize(tree / "k8s" / "overlays" / "dev")
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    config_map = next(o for o in objects if o["kind"] == "ConfigMap")
+    serving = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert serving["image"] == "localhost/refinery-serving:abc123"
+    assert serving["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    assert config_map["data"] == {
+        "REFINERY_MODEL_NAME": "review-sentiment",
+        "REFINERY_MODEL_VERSION": "3",
+        "REFINERY_BENTO_TAG": "review-sentiment:abc123",
+        "REFINERY_ENVIRONMENT": "dev",
+    }
+    prod = kustomize(tree / "k8s" / "overlays" / "prod")
+    prod_deployment = next(o for o in prod if o["kind"] == "Deployment")
+    assert prod_deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":unreleased")
+
+
+def test_current_release_round_trips_per_environment(cfg: GitOpsConfig) -> None:
+    prod = cfg.model_copy(update={"environment": "prod", "image_repository": "registry.test/refinery"})
+    promote(cfg, V3)
+    promote(prod, V3)
+    promote(cfg, V4)
+    assert current_release(cfg) == V4
+    assert current_release(prod) == V3
+    assert commit_count(cfg) == 4
+    # A URL is read through a clone rather than `git show`: same answer.
+    assert current_release(cfg.model_copy(update={"repository": f"file://{cfg.repository}"})) == V4
+    prod_file = git(cfg.repository, "show", "main:k8s/overlays/prod/kustomization.yaml")
+    assert yaml.safe_load(prod_file)["images"] == [
+        {"name": "refinery-serving", "newName": "registry.test/refinery", "newTag": "abc123"}
+    ]
+    # The explanatory comment block at the top of the overlay survives the rewrite.
+    assert prod_file.startswith("# Production environment.")
+
+
+def test_promoting_the_current_release_makes_no_commit(cfg: GitOpsConfig) -> None:
+    first = promote(cfg, V3)
+    again = promote(cfg, V3)
+    assert again.commit == first.commit == head(cfg)
+    assert again.changed_files == () and not again.changed
+    assert commit_count(cfg) == 2
+
+
+def test_unknown_environment_lists_the_available_ones(cfg: GitOpsConfig) -> None:
+    staging = cfg.model_copy(update={"environment": "staging"})
+    message = r"no environment 'staging' .*available environments: dev, prod"
+    with pytest.raises(GitOpsError, match=message):
+        promote(staging, V3)
+    with pytest.raises(GitOpsError, match=message):
+        current_release(staging)
+    assert commit_count(cfg) == 1
+
+
+@pytest.mark.parametrize(
+    ("release", "message"),
+    [
+        (Release("review-sentiment", "3", "abc123"), "must be NAME:VERSION"),
+        (Release("review-sentiment", "3", "review-sentiment:latest"), "not 'latest'"),
+        (Release("review-sentiment", "none", "review-sentiment:abc123"), "model_version 'none'"),
+        (Release("review sentiment", "3", "review-sentiment:abc123"), "model_name 'review sentiment'"),
+    ],
+)
+def test_malformed_release_is_refused(cfg: GitOpsConfig, release: Release, message: str) -> None:
+    with pytest.raises(GitOpsError, match=message):
+        promote(cfg, release)
+    assert not Path(cfg.repository).exists()
+
+
+def test_unreachable_remote_names_repository_and_git_error(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/missing.git"
+    remote = GitOpsConfig(repository=url, seed_dir=str(SEED))
+    for call in (
+        lambda: ensure_repository(remote),
+        lambda: promote(remote, V3),
+        lambda: current_release(remote),
+    ):
+        with pytest.raises(GitOpsError) as info:
+            call()
+        assert f"GitOps repository {url} is not reachable" in str(info.value)
+        assert "git ls-remote" in str(info.value)
+        assert "does not appear to be a git repository" in str(info.value)
+
+
+def test_remote_without_the_branch_is_refused(cfg: GitOpsConfig) -> None:
+    ensure_repository(cfg)
+    remote = cfg.model_copy(update={"repository": f"file://{cfg.repository}", "branch": "release"})
+    with pytest.raises(GitOpsError, match="has no branch 'release'"):
+        promote(remote, V3)
+
+
+def test_promote_to_a_url_pushes_there(cfg: GitOpsConfig) -> None:
+    ensure_repository(cfg)
+    remote = cfg.model_copy(update={"repository": f"file://{cfg.repository}"})
+    result = promote(remote, V3)
+    assert result.repository == remote.repository
+    assert result.commit == head(cfg)
+    assert current_release(cfg) == V3
+
+
+_PROMOTER = """
+import sys
+from refinery.config import GitOpsConfig
+from refinery.gitops.repo import Release, promote
+cfg = GitOpsConfig(repository=sys.argv[1], seed_dir=sys.argv[2])
+version = sys.argv[3]
+print(promote(cfg, Release("review-sentiment", version, f"review-sentiment:build{version}")).commit)
+"""
+
+# Runs in every clone the promoters make. Each promoter's first clone waits until both have cloned, so
+# both edit the same head and exactly one of the two pushes must lose the race.
+_BARRIER_HOOK = """#!/bin/sh
+[ -n "$REFINERY_TEST_BARRIER" ] || exit 0
+touch "$REFINERY_TEST_BARRIER/clone.$$"
+i=0
+while [ "$(ls "$REFINERY_TEST_BARRIER" | wc -l)" -lt 2 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+"""
+
+
+def test_concurrent_promotions_both_land(cfg: GitOpsConfig, tmp_path: Path) -> None:
+    ensure_repository(cfg)
+    seed_commit = head(cfg)
+    hooks = tmp_path / "template" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "post-checkout").write_text(_BARRIER_HOOK)
+    (hooks / "post-checkout").chmod(0o755)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "GIT_TEMPLATE_DIR": str(hooks.parent), "REFINERY_TEST_BARRIER": str(barrier)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROMOTER, cfg.repository, cfg.seed_dir, version],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("5", "6")
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+
+    commits = [out.strip() for out, _ in outputs]
+    history = git(cfg.repository, "rev-list", "--parents", "main").splitlines()
+    assert len(history) == 3, "both promotions are commits on top of the seed"
+    # Linear history: the later promotion was redone on top of the earlier one, not merged or forced.
+    newest, middle, seed = (line.split() for line in history)
+    assert seed == [seed_commit]
+    assert middle[1:] == [seed_commit] and newest[1:] == [middle[0]]
+    assert sorted(commits) == sorted([newest[0], middle[0]])
+    subjects = git(cfg.repository, "log", "--format=%s", "main").splitlines()
+    assert sorted(s for s in subjects if s.startswith("promote")) == [
+        "promote review-sentiment v5 to dev (bento review-sentiment:build5)",
+        "promote review-sentiment v6 to dev (bento review-sentiment:build6)",
+    ]
+    # Two first clones met at the barrier; the loser cloned a third time to redo its edit.
+    assert len(list(barrier.iterdir())) == 3
+    winner_last = git(cfg.repository, "log", "-1", "--format=%s", "main")
+    assert current_release(cfg) == (V5 if "v5" in winner_last else V6)
+
+
+def test_no_temporary_folder_is_left_behind(
+    cfg: GitOpsConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    promote(cfg, V3)
+    promote(cfg, V3)
+    current_release(cfg.model_copy(update={"repository": f"file://{cfg.repository}"}))
+    with pytest.raises(GitOpsError):
+        promote(cfg.model_copy(update={"environment": "staging"}), V4)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gitops.git", "scratch"]

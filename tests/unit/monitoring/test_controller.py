@@ -1,0 +1,485 @@
+"""The retrain controller: the decision table, the trigger log, and monitor() over a real registry,
+inference log and Evidently."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from refinery.config import MonitoringConfig, RunConfig, load_config
+from refinery.errors import MonitoringError
+from refinery.monitoring.controller import (
+    DECISION_JSON,
+    TriggerLog,
+    decide_action,
+    monitor,
+)
+from refinery.monitoring.drift import ColumnDrift, DriftResult
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LABELS = ("negative", "positive")
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def drift_result(dataset_drift: bool) -> DriftResult:
+    columns = {
+        "text_length": ColumnDrift(
+            score=1e-9 if dataset_drift else 0.4,
+            method="ks",
+            threshold=0.05,
+            drifted=dataset_drift,
+            kind="numerical",
+        ),
+        "label": ColumnDrift(
+            score=0.3, method="chisquare", threshold=0.05, drifted=False, kind="categorical"
+        ),
+    }
+    return DriftResult(
+        dataset_drift=dataset_drift,
+        drifted_share=0.5 if dataset_drift else 0.0,
+        drifted_columns=["text_length"] if dataset_drift else [],
+        columns=columns,
+        reference_rows=400,
+        current_rows=200,
+        drift_share_threshold=0.5,
+        stattest_threshold=0.05,
+        report="/reports/drift_report.html",
+    )
+
+
+# -- decide_action: the pure decision table ------------------------------------------------------------
+
+DRIFT, NO_DRIFT = drift_result(True), drift_result(False)
+
+
+@pytest.mark.parametrize(
+    ("window_rows", "drift", "last_fired", "settings", "expected"),
+    [
+        (10, None, None, {}, "insufficient_data"),
+        (49, None, T0 - timedelta(days=1), {}, "insufficient_data"),
+        (200, NO_DRIFT, None, {}, "no_drift"),
+        (200, NO_DRIFT, T0 - timedelta(minutes=5), {}, "no_drift"),
+        (200, DRIFT, None, {}, "fired"),
+        (200, DRIFT, T0 - timedelta(minutes=59), {}, "suppressed_cooldown"),
+        (200, DRIFT, T0 - timedelta(minutes=60), {}, "fired"),
+        (200, DRIFT, T0 - timedelta(hours=5), {}, "fired"),
+        (200, DRIFT, T0 - timedelta(minutes=1), {"cooldown_minutes": 0}, "fired"),
+        (200, DRIFT, None, {"retrain": False}, "retrain_disabled"),
+        (200, DRIFT, T0 - timedelta(minutes=1), {"retrain": False}, "retrain_disabled"),
+        (200, NO_DRIFT, None, {"retrain": False}, "no_drift"),
+    ],
+    ids=[
+        "tiny-window",
+        "just-below-min-window",
+        "no-drift",
+        "no-drift-after-recent-fire",
+        "drift-never-fired",
+        "drift-within-cooldown",
+        "drift-at-cooldown-end",
+        "drift-after-cooldown",
+        "drift-no-cooldown",
+        "drift-retrain-disabled",
+        "drift-retrain-disabled-within-cooldown",
+        "no-drift-retrain-disabled",
+    ],
+)
+def test_decide_action_table(
+    window_rows: int,
+    drift: DriftResult | None,
+    last_fired: datetime | None,
+    settings: dict[str, object],
+    expected: str,
+) -> None:
+    cfg = MonitoringConfig(**{"min_window_size": 50, "cooldown_minutes": 60, **settings})
+    verdict = decide_action(window_rows, drift, last_fired, cfg, T0)
+    assert verdict.action == expected
+    assert verdict.reason
+
+
+def test_decide_action_reasons_name_the_numbers() -> None:
+    cfg = MonitoringConfig(min_window_size=50, cooldown_minutes=60)
+    assert "min_window_size=50" in decide_action(10, None, None, cfg, T0).reason
+    assert "50% of columns drifted (text_length" in decide_action(200, DRIFT, None, cfg, T0).reason
+    suppressed = decide_action(200, DRIFT, T0 - timedelta(minutes=10), cfg, T0).reason
+    assert "60 min cooldown" in suppressed and "2025-03-01T11:50:00+00:00" in suppressed
+
+
+def test_decide_action_naive_times_are_utc() -> None:
+    cfg = MonitoringConfig(cooldown_minutes=60)
+    naive_now = T0.replace(tzinfo=None)
+    assert (
+        decide_action(200, DRIFT, naive_now - timedelta(minutes=30), cfg, naive_now).action
+        == "suppressed_cooldown"
+    )
+
+
+def test_decide_action_needs_a_drift_result_for_a_full_window() -> None:
+    with pytest.raises(ValueError, match="needs a drift result"):
+        decide_action(200, None, None, MonitoringConfig(), T0)
+
+
+# -- TriggerLog ------------------------------------------------------------------------------------------
+
+
+def test_trigger_log_records_every_decision(tmp_path: Path) -> None:
+    log = TriggerLog(f"sqlite:///{tmp_path / 'nested' / 'triggers.db'}")
+    assert log.decisions("m") == []
+    assert log.last_fired("m") is None
+
+    log.record(
+        model_name="m",
+        action="insufficient_data",
+        reason="small",
+        now=T0,
+        champion_version="1",
+        window_rows=3,
+    )
+    log.record(
+        model_name="m",
+        action="no_drift",
+        reason="calm",
+        now=T0 + timedelta(minutes=1),
+        champion_version="1",
+        window_rows=200,
+        dataset_drift=False,
+        drifted_share=0.0,
+        report="/r1",
+    )
+    fired = log.claim(
+        model_name="m",
+        reason="drift",
+        now=T0 + timedelta(minutes=2),
+        cooldown_minutes=60,
+        champion_version="1",
+        window_rows=200,
+        dataset_drift=True,
+        drifted_share=0.75,
+        report="/r2",
+    )
+    assert fired is not None and fired.action == "fired" and fired.retrain_run_id is None
+    done = log.update(fired.id, reason="drift; retrain run r-1", retrain_run_id="r-1")
+    log.record(
+        model_name="m",
+        action="suppressed_cooldown",
+        reason="cool",
+        now=T0 + timedelta(minutes=3),
+        champion_version="1",
+        window_rows=200,
+        dataset_drift=True,
+        drifted_share=0.75,
+    )
+    log.record(
+        model_name="m",
+        action="retrain_disabled",
+        reason="off",
+        now=T0 + timedelta(minutes=4),
+        champion_version="1",
+        window_rows=200,
+        dataset_drift=True,
+        drifted_share=0.75,
+    )
+    log.record(model_name="other", action="no_drift", reason="calm", now=T0, window_rows=100)
+
+    # A fresh TriggerLog on the same URL reads the same history: nothing is held in memory.
+    rows = TriggerLog(f"sqlite:///{tmp_path / 'nested' / 'triggers.db'}").decisions("m")
+    assert [r.action for r in rows] == [
+        "insufficient_data",
+        "no_drift",
+        "fired",
+        "suppressed_cooldown",
+        "retrain_disabled",
+    ]
+    assert rows[2] == done
+    assert done.retrain_run_id == "r-1" and done.reason == "drift; retrain run r-1"
+    assert rows[1].dataset_drift is False and rows[1].drifted_share == 0.0 and rows[1].report == "/r1"
+    assert rows[0].dataset_drift is None and rows[0].window_rows == 3
+    assert all(r.timestamp.tzinfo == UTC for r in rows)
+    assert rows[3].timestamp == T0 + timedelta(minutes=3)
+    assert log.last_fired("m") == T0 + timedelta(minutes=2)
+    assert log.last_fired("other") is None
+    assert json.loads(json.dumps(rows[2].to_dict()))["timestamp"] == "2025-03-01T12:02:00+00:00"
+
+
+def test_trigger_log_claim_respects_the_cooldown(tmp_path: Path) -> None:
+    log = TriggerLog(f"sqlite:///{tmp_path / 'triggers.db'}")
+    first = log.claim(model_name="m", reason="drift", now=T0, cooldown_minutes=60)
+    assert first is not None
+    assert (
+        log.claim(model_name="m", reason="drift", now=T0 + timedelta(minutes=59), cooldown_minutes=60) is None
+    )
+    # Another model has its own cooldown.
+    assert log.claim(model_name="other", reason="drift", now=T0, cooldown_minutes=60) is not None
+    again = log.claim(model_name="m", reason="drift", now=T0 + timedelta(minutes=60), cooldown_minutes=60)
+    assert again is not None and again.id != first.id
+    assert log.last_fired("m") == T0 + timedelta(minutes=60)
+    assert [r.action for r in log.decisions("m")] == ["fired", "fired"]
+
+
+def test_concurrent_claims_fire_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'triggers.db'}"
+    TriggerLog(url).decisions("m")  # create the tables up front, as a running system would have them
+    barrier = threading.Barrier(6)
+    won: list[bool] = []
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        log = TriggerLog(url)  # one per monitor, as separate processes would have
+        barrier.wait()
+        try:
+            won.append(log.claim(model_name="m", reason="drift", now=T0, cooldown_minutes=60) is not None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(won) == [False] * 5 + [True]
+    assert [r.action for r in TriggerLog(url).decisions("m")] == ["fired"]
+
+
+def test_trigger_log_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(MonitoringError, match="not a SQLAlchemy URL"):
+        TriggerLog("not a url")
+    log = TriggerLog(f"sqlite:///{tmp_path / 'triggers.db'}")
+    with pytest.raises(MonitoringError, match="'fired' goes through claim"):
+        log.record(model_name="m", action="fired", reason="x", now=T0)  # type: ignore[arg-type]
+    with pytest.raises(MonitoringError, match="cannot record action 'exploded'"):
+        log.record(model_name="m", action="exploded", reason="x", now=T0)  # type: ignore[arg-type]
+    assert log.decisions("m") == []
+
+
+# -- monitor(): real registry (MLflow on sqlite), inference log, descriptors and Evidently ----------------
+
+
+@pytest.fixture(scope="module")
+def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, object]:
+    """A registry whose champion carries a reference profile of generated reviews (built once per module)."""
+    from refinery.data.demo import generate_reviews
+    from refinery.monitoring.descriptors import text_descriptors
+    from refinery.registry.mlflow_registry import Registry
+
+    root = tmp_path_factory.mktemp("monitor-registry")
+    cfg = load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        [f"state_dir={root / 'state'}", f"data.uri={root / 'reviews.csv'}", f"model.base={tiny_model_dir}"],
+        base=REPO_ROOT,
+    )
+    training = generate_reviews(n=400, seed=0)
+    prepared = root / "prepared"
+    prepared.mkdir()
+    reference = text_descriptors(training["text"].tolist())
+    reference["label"] = training["label"].to_numpy()
+    reference.to_parquet(prepared / "reference.parquet", index=False)
+    evaluation = root / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "evaluation.json").write_text(json.dumps({"macro_f1": 0.9}), encoding="utf-8")
+
+    registry = Registry(cfg.registry)
+    version = registry.register(
+        tiny_model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
+    )
+    registry.set_champion(version.version)
+    return {
+        "root": root,
+        "tracking_uri": cfg.registry.tracking_uri,
+        "artifact_location": cfg.registry.artifact_location,
+        "version": version.version,
+    }
+
+
+@pytest.fixture
+def monitor_config(champion_state: dict[str, object], tmp_path: Path) -> Callable[..., RunConfig]:
+    """A config on the shared registry with this test's own inference log, trigger log and report folder."""
+
+    def _make(overrides: list[str] | None = None) -> RunConfig:
+        root = champion_state["root"]
+        return load_config(
+            REPO_ROOT / "configs" / "test.yaml",
+            [
+                f"state_dir={tmp_path / 'state'}",
+                f"data.uri={root}/reviews.csv",
+                f"model.base={root}",
+                f"registry.tracking_uri={champion_state['tracking_uri']}",
+                f"registry.artifact_location={champion_state['artifact_location']}",
+                "monitoring.window_size=200",
+                "monitoring.min_window_size=50",
+                "monitoring.cooldown_minutes=60",
+                *(overrides or []),
+            ],
+            base=REPO_ROOT,
+        )
+
+    return _make
+
+
+def fill_log(cfg: RunConfig, version: str, n: int, seed: int, drifted: bool) -> None:
+    from refinery.data.demo import generate_reviews
+    from refinery.monitoring.inference_log import InferenceLog, PredictionRecord
+
+    served = generate_reviews(n=n, seed=seed, drifted=drifted)
+    records = [
+        PredictionRecord(
+            text=text,
+            label=label,
+            scores={lab: (0.9 if lab == label else 0.1) for lab in LABELS},
+            model_name=cfg.registry.model_name,
+            model_version=version,
+            timestamp=T0 - timedelta(minutes=30) + timedelta(seconds=i),
+        )
+        for i, (text, label) in enumerate(zip(served["text"], served["label"], strict=True))
+    ]
+    InferenceLog(cfg.serving.inference_log).append(records)
+
+
+class RetrainStarter:
+    """Counts how often the controller starts a retrain and hands back run ids."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return f"retrain-{self.calls}"
+
+
+def test_drifted_window_fires_once_then_cooldown_suppresses(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    version = str(champion_state["version"])
+    fill_log(cfg, version, n=200, seed=1, drifted=True)
+    start = RetrainStarter()
+
+    first = monitor(cfg, start, now=T0)
+    assert first.action == "fired", first.reason
+    assert first.retrain_run_id == "retrain-1"
+    assert first.champion_version == version
+    assert first.window_rows == 200
+    assert first.drift is not None and first.drift.dataset_drift
+    assert {"text_length", "word_count"} <= set(first.drift.drifted_columns)
+    report_dir = Path(str(first.report_dir))
+    assert report_dir.parent == Path(str(cfg.monitoring.report_dir))
+    assert (report_dir / "drift_report.html").is_file()
+    assert (report_dir / "drift.json").is_file()
+    saved = json.loads((report_dir / DECISION_JSON).read_text(encoding="utf-8"))
+    assert saved["action"] == "fired" and saved["retrain_run_id"] == "retrain-1"
+
+    second = monitor(cfg, start, now=T0 + timedelta(minutes=15))
+    assert second.action == "suppressed_cooldown", second.reason
+    assert second.retrain_run_id is None
+    assert second.report_dir != first.report_dir
+    assert start.calls == 1
+
+    log = TriggerLog(str(cfg.monitoring.trigger_log))
+    rows = log.decisions(cfg.registry.model_name)
+    assert [r.action for r in rows] == ["fired", "suppressed_cooldown"]
+    assert rows[0].retrain_run_id == "retrain-1" and "retrain run retrain-1" in rows[0].reason
+    assert rows[0].champion_version == version and rows[0].window_rows == 200
+    assert rows[0].dataset_drift is True and rows[0].report == first.drift.report
+    assert log.last_fired(cfg.registry.model_name) == T0
+
+    third = monitor(cfg, start, now=T0 + timedelta(minutes=61))
+    assert third.action == "fired" and third.retrain_run_id == "retrain-2"
+    assert start.calls == 2
+
+
+def test_window_like_the_training_data_is_no_drift(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    fill_log(cfg, str(champion_state["version"]), n=200, seed=2, drifted=False)
+    start = RetrainStarter()
+
+    decision = monitor(cfg, start, now=T0)
+    assert decision.action == "no_drift", decision.reason
+    assert decision.drift is not None and not decision.drift.dataset_drift
+    assert start.calls == 0
+    assert [
+        r.action for r in TriggerLog(str(cfg.monitoring.trigger_log)).decisions(cfg.registry.model_name)
+    ] == ["no_drift"]
+
+
+def test_small_window_is_insufficient_data(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    fill_log(cfg, str(champion_state["version"]), n=20, seed=3, drifted=True)
+    start = RetrainStarter()
+
+    decision = monitor(cfg, start, now=T0)
+    assert decision.action == "insufficient_data"
+    assert decision.window_rows == 20 and decision.drift is None and decision.report_dir is None
+    assert start.calls == 0
+    assert not Path(str(cfg.monitoring.report_dir)).exists()
+    rows = TriggerLog(str(cfg.monitoring.trigger_log)).decisions(cfg.registry.model_name)
+    assert [(r.action, r.window_rows) for r in rows] == [("insufficient_data", 20)]
+
+
+def test_retrain_disabled_records_and_starts_nothing(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config(["monitoring.retrain=false"])
+    fill_log(cfg, str(champion_state["version"]), n=200, seed=4, drifted=True)
+    start = RetrainStarter()
+
+    decision = monitor(cfg, start, now=T0)
+    assert decision.action == "retrain_disabled"
+    assert start.calls == 0
+    assert TriggerLog(str(cfg.monitoring.trigger_log)).last_fired(cfg.registry.model_name) is None
+
+
+def test_failed_retrain_start_is_recorded_and_raised(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    fill_log(cfg, str(champion_state["version"]), n=200, seed=5, drifted=True)
+
+    def broken() -> str:
+        raise RuntimeError("pipeline backend unreachable")
+
+    with pytest.raises(RuntimeError, match="pipeline backend unreachable"):
+        monitor(cfg, broken, now=T0)
+    rows = TriggerLog(str(cfg.monitoring.trigger_log)).decisions(cfg.registry.model_name)
+    assert [r.action for r in rows] == ["fired"]
+    assert rows[0].retrain_run_id is None
+    assert "starting the retrain failed: RuntimeError: pipeline backend unreachable" in rows[0].reason
+
+    # The attempt counts for the cooldown: a broken backend is not hammered on every run.
+    start = RetrainStarter()
+    assert monitor(cfg, start, now=T0 + timedelta(minutes=5)).action == "suppressed_cooldown"
+    assert start.calls == 0
+
+
+def test_no_champion_is_an_error_and_records_nothing(tmp_path: Path) -> None:
+    cfg = load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        [f"state_dir={tmp_path / 'state'}", f"data.uri={tmp_path / 'reviews.csv'}", f"model.base={tmp_path}"],
+        base=REPO_ROOT,
+    )
+    start = RetrainStarter()
+    with pytest.raises(MonitoringError, match="no champion version of model 'review-sentiment-test'"):
+        monitor(cfg, start)
+    assert start.calls == 0
+    assert TriggerLog(str(cfg.monitoring.trigger_log)).decisions(cfg.registry.model_name) == []
+
+
+def test_monitor_decision_round_trips_as_json(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    fill_log(cfg, str(champion_state["version"]), n=60, seed=6, drifted=False)
+    decision = monitor(cfg, RetrainStarter(), now=T0)
+    data = json.loads(json.dumps(decision.to_dict()))
+    assert data["timestamp"] == T0.isoformat()
+    assert data["drift"]["current_rows"] == 60
+    assert data["action"] == decision.action and data["decision_id"] == decision.decision_id
+    assert decision.to_text().startswith(f"{decision.action}: ")
+    assert "drift_report.html" in decision.to_text()

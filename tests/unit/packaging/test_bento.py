@@ -1,0 +1,187 @@
+"""package(): a real BentoML model store and Bento build from the tiny model, offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from refinery.errors import PackagingError
+from refinery.packaging.bento import PackageResult, directory_digest, package, pin_packages
+from refinery.results import read_json
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _bento_dir(home: Path, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home / "bentos" / name / version
+
+
+def _model_dir(home: Path, tag: str) -> Path:
+    name, version = tag.split(":")
+    return home / "models" / name / version
+
+
+def _stored(home: Path, kind: str) -> list[str]:
+    root = home / kind
+    if not root.is_dir():
+        return []
+    return sorted(f"{d.parent.name}:{d.name}" for d in root.glob("*/*") if d.is_dir() and d.name != "latest")
+
+
+def test_package_imports_the_model_and_builds_a_bento_serving_it(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config()
+    home = Path(cfg.packaging.bentoml_home)
+
+    result = package(cfg, tiny_model_dir, "3")
+
+    digest = directory_digest(tiny_model_dir)
+    assert result.model_tag == f"review-sentiment-test:v3-{digest[:12]}"
+    assert result.bento_tag.startswith("review-sentiment-test-service:")
+    assert _stored(home, "models") == [result.model_tag]
+    assert _stored(home, "bentos") == [result.bento_tag]
+
+    # The store model holds the model files and records the registered name and version.
+    model_path = _model_dir(home, result.model_tag)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (model_path / name).read_bytes() == (tiny_model_dir / name).read_bytes()
+    model_info = yaml.safe_load((model_path / "model.yaml").read_text())
+    assert model_info["labels"] == {
+        "refinery.model_name": "review-sentiment-test",
+        "refinery.model_version": "3",
+    }
+    assert model_info["metadata"]["max_length"] == 64
+    assert model_info["metadata"]["labels"] == ["negative", "positive"]
+    assert model_info["metadata"]["sha256"] == digest
+
+    # The Bento records exactly that model and passes it to the service as its model_tag argument.
+    bento = _bento_dir(home, result.bento_tag)
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert info["args"] == {"model_tag": result.model_tag}
+    assert [m["tag"] for s in info["services"] for m in s["models"]] == [result.model_tag]
+    assert info["labels"]["model_version"] == "3"
+    assert info["schema"]["routes"][0]["route"] == "/classify"
+
+    # Offline build: no lock, packages pinned to the versions installed here.
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
+    assert not (bento / "env" / "python" / "requirements.lock.txt").exists()
+    import torch
+    import transformers
+
+    assert f"torch=={torch.__version__}" in requirements
+    assert f"transformers=={transformers.__version__}" in requirements
+    assert any(line.startswith("bentoml==") for line in requirements)
+
+    # The service and the refinery code it imports travel inside the Bento.
+    src = bento / "src"
+    assert (src / "service.py").read_text() == (REPO_ROOT / "serving" / "service.py").read_text()
+    assert (src / "refinery" / "serving.py").is_file()
+    assert (src / "refinery" / "monitoring" / "inference_log.py").is_file()
+    assert not list(src.rglob("__pycache__"))
+
+    written = result.write_json(tmp_path / "out" / "package.json")
+    assert read_json(written) == {"bento_tag": result.bento_tag, "model_tag": result.model_tag}
+    assert PackageResult(**json.loads(written.read_text())) == result
+
+
+def test_packaging_the_same_model_again_reuses_it_and_homes_can_differ(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config()
+    first = package(cfg, tiny_model_dir, "1")
+    again = package(cfg, tiny_model_dir, "1")
+    assert again.model_tag == first.model_tag
+    assert again.bento_tag != first.bento_tag
+    assert _stored(Path(cfg.packaging.bentoml_home), "models") == [first.model_tag]
+
+    # Same process, another BentoML home: the build must not reuse the first home's stores.
+    other = make_config([f"packaging.bentoml_home={tmp_path / 'other-home'}"])
+    third = package(other, tiny_model_dir, "2")
+    assert _stored(tmp_path / "other-home", "models") == [third.model_tag]
+    assert _stored(tmp_path / "other-home", "bentos") == [third.bento_tag]
+    assert third.model_tag not in _stored(Path(cfg.packaging.bentoml_home), "models")
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_missing_model_dir(make_config: Callable[..., object], tmp_path: Path) -> None:
+    with pytest.raises(PackagingError, match=r"model directory not found: .*absent"):
+        package(make_config(), tmp_path / "absent", "1")
+
+
+def test_model_without_safetensors_is_refused(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model = _copy_model(tiny_model_dir, tmp_path / "pickled")
+    (model / "model.safetensors").rename(model / "pytorch_model.bin")
+    with pytest.raises(PackagingError, match=r"no model\.safetensors"):
+        package(make_config(), model, "1")
+
+
+def test_model_labels_must_match_the_configured_labels(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(["data.labels=[bad, good]"])
+    with pytest.raises(PackagingError, match=r"labels \['negative', 'positive'\] differ from data.labels"):
+        package(cfg, tiny_model_dir, "1")
+    assert _stored(Path(cfg.packaging.bentoml_home), "models") == []
+
+
+def test_model_name_that_cannot_be_a_tag(make_config: Callable[..., object], tiny_model_dir: Path) -> None:
+    with pytest.raises(PackagingError, match=r"registry\.model_name 'reviews\.'"):
+        package(make_config(["registry.model_name=reviews."]), tiny_model_dir, "1")
+
+
+def test_service_dir_without_build_spec(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    service_dir = tmp_path / "svc"
+    service_dir.mkdir()
+    (service_dir / "service.py").write_text("")
+    cfg = make_config([f"packaging.service_dir={service_dir}"])
+    with pytest.raises(PackagingError, match=r"bentofile\.yaml is missing"):
+        package(cfg, tiny_model_dir, "1")
+
+
+def test_locking_build_spec_is_refused(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    service_dir = tmp_path / "svc"
+    shutil.copytree(REPO_ROOT / "serving", service_dir)
+    spec = yaml.safe_load((service_dir / "bentofile.yaml").read_text())
+    spec["python"]["lock_packages"] = True
+    (service_dir / "bentofile.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(PackagingError, match="lock_packages must be false"):
+        package(make_config([f"packaging.service_dir={service_dir}"]), tiny_model_dir, "1")
+
+
+def test_failed_build_names_the_cause_and_leaves_no_model_behind(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    service_dir = tmp_path / "svc"
+    shutil.copytree(REPO_ROOT / "serving", service_dir)
+    (service_dir / "service.py").write_text('raise RuntimeError("service module is broken")\n')
+    cfg = make_config([f"packaging.service_dir={service_dir}"])
+    with pytest.raises(PackagingError, match="service module is broken"):
+        package(cfg, tiny_model_dir, "1")
+    home = Path(cfg.packaging.bentoml_home)
+    assert _stored(home, "models") == []
+    assert _stored(home, "bentos") == []
+
+
+def test_pin_packages() -> None:
+    import numpy
+
+    assert pin_packages(["numpy", "torch>=2", "pyyaml"])[:2] == [f"numpy=={numpy.__version__}", "torch>=2"]
+    with pytest.raises(PackagingError, match=r"'surely-not-installed-dist' listed in bentofile\.yaml"):
+        pin_packages(["surely-not-installed-dist"])

@@ -1,0 +1,140 @@
+"""refinery.serving without BentoML: request checks, predict-and-log, settings, the serve command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from refinery.errors import ConfigError
+from refinery.monitoring.inference_log import InferenceLog
+from refinery.serving import (
+    ENV_INFERENCE_LOG,
+    ENV_MAX_BATCH_ITEMS,
+    ENV_MAX_LENGTH,
+    ENV_MAX_TEXT_CHARS,
+    MODEL_LABEL_NAME,
+    MODEL_LABEL_VERSION,
+    ClassificationService,
+    InvalidRequest,
+    ServiceSettings,
+    serve_command,
+    validate_texts,
+)
+
+LABELS = ("negative", "positive")
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ("", "texts is blank"),
+        ("  \n\t", "texts is blank"),
+        ([], "texts is an empty list"),
+        (["fine", 3], r"texts\[1\] is int, expected a string"),
+        (["fine", None], r"texts\[1\] is NoneType"),
+        (["fine", " "], r"texts\[1\] is blank"),
+        ("x" * 11, r"texts has 11 characters; the limit is 10 \(serving.max_text_chars\)"),
+        (["ok", "y" * 12], r"texts\[1\] has 12 characters; the limit is 10"),
+        (["a"] * 4, r"texts has 4 items; at most 3 are accepted per request \(serving.max_batch_items\)"),
+        (42, "texts must be a string or a list of strings, got int"),
+        ({"text": "a"}, "got dict"),
+    ],
+)
+def test_malformed_texts_are_rejected_with_the_reason(texts: object, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        validate_texts(texts, max_text_chars=10, max_batch_items=3)
+
+
+def test_valid_texts_become_a_list() -> None:
+    assert validate_texts("good", 10, 3) == ["good"]
+    assert validate_texts(["a", "b c", "x" * 10], 10, 3) == ["a", "b c", "x" * 10]
+
+
+def test_settings_round_trip_through_the_environment(make_config: Callable[..., object]) -> None:
+    cfg = make_config(["serving.max_text_chars=123", "serving.max_batch_items=7"])
+    settings = ServiceSettings.from_config(cfg)
+    env = settings.to_env()
+    assert env[ENV_INFERENCE_LOG] == cfg.serving.inference_log
+    assert (env[ENV_MAX_TEXT_CHARS], env[ENV_MAX_BATCH_ITEMS], env[ENV_MAX_LENGTH]) == ("123", "7", "64")
+    assert ServiceSettings.from_env(env) == settings
+
+
+def test_settings_defaults_when_only_the_log_is_set() -> None:
+    settings = ServiceSettings.from_env({ENV_INFERENCE_LOG: "sqlite:////tmp/x.db"})
+    assert (settings.max_text_chars, settings.max_batch_items, settings.max_length) == (2000, 64, None)
+
+
+def test_settings_name_the_variable_at_fault() -> None:
+    with pytest.raises(ConfigError, match=ENV_INFERENCE_LOG):
+        ServiceSettings.from_env({})
+    with pytest.raises(ConfigError, match=f"{ENV_MAX_BATCH_ITEMS}='many' is not an integer"):
+        ServiceSettings.from_env({ENV_INFERENCE_LOG: "sqlite://", ENV_MAX_BATCH_ITEMS: "many"})
+    with pytest.raises(ConfigError, match=f"{ENV_MAX_TEXT_CHARS}='0' must be at least 1"):
+        ServiceSettings.from_env({ENV_INFERENCE_LOG: "sqlite://", ENV_MAX_TEXT_CHARS: "0"})
+
+
+def test_serve_command_runs_bentoml_with_the_resolved_settings(make_config: Callable[..., object]) -> None:
+    cfg = make_config(["serving.port=3999", "serving.host=0.0.0.0"])
+    argv, env = serve_command(cfg, "review-sentiment-test-service:abc123")
+    assert argv == [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "review-sentiment-test-service:abc123",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "3999",
+    ]
+    assert env["BENTOML_HOME"] == cfg.packaging.bentoml_home
+    assert env[ENV_INFERENCE_LOG] == cfg.serving.inference_log
+    assert env[ENV_MAX_TEXT_CHARS] == str(cfg.serving.max_text_chars)
+    with pytest.raises(ConfigError, match="name:version"):
+        serve_command(cfg, "no-version")
+
+
+def test_classify_predicts_and_logs_every_text(
+    make_config: Callable[..., object], tiny_model_dir: Path
+) -> None:
+    cfg = make_config(["serving.max_batch_items=4"])
+    service = ClassificationService.load(
+        tiny_model_dir, "review-sentiment-test", "5", ServiceSettings.from_config(cfg)
+    )
+    assert service.labels == LABELS
+
+    results = service.classify(["great value, works well", "broke after a day"])
+    single = service.classify("arrived on time")
+
+    assert len(results) == 2
+    assert len(single) == 1
+    for r in [*results, *single]:
+        assert r.label in LABELS
+        assert set(r.scores) == set(LABELS)
+        assert sum(r.scores.values()) == pytest.approx(1.0, abs=1e-5)
+        assert r.label == max(r.scores, key=r.scores.get)
+        assert r.model_version == "5"
+        assert r.to_dict() == {"label": r.label, "scores": r.scores, "model_version": "5"}
+
+    log = InferenceLog(cfg.serving.inference_log)
+    assert log.count() == 3
+    logged = log.recent(3)
+    assert list(logged["text"]) == ["great value, works well", "broke after a day", "arrived on time"]
+    assert list(logged["label"]) == [r.label for r in [*results, *single]]
+    assert set(logged["model_name"]) == {"review-sentiment-test"}
+    assert set(logged["model_version"]) == {"5"}
+
+    with pytest.raises(InvalidRequest, match="at most 4"):
+        service.classify(["x"] * 5)
+    assert log.count() == 3, "a rejected request must not be logged"
+
+
+def test_packaged_model_needs_the_packaging_labels(
+    make_config: Callable[..., object], tiny_model_dir: Path
+) -> None:
+    settings = ServiceSettings.from_config(make_config())
+    with pytest.raises(ConfigError, match=MODEL_LABEL_VERSION):
+        ClassificationService.from_packaged_model(tiny_model_dir, {MODEL_LABEL_NAME: "m"}, {}, settings)
