@@ -1,7 +1,5 @@
 """The training pipeline: validate -> prepare -> finetune -> evaluate -> gate -> (register, package, promote, champion)."""
 
-from kfp import dsl
-
 from components.evaluate import evaluate
 from components.finetune import finetune
 from components.gate import gate
@@ -11,6 +9,7 @@ from components.promote import promote
 from components.register import register
 from components.set_champion import set_champion
 from components.validate_data import validate_data
+from kfp import dsl
 
 PIPELINE_NAME = "refinery-training"
 

@@ -46,7 +46,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp import compiler
-
     from pipelines.training import training_pipeline
 
     out = Path(args.output)

@@ -185,8 +185,13 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
     def to_json(self) -> str:
-        """The form pipeline steps receive (a KFP string parameter: it keeps nulls and integers intact)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """The form pipeline steps receive (a KFP string parameter: it keeps nulls and integers intact).
+
+        kfp.local's subprocess runner rewrites every "python3" in a step's arguments to its interpreter's
+        path, values included (kfp 2.17), which corrupts paths such as .venv/lib/python3.11/...; a JSON
+        escape of one letter keeps the text equal after decoding while hiding it from that rewrite.
+        """
+        return json.dumps(self.to_dict(), sort_keys=True).replace("python3", "pytho\\u006e3")
 
     def digest(self) -> str:
         """A stable hash of the whole configuration, recorded as lineage."""

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import REPO_ROOT
 
 from refinery.config import RunConfig, load_config
 from refinery.gitops.repo import current_release
 from refinery.orchestration.local import run_training
 from refinery.registry.mlflow_registry import Registry
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_worse_challenger_is_not_promoted(loop) -> None:
     ids=["promote-fails", "package-fails"],
 )
 def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, failed_step) -> None:
-    make, first = loop
+    make, _first = loop
     cfg = make(broken)
     registry = Registry(cfg.registry)
     champion_before = registry.champion()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from components.images import GPU_IMAGE, PROJECT_IMAGE
+
 from refinery.cli import main
 
 STEPS = [

@@ -43,7 +43,7 @@ def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
         load_config(REPO / "configs" / "test.yaml", ["training.epochz=5"], base=REPO)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides({}, ["training.epochs"])
-    with pytest.raises(ConfigError, match="data.uri is not a section"):
+    with pytest.raises(ConfigError, match=r"data\.uri is not a section"):
         apply_overrides({"data": {"uri": "x"}}, ["data.uri.deep=1"])
 
 

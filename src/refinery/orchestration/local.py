@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ class _ConsoleFilter(io.TextIOBase):
         self._console, self._log, self._verbose = console, log, verbose
         self._buffer = ""
         self._in_json = False
+        self._in_outputs = False
         self._started: dict[str, float] = {}
 
     def write(self, text: str) -> int:
@@ -67,6 +69,9 @@ class _ConsoleFilter(io.TextIOBase):
             self._console.write(raw + "\n")
             return
         line = _ANSI.sub("", raw)
+        if self._in_outputs and line.startswith(" "):
+            return  # kfp.local's listing of a finished task's outputs; the summary reports them
+        self._in_outputs = line.endswith("outputs:")
         if m := _EXECUTING.search(line):
             self._started[m.group(1)] = time.monotonic()
             self._console.write(f"▶ {m.group(1)}\n")
@@ -211,7 +216,6 @@ def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | Non
         The run's summary; ``succeeded`` is False when a step failed (the summary names it).
     """
     from kfp import local
-
     from pipelines.training import training_pipeline
 
     console = console or sys.stdout
@@ -225,7 +229,10 @@ def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | Non
     with open(root / "run.log", "w", encoding="utf-8") as log, _environment(env):
         tee = _ConsoleFilter(console, log, verbose)
         try:
-            with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
+            with contextlib.redirect_stdout(tee), warnings.catch_warnings():  # type: ignore[type-var]
+                # Locally the steps run in this environment, not in the images they name; that is the point.
+                warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
                 training_pipeline(config=cfg.to_json())
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))

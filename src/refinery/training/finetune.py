@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -88,6 +89,56 @@ class TrainingResult:
         d = read_json(path)
         d["labels"] = tuple(d["labels"])
         return cls(**d)
+
+
+def progress_lines(every_fraction: float = 0.1) -> Any:
+    """A Trainer callback printing a status line about every 10% of the steps (with an ETA) and each
+    epoch's validation scores.
+
+    For output that is not a terminal (a pipeline step's log), where a redrawn progress bar turns into
+    hundreds of lines.
+    """
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._started = 0.0
+            self._next = 0
+            self._done = False
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._done = True
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._started = time.perf_counter()
+            self._next = max(1, int(state.max_steps * every_fraction))
+            print(f"training: {state.max_steps} steps, {args.num_train_epochs:g} epochs", flush=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            step, total = state.global_step, state.max_steps
+            if step < self._next and step != total:
+                return
+            self._next = step + max(1, int(total * every_fraction))
+            elapsed = time.perf_counter() - self._started
+            eta = elapsed / step * (total - step)
+            print(
+                f"  step {step}/{total} ({step / total:.0%}), epoch {state.epoch:.2f},"
+                f" {elapsed:.0f} s elapsed, ETA {eta:.0f} s",
+                flush=True,
+            )
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any
+        ) -> None:
+            if metrics and "eval_macro_f1" in metrics:
+                what = "best epoch" if self._done else f"epoch {state.epoch:.0f}"
+                print(
+                    f"  {what}: validation macro-F1 {metrics['eval_macro_f1']:.4f},"
+                    f" loss {metrics.get('eval_loss', float('nan')):.4f}",
+                    flush=True,
+                )
+
+    return ProgressLines()
 
 
 class _EncodedTexts:
@@ -270,11 +321,17 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
         AutoTokenizer,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
+        PrinterCallback,
         Trainer,
         TrainingArguments,
         set_seed,
     )
 
+    if not sys.stderr.isatty():
+        # Weight loading and saving bars would print one line per redraw into a step's log.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     use_cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if use_cuda else "cpu"
     label2id = {label: i for i, label in enumerate(labels)}
@@ -342,7 +399,8 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 use_cpu=not use_cuda,
                 bf16=bf16,
                 report_to=[],
-                disable_tqdm=False,
+                # A progress bar on a terminal; in a pipeline step (a pipe) one status line per ~10% instead.
+                disable_tqdm=not sys.stderr.isatty(),
                 dataloader_num_workers=0,
             )
             early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
@@ -356,6 +414,9 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 compute_metrics=_macro_f1_metrics(len(labels)),
                 callbacks=[early_stopping],
             )
+            if args.disable_tqdm:
+                trainer.remove_callback(PrinterCallback)
+                trainer.add_callback(progress_lines())
             started = time.perf_counter()
             train_output = trainer.train()
             train_seconds = time.perf_counter() - started
