@@ -20,15 +20,20 @@ from refinery.registry.mlflow_registry import Registry
 pytestmark = pytest.mark.slow
 
 
+TEST_CONFIG = REPO_ROOT / "configs" / "test.yaml"
+
+
+def _overrides(tmp: Path, data: pd.DataFrame, model_dir: Path, state: Path) -> list[str]:
+    data_path = tmp / f"reviews-{len(list(tmp.glob('reviews-*.csv')))}.csv"
+    data.to_csv(data_path, index=False)
+    return [f"state_dir={state}", f"data.uri={data_path}", f"model.base={model_dir}"]
+
+
 def _config(
     tmp: Path, data: pd.DataFrame, model_dir: Path, state: Path, extra: list[str] | None = None
 ) -> RunConfig:
-    data_path = tmp / f"reviews-{len(list(tmp.glob('reviews-*.csv')))}.csv"
-    data.to_csv(data_path, index=False)
     return load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [f"state_dir={state}", f"data.uri={data_path}", f"model.base={model_dir}", *(extra or [])],
-        base=REPO_ROOT,
+        TEST_CONFIG, [*_overrides(tmp, data, model_dir, state), *(extra or [])], base=REPO_ROOT
     )
 
 
@@ -53,11 +58,14 @@ def loop(tmp_path_factory: pytest.TempPathFactory, demo_df: pd.DataFrame, tiny_m
         return _config(tmp, demo_df if data is None else data, tiny_model_dir, state, extra)
 
     first = run_training(make())
-    return make, first
+    cli_args = ["-c", str(TEST_CONFIG)]
+    for item in _overrides(tmp, demo_df, tiny_model_dir, state):
+        cli_args += ["--set", item]
+    return make, first, cli_args
 
 
 def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop) -> None:
-    make, first = loop
+    make, first, _ = loop
     cfg = make()
     assert first.succeeded, first.to_text()
     assert first.decision["passed"]
@@ -81,7 +89,7 @@ def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop)
 
 
 def test_worse_challenger_is_not_promoted(loop) -> None:
-    make, first = loop
+    make, first, _ = loop
     cfg = make(["training.learning_rate=1e-9", "training.epochs=1"])
     registry = Registry(cfg.registry)
     before_versions = {v.version for v in registry.versions()}
@@ -107,7 +115,7 @@ def test_worse_challenger_is_not_promoted(loop) -> None:
     ids=["promote-fails", "package-fails"],
 )
 def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, failed_step) -> None:
-    make, _first = loop
+    make, _first, _ = loop
     cfg = make(broken)
     registry = Registry(cfg.registry)
     champion_before = registry.champion()
@@ -141,3 +149,52 @@ def test_bad_data_stops_at_validate_data_and_nothing_is_registered(
     assert Registry(cfg.registry).versions() == []
     assert not Path(cfg.gitops.repository).exists()
     assert not (Path(cfg.packaging.bentoml_home) / "bentos").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: Path) -> None:
+    """The back half of the loop through the CLI: `refinery serve`, `predict`, `monitor` twice."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from refinery.cli import main
+    from refinery.data.demo import generate_reviews
+    from refinery.monitoring.controller import TriggerLog
+
+    make, _first, cli_args = loop
+    cfg = make()
+    port = _free_port()
+    serve_args = [*cli_args, "--set", f"serving.port={port}"]
+    drifted = tmp_path / "drifted.csv"
+    generate_reviews(n=300, seed=5, drifted=True).to_csv(drifted, index=False)
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "refinery.cli", "serve", *serve_args], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            assert main(["predict", *serve_args, "--wait", "120", "--input", str(drifted)]) == 0
+            bad = httpx.post(f"http://127.0.0.1:{port}/classify", json={"texts": ["fine", 3]}, timeout=30)
+            assert bad.status_code == 400 and "texts" in bad.text
+            empty = httpx.post(f"http://127.0.0.1:{port}/classify", json={"texts": []}, timeout=30)
+            assert empty.status_code == 400 and "empty" in empty.text
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+    triggers = TriggerLog(cfg.monitoring.trigger_log)
+    assert main(["monitor", *cli_args]) == 0
+    assert [d.action for d in triggers.decisions(cfg.registry.model_name)] == ["fired"]
+    retrain_run = triggers.decisions(cfg.registry.model_name)[0].retrain_run_id
+    assert retrain_run and any((Path(cfg.state_dir) / "runs").glob(f"*/{retrain_run}/set-champion"))
+    assert main(["monitor", *cli_args]) == 0
+    actions = [d.action for d in triggers.decisions(cfg.registry.model_name)]
+    assert actions == ["fired", "suppressed_cooldown"]
