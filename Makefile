@@ -33,7 +33,7 @@ demo: base-model
 	$(REFINERY) demo-data -o data/demo
 	$(REFINERY) run -c $(DEMO_CONFIG)
 	@set -e; $(REFINERY) serve -c $(DEMO_CONFIG) > .refinery/serve.log 2>&1 & pid=$$!; \
-	  trap "kill $$pid 2>/dev/null; wait $$pid 2>/dev/null" EXIT; \
+	  trap "kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true" EXIT; \
 	  $(REFINERY) predict -c $(DEMO_CONFIG) --wait 180 --input data/demo/reviews.csv --limit 5 --show; \
 	  echo "sending 400 reviews from another domain (data/demo/drifted.csv)"; \
 	  $(REFINERY) predict -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 400

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,12 +27,18 @@ R = TypeVar("R")
 ERROR_FILE = "error.txt"
 
 
+# KFP's executor sets the root logger to INFO; these libraries' INFO records are internals, not progress.
+_CHATTY_LOGGERS = ("great_expectations", "mlflow", "alembic", "bentoml", "evidently", "urllib3")
+
+
 def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
     """On a RefineryError, write its message to ``error.txt`` in the step's output folder, then re-raise."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             return fn(*args, **kwargs)
         except RefineryError as exc:
