@@ -6,8 +6,13 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from refinery.errors import RefineryError
+
+T = TypeVar("T")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -51,3 +56,36 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
+
+
+def load_result(
+    from_dict: Callable[[dict[str, Any]], T],
+    path: str | Path,
+    *,
+    default_name: str,
+    what: str,
+    error: type[RefineryError] = RefineryError,
+) -> T:
+    """Read a stage result written by :func:`write_json` and rebuild it with ``from_dict``.
+
+    Args:
+        from_dict: Builds the result from the JSON object, e.g. ``EvaluationResult.from_dict``.
+        path: The JSON file, or the directory holding ``default_name``.
+        default_name: The result's file name inside its directory (e.g. ``evaluation.json``).
+        what: What the file holds, for messages (e.g. ``"evaluation result"``).
+        error: The exception class to raise.
+
+    Raises:
+        RefineryError: (as ``error``) the file is missing, or is not JSON ``from_dict`` accepts; the
+            message names the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    try:
+        return from_dict(read_json(path))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise error(f"{path} is not {article} {what}: {exc!r}") from None

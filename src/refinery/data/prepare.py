@@ -26,7 +26,7 @@ from refinery.config import RunConfig
 from refinery.data.load import file_sha256, read_table, stringify
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
-from refinery.results import read_json, to_jsonable, write_json
+from refinery.results import load_result, to_jsonable, write_json
 
 SPLITS = ("train", "validation", "test")
 # Invisible characters that carry no meaning in a review but make equal texts differ.
@@ -97,13 +97,13 @@ class PreparedData:
         Raises:
             DataError: The folder holds no readable ``prepared.json``.
         """
-        path = Path(data_dir) / "prepared.json"
-        try:
-            return cls.from_dict(read_json(path))
-        except FileNotFoundError:
-            raise DataError(f"not a prepared dataset (no prepared.json): {data_dir}") from None
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{path} is not a prepared-data record: {exc}") from None
+        return load_result(
+            cls.from_dict,
+            Path(data_dir) / "prepared.json",
+            default_name="prepared.json",
+            what="prepared-data record",
+            error=DataError,
+        )
 
 
 def normalise_texts(texts: pd.Series) -> pd.Series:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from refinery.errors import DataError, RefineryError, RegistryError, TrainingError
 from refinery.evaluation.metrics import ModelMetrics, classification_metrics
-from refinery.results import read_json, to_jsonable, write_json
+from refinery.results import load_result, to_jsonable, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,15 +85,7 @@ class EvaluationResult:
         Raises:
             RefineryError: The file is missing or is not an evaluation result.
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / EVALUATION_FILE
-        try:
-            return cls.from_dict(read_json(path))
-        except FileNotFoundError:
-            raise RefineryError(f"evaluation result not found: {path}") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RefineryError(f"{path} is not an evaluation result: {exc!r}") from None
+        return load_result(cls.from_dict, path, default_name=EVALUATION_FILE, what="evaluation result")
 
 
 def read_test_set(data_dir: Path, labels: Sequence[str]) -> pd.DataFrame:

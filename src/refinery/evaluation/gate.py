@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.errors import RefineryError
 from refinery.evaluation.evaluate import EvaluationResult
-from refinery.results import read_json, to_jsonable, write_json
+from refinery.results import load_result, to_jsonable, write_json
 
 if TYPE_CHECKING:
     from refinery.config import GateConfig
@@ -94,15 +93,7 @@ class GateDecision:
         Raises:
             RefineryError: The file is missing or is not a gate decision.
         """
-        path = Path(path)
-        if path.is_dir():
-            path = path / GATE_FILE
-        try:
-            return cls.from_dict(read_json(path))
-        except FileNotFoundError:
-            raise RefineryError(f"gate decision not found: {path}") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RefineryError(f"{path} is not a gate decision: {exc!r}") from None
+        return load_result(cls.from_dict, path, default_name=GATE_FILE, what="gate decision")
 
     def to_markdown(self) -> str:
         """A Markdown summary: the decision in the heading, then one table row per rule."""

@@ -30,6 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from refinery.config import MonitoringConfig, RunConfig
+from refinery.db import create_engine, mask_url
 from refinery.errors import MonitoringError
 from refinery.monitoring.drift import LABEL_COLUMN, DriftResult, detect_drift
 from refinery.results import to_jsonable, write_json
@@ -115,29 +116,17 @@ class TriggerLog:
             url: SQLAlchemy URL, e.g. ``sqlite:////abs/path/triggers.db`` or ``postgresql+psycopg://...``.
 
         Raises:
-            MonitoringError: The URL is not a usable SQLAlchemy URL.
+            MonitoringError: The URL is not a usable SQLAlchemy URL, the folder of a sqlite file cannot be
+                created, or the database driver is not installed.
         """
-        try:
-            parsed = sa.engine.make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise MonitoringError(f"monitoring.trigger_log: not a SQLAlchemy URL: {url!r}") from exc
-        self._where = parsed.render_as_string(hide_password=True)
-        connect_args: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
+        self._engine = create_engine(
+            url,
+            what="trigger log",
+            error=MonitoringError,
             # Concurrent monitors wait for each other's claim instead of failing on a locked file.
-            connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_S
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise MonitoringError(
-                        f"cannot create the folder of trigger log {database}: {exc}"
-                    ) from exc
-        try:
-            self._engine = sa.create_engine(parsed, connect_args=connect_args)
-        except Exception as exc:  # missing driver, bad options
-            raise MonitoringError(f"trigger log {self._where}: cannot create engine: {exc}") from exc
+            sqlite_busy_timeout_s=_SQLITE_BUSY_TIMEOUT_S,
+        )
+        self._where = mask_url(self._engine.url)
         self._ready = False
 
     def _create_tables(self) -> None:

@@ -13,13 +13,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from refinery.db import create_engine, mask_url, parse_url
 from refinery.errors import MonitoringError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 TABLE_NAME = "predictions"
 COLUMNS = ("timestamp", "text", "label", "scores", "model_name", "model_version")
 
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_BUSY_TIMEOUT_S = 30
 _LOCKED_RETRIES = 5
 
 
@@ -92,10 +92,7 @@ class InferenceLog:
         Raises:
             MonitoringError: ``url`` is not a SQLAlchemy URL.
         """
-        try:
-            self._url: URL = make_url(url)
-        except ArgumentError as exc:
-            raise MonitoringError(f"inference log URL {url!r} is not a SQLAlchemy URL: {exc}") from None
+        self._url: URL = parse_url(url, what="inference log", error=MonitoringError)
         self._metadata = sa.MetaData()
         self._table = _table(self._metadata)
         self._engine: Engine | None = None
@@ -104,7 +101,7 @@ class InferenceLog:
     @property
     def url(self) -> str:
         """The database URL with any password masked."""
-        return self._url.render_as_string(hide_password=True)
+        return mask_url(self._url)
 
     def __repr__(self) -> str:
         return f"InferenceLog({self.url!r})"
@@ -119,33 +116,15 @@ class InferenceLog:
             return self._engine
 
     def _create_engine(self) -> Engine:
-        connect_args: dict[str, Any] = {}
-        if self._is_sqlite():
-            database = self._url.database
-            if database and database != ":memory:" and not database.startswith("file:"):
-                try:
-                    Path(database).parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise MonitoringError(
-                        f"cannot create the folder of inference log {database}: {exc}"
-                    ) from exc
-            connect_args["timeout"] = _SQLITE_BUSY_TIMEOUT_MS / 1000
-        try:
-            engine = sa.create_engine(
-                self._url, connect_args=connect_args, pool_pre_ping=not self._is_sqlite()
-            )
-        except (ArgumentError, ImportError) as exc:
-            raise MonitoringError(f"cannot open inference log {self.url}: {exc}") from exc
-        if self._is_sqlite():
-
-            @sa.event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-                cursor = dbapi_connection.cursor()
-                # WAL lets readers (the drift monitor) run while workers append.
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-                cursor.close()
-
+        engine = create_engine(
+            self._url,
+            what="inference log",
+            error=MonitoringError,
+            sqlite_busy_timeout_s=_SQLITE_BUSY_TIMEOUT_S,
+            # WAL lets readers (the drift monitor) run while workers append.
+            sqlite_wal=True,
+            pre_ping=True,
+        )
         self._create_table(engine)
         return engine
 

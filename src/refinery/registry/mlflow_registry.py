@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.db import create_engine, mask_url, ping
 from refinery.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -58,19 +59,6 @@ class ModelVersionInfo:
     source: str = ""
 
 
-def _display_uri(uri: str) -> str:
-    """The URI with any password masked, safe for messages and logs."""
-    if "://" in uri and "@" in uri:
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(uri).render_as_string(hide_password=True)
-        except Exception:
-            scheme, _, rest = uri.partition("://")
-            return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return uri
-
-
 def _is_database_uri(uri: str) -> bool:
     scheme = uri.partition("://")[0].lower()
     return scheme.split("+")[0] in {"sqlite", "postgresql", "postgres", "mysql", "mssql"}
@@ -78,40 +66,13 @@ def _is_database_uri(uri: str) -> bool:
 
 def _probe_database(uri: str) -> None:
     """Open and close one connection to a database URI; raise RegistryError naming the URI if that fails."""
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
 
-    shown = _display_uri(uri)
+    engine = create_engine(
+        uri, what="registry", error=RegistryError, connect_timeout_s=_CONNECT_TIMEOUT_S, poolclass=NullPool
+    )
     try:
-        url = make_url(uri)
-    except Exception as exc:
-        raise RegistryError(f"registry.tracking_uri {shown!r} is not a valid database URL: {exc}") from None
-    connect_args: dict[str, Any] = {}
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            try:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RegistryError(
-                    f"registry unreachable at {shown}: cannot create the folder for {database} ({exc})"
-                ) from None
-    elif url.get_backend_name() in {"postgresql", "mysql"}:
-        connect_args["connect_timeout"] = _CONNECT_TIMEOUT_S
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
-    except ModuleNotFoundError as exc:
-        raise RegistryError(
-            f"registry unreachable at {shown}: the database driver is not installed ({exc})"
-        ) from None
-    except Exception as exc:
-        raise RegistryError(f"registry unreachable at {shown}: {exc}") from None
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except Exception as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise RegistryError(f"registry unreachable at {shown}: {detail}") from None
+        ping(engine, what="registry", error=RegistryError)
     finally:
         engine.dispose()
 
@@ -121,7 +82,7 @@ def _probe_server(uri: str) -> None:
     import urllib.error
     import urllib.request
 
-    shown = _display_uri(uri)
+    shown = mask_url(uri)
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_CONNECT_TIMEOUT_S) as response:
             if response.status >= 500:
@@ -163,7 +124,7 @@ class Registry:
     @property
     def uri(self) -> str:
         """The tracking/registry URI with any password masked."""
-        return _display_uri(self._uri)
+        return mask_url(self._uri)
 
     # -- connection -----------------------------------------------------------------------------------
 

@@ -1,0 +1,154 @@
+"""Opening the SQL databases refinery keeps state in: the inference log, the trigger log, the registry.
+
+Each is named by a SQLAlchemy URL: a sqlite file in the embedded deployment, PostgreSQL (or MySQL) on a
+cluster. :func:`create_engine` turns such a URL into an engine the same way for all of them, and raises
+the caller's error class with a message that names the URL, its password masked, and what failed.
+
+SQLAlchemy is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from refinery.errors import RefineryError
+
+if TYPE_CHECKING:
+    import sqlalchemy
+    from sqlalchemy.engine import URL
+
+# Back ends whose drivers take a ``connect_timeout`` connect argument.
+_CONNECT_TIMEOUT_BACKENDS = frozenset({"postgresql", "mysql"})
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with any password replaced by ``***``, safe for messages and logs.
+
+    A string that is not a SQLAlchemy URL but holds credentials (``scheme://user:pw@host``) keeps only
+    its scheme and what follows the last ``@``; any other string is returned unchanged.
+    """
+    if not isinstance(url, str):
+        return url.render_as_string(hide_password=True)
+    if "://" in url and "@" in url:
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:
+            scheme, _, rest = url.partition("://")
+            return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+def parse_url(url: str | URL, *, what: str, error: type[RefineryError]) -> URL:
+    """Parse a SQLAlchemy URL.
+
+    Args:
+        url: The URL, as a string or already parsed.
+        what: What the database holds, for messages (e.g. ``"trigger log"``).
+        error: The exception class to raise.
+
+    Raises:
+        RefineryError: (as ``error``) ``url`` is not a SQLAlchemy URL.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url)
+    except Exception as exc:  # ArgumentError, or ValueError for a port that is not a number
+        raise error(f"{what} URL {mask_url(str(url))!r} is not a SQLAlchemy URL: {exc}") from None
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    what: str,
+    error: type[RefineryError],
+    sqlite_busy_timeout_s: float | None = None,
+    sqlite_wal: bool = False,
+    connect_timeout_s: float | None = None,
+    pre_ping: bool = False,
+    poolclass: type[sqlalchemy.pool.Pool] | None = None,
+) -> sqlalchemy.Engine:
+    """Create an engine for ``url``; for a sqlite file, create the file's folder first.
+
+    Nothing is connected yet: an unreachable server shows up on first use (or in :func:`ping`).
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:////abs/path/state.db`` or ``postgresql+psycopg://u:pw@host/db``.
+        what: What the database holds, for messages (e.g. ``"inference log"``, ``"registry"``).
+        error: The exception class to raise (e.g. ``MonitoringError``).
+        sqlite_busy_timeout_s: For sqlite, how long a connection waits for another's lock before failing.
+        sqlite_wal: For sqlite, put the database in WAL mode, so readers run while others write.
+        connect_timeout_s: For PostgreSQL and MySQL, how long connecting may take.
+        pre_ping: For a server back end, check a pooled connection before handing it out.
+        poolclass: SQLAlchemy pool class, e.g. ``NullPool`` for an engine used once.
+
+    Raises:
+        RefineryError: (as ``error``) the URL is invalid, the sqlite folder cannot be created, or the
+            database driver is not installed; the message names the URL with its password masked.
+    """
+    import sqlalchemy
+
+    parsed = parse_url(url, what=what, error=error)
+    shown = mask_url(parsed)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    if sqlite:
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise error(
+                    f"{what} unreachable at {shown}: cannot create the folder {folder} ({exc})"
+                ) from exc
+        if sqlite_busy_timeout_s is not None:
+            connect_args["timeout"] = sqlite_busy_timeout_s
+    else:
+        if connect_timeout_s is not None and parsed.get_backend_name() in _CONNECT_TIMEOUT_BACKENDS:
+            connect_args["connect_timeout"] = connect_timeout_s
+        if pre_ping:
+            options["pool_pre_ping"] = True
+    if poolclass is not None:
+        options["poolclass"] = poolclass
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=connect_args, **options)
+    except ModuleNotFoundError as exc:
+        raise error(f"{what} unreachable at {shown}: the database driver is not installed ({exc})") from exc
+    except Exception as exc:  # unknown dialect, bad options
+        raise error(f"{what} unreachable at {shown}: cannot create an engine: {exc}") from exc
+    if sqlite and sqlite_wal:
+        _set_sqlite_pragmas(engine, busy_timeout_s=sqlite_busy_timeout_s)
+    return engine
+
+
+def _set_sqlite_pragmas(engine: sqlalchemy.Engine, *, busy_timeout_s: float | None) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        if busy_timeout_s is not None:
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.close()
+
+
+def ping(engine: sqlalchemy.Engine, *, what: str, error: type[RefineryError]) -> None:
+    """Open one connection and run ``SELECT 1``, to fail early on a database that cannot be reached.
+
+    Raises:
+        RefineryError: (as ``error``) the connection failed; the message names the URL with its password
+            masked and the driver's first line of explanation.
+    """
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        raise error(f"{what} unreachable at {mask_url(engine.url)}: {detail}") from exc
