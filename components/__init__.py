@@ -1,6 +1,59 @@
 """Thin KFP components, one per pipeline step.
 
-Each body adapts artifacts to paths, calls one function in refinery.orchestration.steps, and records
-outputs and metrics. Imports live inside the bodies: a component file's module-level imports do not
-exist when KFP runs the body.
+Each module holds the body of one step: it adapts artifacts to paths, calls one function in
+refinery.orchestration.steps, and records outputs and metrics. Imports live inside the bodies: a
+component file's module-level imports do not exist when KFP runs the body. :func:`build` turns the
+bodies into components on the images to run them on, chosen when a pipeline is built (never at import).
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.finetune import finetune
+from components.gate import gate
+from components.package import package
+from components.prepare_data import prepare_data
+from components.promote import promote
+from components.register import register
+from components.set_champion import set_champion
+from components.validate_data import validate_data
+from refinery.version import Images
+
+
+@dataclass(frozen=True)
+class Components:
+    """The pipeline's steps as KFP components."""
+
+    validate_data: Any
+    prepare_data: Any
+    finetune: Any
+    evaluate: Any
+    gate: Any
+    register: Any
+    package: Any
+    promote: Any
+    set_champion: Any
+
+
+def build(images: Images) -> Components:
+    """Components on the project image, fine-tuning on the GPU image; nothing installed at run time."""
+
+    def on(image: str, body: Any) -> Any:
+        return dsl.component(body, base_image=image, install_kfp_package=False)
+
+    return Components(
+        validate_data=on(images.project, validate_data),
+        prepare_data=on(images.project, prepare_data),
+        finetune=on(images.gpu, finetune),
+        evaluate=on(images.project, evaluate),
+        gate=on(images.project, gate),
+        register=on(images.project, register),
+        package=on(images.project, package),
+        promote=on(images.project, promote),
+        set_champion=on(images.project, set_champion),
+    )

@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.images import PROJECT_IMAGE
 
-
-@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def evaluate(
     config: str,
     dataset: Input[Dataset],

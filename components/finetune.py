@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.images import GPU_IMAGE
 
-
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def finetune(config: str, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
     """Fine-tune the base model; writes safetensors weights, tokenizer and training.json."""
     from refinery.orchestration import steps

@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Artifact, Input, Markdown, Output
 
-from components.images import PROJECT_IMAGE
 
-
-@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def gate(
     config: str, evaluation: Input[Artifact], decision: Output[Artifact], report: Output[Markdown]
 ) -> bool:

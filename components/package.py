@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from components.images import PROJECT_IMAGE
 
-
-@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def package(config: str, version: str, bento: Output[Artifact]) -> str:
     """Build the Bento for a registered version; returns the bento tag."""
     from refinery.orchestration import steps

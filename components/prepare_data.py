@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
 
-from components.images import PROJECT_IMAGE
 
-
-@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def prepare_data(config: str, dataset: Output[Dataset], metrics: Output[Metrics]):
     """Clean, deduplicate, split; the dataset folder also holds the drift reference profile."""
     from refinery.orchestration import steps

@@ -1,10 +1,6 @@
-from kfp import dsl
 from kfp.dsl import Artifact, Markdown, Output
 
-from components.images import PROJECT_IMAGE
 
-
-@dsl.component(base_image=PROJECT_IMAGE, install_kfp_package=False)
 def validate_data(config: str, validation: Output[Artifact], report: Output[Markdown]):
     """Great Expectations suite over the labelled data; fails the run when an expectation fails."""
     from refinery.orchestration import steps

@@ -46,12 +46,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp import compiler
-    from pipelines.training import training_pipeline
+    from pipelines.training import build_training_pipeline
 
+    from refinery.version import Images
+
+    default = Images.default()
+    images = Images(project=args.image or default.project, gpu=args.gpu_image or default.gpu)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, str(out))
-    print(f"wrote {out}")
+    compiler.Compiler().compile(build_training_pipeline(images), str(out))
+    print(f"wrote {out} (steps on {images.project}, finetune on {images.gpu})")
+    return EXIT_OK
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from refinery.version import Images, image_tag
+
+    images = Images.default()
+    print(f"tag={image_tag()}\nproject={images.project}\ngpu={images.gpu}")
     return EXIT_OK
 
 
@@ -95,7 +107,6 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     from refinery.registry.mlflow_registry import Registry
     from refinery.serving import serve_command
@@ -104,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     champion = Registry(cfg.registry).champion()
     if champion is None or "bento_tag" not in champion.tags:
         raise RefineryError(
-            f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}: run `refinery run` first"
+            f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
+            " run `refinery run` first"
         )
     argv, env = serve_command(cfg, champion.tags["bento_tag"])
     print(
@@ -112,7 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"http://{cfg.serving.host}:{cfg.serving.port}",
         flush=True,
     )
-    return subprocess.call(argv, env={**os.environ, **env})
+    # Become the server, so that signals (Ctrl-C, SIGTERM from a supervisor) reach BentoML directly.
+    os.execve(argv[0], argv, {**os.environ, **env})
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -161,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="write the training pipeline's IR YAML for Kubeflow Pipelines")
     p.add_argument("-o", "--output", default="build/training-pipeline.yaml")
+    p.add_argument(
+        "--image", help="project image for every step (default: localhost/refinery:<version>-<sha>)"
+    )
+    p.add_argument("--gpu-image", help="image for finetune (default: localhost/refinery-gpu:<version>-<sha>)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("images", help="print the image names this version builds and runs")
+    p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("config", help="inspect configuration")
     config_sub = p.add_subparsers(dest="config_command", required=True)

@@ -189,6 +189,9 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
         finally:
             server.terminate()
             server.wait(timeout=60)
+    # `refinery serve` became the server: stopping it stopped BentoML and its workers.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
     triggers = TriggerLog(cfg.monitoring.trigger_log)
     assert main(["monitor", *cli_args]) == 0

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from components.images import GPU_IMAGE, PROJECT_IMAGE
 
 from refinery.cli import main
+from refinery.version import Images, image_tag, package_version
 
 STEPS = [
     "validate-data",
@@ -30,6 +30,32 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, next(yaml.safe_load_all(out.read_text()))
 
 
+def _images(spec: dict) -> dict[str, str]:
+    executors = spec["deploymentSpec"]["executors"]
+    return {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
+
+
+def test_compile_image_options_override_the_default(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    assert (
+        main(
+            [
+                "compile",
+                "-o",
+                str(out),
+                "--image",
+                "reg.example/refinery:1",
+                "--gpu-image",
+                "reg.example/gpu:1",
+            ]
+        )
+        == 0
+    )
+    images = _images(next(yaml.safe_load_all(out.read_text())))
+    assert images.pop("finetune") == "reg.example/gpu:1"
+    assert set(images.values()) == {"reg.example/refinery:1"}
+
+
 def _tasks(spec: dict) -> dict[str, dict]:
     tasks = dict(spec["root"]["dag"]["tasks"])
     for comp in spec["components"].values():
@@ -48,11 +74,14 @@ def test_compiled_yaml_loads_back_with_kfp(compiled: tuple[Path, dict]) -> None:
 def test_every_step_runs_on_the_project_image_without_installing_packages(
     compiled: tuple[Path, dict],
 ) -> None:
-    executors = compiled[1]["deploymentSpec"]["executors"]
-    images = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
+    images = _images(compiled[1])
     assert set(images) == set(STEPS)
-    assert images.pop("finetune") == GPU_IMAGE
-    assert set(images.values()) == {PROJECT_IMAGE}
+    default = Images.default()
+    assert images.pop("finetune") == default.gpu
+    assert set(images.values()) == {default.project}
+    # One tag for both, made of the package version and the source commit.
+    assert default.project == f"localhost/refinery:{image_tag()}"
+    assert image_tag().startswith(package_version())
     text = compiled[0].read_text()
     assert "pip install" not in text and "packages_to_install" not in text
 

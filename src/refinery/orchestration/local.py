@@ -216,7 +216,7 @@ def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | Non
         The run's summary; ``succeeded`` is False when a step failed (the summary names it).
     """
     from kfp import local
-    from pipelines.training import training_pipeline
+    from pipelines.training import build_training_pipeline
 
     console = console or sys.stdout
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -233,7 +233,7 @@ def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | Non
                 # Locally the steps run in this environment, not in the images they name; that is the point.
                 warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-                training_pipeline(config=cfg.to_json())
+                build_training_pipeline()(config=cfg.to_json())
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
             failed_step = m.group(1) if m else "pipeline"

@@ -7,7 +7,6 @@ the base model, the pipeline run, the code (git commit), and its training and te
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,35 +15,13 @@ from refinery.errors import DataError, RefineryError
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
 from refinery.results import read_json
+from refinery.version import source_sha
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
 
 PREPARED_FILE = "prepared.json"
 TRAINING_FILE = "training.json"
-
-
-def git_sha(cwd: Path | None = None) -> str:
-    """The commit checked out in ``cwd`` (default: the working directory), or ``"unknown"``.
-
-    "unknown" covers a folder that is not a git checkout, a repository without commits, and a machine
-    without git (a pipeline step in a container).
-    """
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = completed.stdout.strip()
-    if completed.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", sha):
-        return "unknown"
-    return sha
 
 
 def _metric_key(name: str) -> str:
@@ -91,7 +68,7 @@ def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
         "config_sha": cfg.digest(),
         "base_model": cfg.model.base,
         "pipeline_run_id": str(run_id),
-        "git_sha": git_sha(),
+        "git_sha": source_sha(),
     }
 
 
