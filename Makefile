@@ -48,8 +48,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests components pipelines serving bench
-	$(BIN)/ruff format --check src tests components pipelines serving bench
+	$(BIN)/ruff check src tests components pipelines serving
+	$(BIN)/ruff format --check src tests components pipelines serving
 	$(BIN)/mypy
 
 compile: install
