@@ -12,8 +12,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
+# Container images (podman; see Containerfile and containers/). Every podman call reads this configuration.
+export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
+PODMAN := podman
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BASE_IMAGE := localhost/refinery-base:bookworm
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 
-.PHONY: install base-model demo test test-fast lint compile clean
+.PHONY: install base-model demo test test-fast lint compile clean podman base-image image-context image image-gpu images
 
 install: $(VENV)/.installed
 
@@ -41,9 +47,11 @@ demo: base-model
 	@echo "--- monitoring again inside the cooldown: no second retraining run ---"
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
 
-test: install
+# The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
+test: install images
 	$(BIN)/pytest -q
 
+# No pipelines, servers or containers: a minute or two.
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
@@ -57,3 +65,42 @@ compile: install
 
 clean:
 	rm -rf .refinery build data/demo models
+
+# --- container images, built without a registry -------------------------------------------------------
+# runc: containers.conf selects it (crun fails on this machine's mixed cgroup v1/v2 hierarchy).
+podman:
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null && command -v runc >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq podman mmdebstrap runc; }
+
+# Python 3.11 from Debian packages, imported as $(BASE_IMAGE); reused when it exists.
+base-image: podman
+	containers/build-base.sh $(BASE_IMAGE) build/base
+
+# What the Containerfile reads besides the source: the torch CPU wheel (from /opt/wheels through pip's
+# find-links; "+cpu" matches no PyPI file, so this never downloads the CUDA build) and this machine's CA
+# certificates, which pip inside the build needs behind its TLS-intercepting proxy.
+image-context: install
+	$(BIN)/pip download -q --no-deps 'torch==$(TORCH_VERSION)+cpu' -d build/wheelhouse
+	rm -rf build/ca-certificates && mkdir -p build/ca-certificates
+	[ ! -d /usr/local/share/ca-certificates ] || \
+	  find /usr/local/share/ca-certificates -name '*.crt' -exec cp -p {} build/ca-certificates/ \;
+
+# $(call build-image,NAME,VARIANT): build the Containerfile's VARIANT under the name `refinery images` prints
+# as NAME=..., with the commit baked in. --layers: unchanged layers come from podman's cache.
+define build-image
+	@set -e; tag=$$($(REFINERY) images | sed -n 's/^$(1)=//p'); echo "building $$tag"; \
+	  $(PODMAN) build --layers -f Containerfile -t "$$tag" \
+	    --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_VARIANT=$(2) \
+	    --build-arg GIT_SHA="$$(git rev-parse HEAD 2>/dev/null || true)" .
+endef
+
+# The project image, CPU variant: localhost/refinery:<version>-<sha>.
+image: base-image image-context
+	$(call build-image,project,cpu)
+
+# The CUDA variant for fine-tuning on GPU nodes, localhost/refinery-gpu:<version>-<sha> (downloads torch's
+# CUDA build and its NVIDIA libraries from PyPI, about 6.6 GB in all; CI does not build it).
+image-gpu: base-image image-context
+	$(call build-image,gpu,cuda)
+
+images: base-image image
