@@ -36,10 +36,17 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from refinery.orchestration.local import run_training
+    from refinery.version import Images
 
+    if args.image and args.runner != "docker":
+        print(
+            "error: --image applies to --runner docker (the subprocess runner uses no image)", file=sys.stderr
+        )
+        return EXIT_USAGE
     cfg = _config(args)
+    images = Images(project=args.image, gpu=args.image) if args.image else None
     print(f"refinery run: {args.config} -> state in {cfg.state_dir}", flush=True)
-    summary = run_training(cfg, verbose=args.verbose)
+    summary = run_training(cfg, runner=args.runner, images=images, verbose=args.verbose)
     print("\n" + summary.to_text())
     return EXIT_OK if summary.succeeded else EXIT_FAILED
 
@@ -128,6 +135,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(argv[0], argv, {**os.environ, **env})
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from refinery.packaging.container import containerize
+    from refinery.registry.mlflow_registry import Registry
+
+    cfg = _config(args)
+    registry = Registry(cfg.registry)
+    info = registry.get(args.version) if args.version else registry.champion()
+    which = f"version {args.version}" if args.version else "champion"
+    if info is None or "bento_tag" not in info.tags:
+        raise RefineryError(
+            f"no packaged {which} of {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
+            " run `refinery run` first"
+        )
+    bento_tag = info.tags["bento_tag"]
+    print(
+        f"building the serving image of {cfg.registry.model_name} v{info.version} ({bento_tag})", flush=True
+    )
+    built = containerize(cfg, bento_tag, args.image or None, base_image=args.base_image)
+    print(f"built {built.image} in {built.seconds:.0f} s, {built.size_bytes / 1e9:.2f} GB")
+    return EXIT_OK
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from refinery.client import ServiceClient, read_texts
 
@@ -169,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the training pipeline locally (kfp.local)")
     _add_config_args(p)
+    p.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: steps run in this environment; docker: each step runs in the project image on"
+        " the engine DOCKER_HOST names, or on a podman service started for the run (default: subprocess)",
+    )
+    p.add_argument(
+        "--image",
+        help="with --runner docker, the image for every step (default: localhost/refinery:<version>-<sha>)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's full output")
     p.set_defaults(func=cmd_run)
 
@@ -210,6 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the champion's Bento with BentoML")
     _add_config_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("package", help="build the serving container image of a registered version's Bento")
+    _add_config_args(p)
+    p.add_argument("--version", help="registered version (default: the champion)")
+    p.add_argument(
+        "--image",
+        nargs="?",
+        const="",
+        required=True,
+        metavar="NAME",
+        help="build the image with podman (NAME default: <gitops.image_repository>:<Bento version>)",
+    )
+    p.add_argument(
+        "--base-image",
+        help="Python 3.11 image to build on (default: localhost/refinery-base:bookworm, which "
+        "containers/build-base.sh builds)",
+    )
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("predict", help="send texts from a CSV file to a running service")
     _add_config_args(p)

@@ -1,5 +1,7 @@
 """Running the training pipeline on one machine through kfp.local, with a readable console.
 
+Steps run either as subprocesses in this environment (``runner="subprocess"``) or each in the project
+image through kfp.local's DockerRunner (``runner="docker"``, see :mod:`refinery.orchestration.containers`).
 kfp.local prints every step's executor input and output in full; ``refinery run`` keeps that in
 ``run.log`` under the run's folder and shows a line per step status instead, plus whatever the step
 itself reports (validation findings, training progress). At the end the results the steps wrote as
@@ -26,6 +28,7 @@ from refinery.config import RunConfig
 from refinery.errors import PipelineError
 from refinery.orchestration.steps import ERROR_FILE
 from refinery.results import read_json, write_json
+from refinery.version import Images
 
 # Child processes inherit these: no telemetry, no hub downloads behind the user's back.
 QUIET_ENV = {
@@ -40,6 +43,8 @@ QUIET_ENV = {
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXECUTING = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+RUNNERS = ("subprocess", "docker")
 
 
 class _ConsoleFilter(io.TextIOBase):
@@ -204,36 +209,68 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_training(cfg: RunConfig, *, verbose: bool = False, console: TextIO | None = None) -> RunSummary:
-    """Run the training pipeline locally through kfp.local's subprocess runner.
+def run_training(
+    cfg: RunConfig,
+    *,
+    runner: str = "subprocess",
+    images: Images | None = None,
+    verbose: bool = False,
+    console: TextIO | None = None,
+) -> RunSummary:
+    """Run the training pipeline locally through kfp.local.
 
     Args:
         cfg: A resolved run configuration.
+        runner: ``"subprocess"`` runs the steps in this Python environment; ``"docker"`` runs each step
+            in its image on the engine ``DOCKER_HOST`` names (or a podman service started for the run).
+        images: The images the steps name. Default: this version's images; with the docker runner,
+            the project image for every step, fine-tuning included (the containers get no GPU here).
         verbose: Show kfp.local's full output instead of the condensed view.
         console: Where the progress goes (default: standard output).
 
     Returns:
         The run's summary; ``succeeded`` is False when a step failed (the summary names it).
+
+    Raises:
+        PipelineError: The runner is unknown, or (docker) no engine answers or an image is missing.
     """
     from kfp import local
     from pipelines.training import build_training_pipeline
 
+    if runner not in RUNNERS:
+        raise PipelineError(f"unknown runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     console = console or sys.stdout
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     root = cfg.state / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     env = {**QUIET_ENV, "BENTOML_HOME": cfg.packaging.bentoml_home or ""}
     failed_step = None
     started = time.monotonic()
-    with open(root / "run.log", "w", encoding="utf-8") as log, _environment(env):
+    with contextlib.ExitStack() as stack:
+        if runner == "docker":
+            from refinery.orchestration import containers
+
+            if images is None:
+                project = Images.default().project
+                images = Images(project=project, gpu=project)
+            engine = stack.enter_context(containers.container_engine(cfg.state))
+            containers.require_images({images.project, images.gpu})
+            stack.enter_context(containers.reporting_exit_codes())
+            kfp_runner = containers.docker_runner(containers.bind_mounts(cfg), env)
+            console.write(f"steps run in {images.project} on {engine}\n")
+        else:
+            kfp_runner = local.SubprocessRunner(use_venv=False)
+            stack.enter_context(_environment(env))
+        root.mkdir(parents=True, exist_ok=True)
+        local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
+        log = stack.enter_context(open(root / "run.log", "w", encoding="utf-8"))
         tee = _ConsoleFilter(console, log, verbose)
         try:
             with contextlib.redirect_stdout(tee), warnings.catch_warnings():  # type: ignore[type-var]
-                # Locally the steps run in this environment, not in the images they name; that is the point.
+                # Under the subprocess runner the steps run in this environment, not in the images they
+                # name; that is the point of it.
                 warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-                build_training_pipeline()(config=cfg.to_json())
+                build_training_pipeline(images)(config=cfg.to_json())
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
             failed_step = m.group(1) if m else "pipeline"
