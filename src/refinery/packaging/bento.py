@@ -1,9 +1,11 @@
 """Packaging a model as a Bento: import it into the BentoML model store, build the serving Bento.
 
 The build runs offline: ``serving/bentofile.yaml`` turns off BentoML's package locking (which resolves
-against PyPI) and lists the distributions the service imports, each pinned here to the version
-installed where the Bento is built. The refinery sources the service imports are copied next to
-``service.py``, so the Bento holds everything but its pip packages.
+against PyPI) and lists the distributions the service imports; packaging pins them, and everything they
+depend on, to the versions installed where the Bento is built (the project's pinned environment, where
+the model was trained and tested), so an image built from the Bento installs exactly those. The
+refinery sources the service imports are copied next to ``service.py``, so the Bento holds everything
+but its pip packages.
 
 BentoML reads ``BENTOML_HOME`` once per process and caches the service module it imports, so the
 BentoML part runs in a child process with ``BENTOML_HOME`` set to ``cfg.packaging.bentoml_home``:
@@ -40,6 +42,8 @@ BENTOFILE = "bentofile.yaml"
 BUILD_TIMEOUT_S = 600
 _TAG_PART = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
 _TAG_MAX = 63
+# A requirement that already says which versions it wants (or where to get it from).
+_SPECIFIED = re.compile(r"[<>=!~@ ;]")
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def pin_packages(names: list[str]) -> list[str]:
     pinned = []
     for entry in names:
         name = str(entry).strip()
-        if re.search(r"[<>=!~@ ;]", name):
+        if _SPECIFIED.search(name):
             pinned.append(name)
             continue
         try:
@@ -171,6 +175,61 @@ def pin_packages(names: list[str]) -> list[str]:
     return pinned
 
 
+def pin_dependency_closure(names: list[str], also_walk: tuple[str, ...] = ("bentoml",)) -> list[str]:
+    """:func:`pin_packages` of ``names``, then every distribution they depend on, pinned the same way.
+
+    Dependencies are read from the installed distributions' metadata, transitively; one whose
+    environment marker does not hold here (another platform or Python, an extra nobody asked for) is
+    left out. Entries that carry a version specifier are kept as written and not walked. The
+    distributions in ``also_walk`` contribute their dependencies but no line of their own: BentoML adds
+    its own pinned requirement to every Bento.
+
+    Returns:
+        The pinned ``names`` in their order, then their dependencies sorted by name.
+
+    Raises:
+        PackagingError: A named distribution, or a dependency of an installed one, is not installed.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = pin_packages(names)
+    listed = {canonicalize_name(Requirement(line).name) for line in pinned}
+    listed |= {canonicalize_name(name) for name in also_walk}
+    roots = [
+        Requirement(str(n).strip()) for n in [*names, *also_walk] if not _SPECIFIED.search(str(n).strip())
+    ]
+    # (distribution, extras asked for, who needs it), walked depth first.
+    todo = [(root.name, frozenset(root.extras), BENTOFILE) for root in roots]
+    walked: set[tuple[str, frozenset[str]]] = set()
+    dependencies: dict[str, str] = {}
+    while todo:
+        name, extras, needed_by = todo.pop()
+        key = canonicalize_name(name)
+        if (key, extras) in walked:
+            continue
+        walked.add((key, extras))
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise PackagingError(
+                f"{name}, needed by {needed_by}, is not installed where the Bento is built"
+            ) from None
+        pin = f"{key}=={dist.version}"
+        if key not in listed:
+            dependencies[key] = pin
+        for line in dist.requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                raise PackagingError(
+                    f"{pin} declares a requirement that cannot be parsed: {line!r}"
+                ) from None
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in {"", *extras}):
+                todo.append((req.name, frozenset(req.extras), pin))
+    return pinned + [dependencies[key] for key in sorted(dependencies)]
+
+
 def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -> None:
     """Copy the service folder and the refinery package into ``ctx`` and write the final bentofile."""
     import refinery
@@ -179,7 +238,7 @@ def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -
     shutil.copytree(service_dir, ctx, ignore=ignore, dirs_exist_ok=True)
     shutil.copytree(Path(refinery.__file__).parent, ctx / "refinery", ignore=ignore)
     python = dict(spec.get("python") or {})
-    python["packages"] = pin_packages(list(python.get("packages") or []))
+    python["packages"] = pin_dependency_closure(list(python.get("packages") or []))
     final = {**spec, "python": python}
     (ctx / BENTOFILE).write_text(yaml.safe_dump(final, sort_keys=False), encoding="utf-8")
 

@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from refinery.errors import PackagingError
-from refinery.packaging.bento import PackageResult, directory_digest, package, pin_packages
+from refinery.packaging.bento import (
+    PackageResult,
+    directory_digest,
+    package,
+    pin_dependency_closure,
+    pin_packages,
+)
 from refinery.results import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -185,3 +191,21 @@ def test_pin_packages() -> None:
     assert pin_packages(["numpy", "torch>=2", "pyyaml"])[:2] == [f"numpy=={numpy.__version__}", "torch>=2"]
     with pytest.raises(PackagingError, match=r"'surely-not-installed-dist' listed in bentofile\.yaml"):
         pin_packages(["surely-not-installed-dist"])
+
+
+def test_pin_dependency_closure_pins_what_the_listed_packages_need() -> None:
+    import importlib.metadata
+
+    import transformers
+
+    pinned = pin_dependency_closure(["transformers", "numpy>=1"])
+    assert pinned[:2] == [f"transformers=={transformers.__version__}", "numpy>=1"]
+    names = [line.split("==")[0].lower() for line in pinned[2:]]
+    assert names == sorted(names) and len(names) == len(set(names))
+    # transformers' own dependencies, and bentoml's (BentoML adds the bentoml line itself).
+    for dist in ("tokenizers", "huggingface-hub", "safetensors", "starlette", "uvicorn"):
+        assert f"{dist}=={importlib.metadata.version(dist)}" in pinned[2:]
+    assert not any(line.lower().startswith(("bentoml==", "numpy==")) for line in pinned)
+    # Left out: what another platform needs (colorama, for click on Windows) and what only an extra
+    # nobody asked for needs (accelerate and torch, for transformers[torch]; both installed here).
+    assert not any(line.startswith(("colorama==", "accelerate==", "torch==")) for line in pinned)
