@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +23,22 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO_ROOT / "configs" / "test.yaml"
 LABELS = ("negative", "positive")
+
+
+def config_in(root: Path, model_dir: Path, data: pd.DataFrame | None = None, extra: Sequence[str] = ()):
+    """configs/test.yaml with its state under ``root/state`` and data at ``root/reviews.csv``.
+
+    ``data``, when given, is written there first; ``extra`` are further ``--set`` overrides.
+    """
+    from refinery.config import load_config
+
+    data_path = root / "reviews.csv"
+    if data is not None:
+        data.to_csv(data_path, index=False)
+    overrides = [f"state_dir={root / 'state'}", f"data.uri={data_path}", f"model.base={model_dir}", *extra]
+    return load_config(TEST_CONFIG, overrides, base=REPO_ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -43,20 +58,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_df: pd.DataFra
 @pytest.fixture
 def make_config(tmp_path: Path, tiny_model_dir: Path, demo_df: pd.DataFrame) -> Callable[..., object]:
     """Factory for a resolved RunConfig with its own state folder under tmp_path."""
-    from refinery.config import load_config
 
     def _make(overrides: list[str] | None = None, data: pd.DataFrame | None = None):
-        data_path = tmp_path / "reviews.csv"
-        (demo_df if data is None else data).to_csv(data_path, index=False)
-        return load_config(
-            REPO_ROOT / "configs" / "test.yaml",
-            [
-                f"state_dir={tmp_path / 'state'}",
-                f"data.uri={data_path}",
-                f"model.base={tiny_model_dir}",
-                *(overrides or []),
-            ],
-            base=REPO_ROOT,
-        )
+        return config_in(tmp_path, tiny_model_dir, demo_df if data is None else data, overrides or [])
 
     return _make

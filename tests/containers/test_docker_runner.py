@@ -22,9 +22,8 @@ import pandas as pd
 import pytest
 from kfp import dsl, local
 from kfp.dsl import Dataset, Input, Output
-from tests.conftest import REPO_ROOT
+from tests.conftest import config_in
 
-from refinery.config import load_config
 from refinery.errors import PipelineError
 from refinery.orchestration import containers
 from refinery.orchestration.containers import BindMount
@@ -196,18 +195,7 @@ def test_a_passing_step_writes_an_artifact_the_host_reads_as_the_invoking_user(
 
 
 def _training_config(tmp_path: Path, data: pd.DataFrame, model_dir: Path, extra: list[str] | None = None):
-    data_path = tmp_path / "reviews.csv"
-    data.to_csv(data_path, index=False)
-    return load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [
-            f"state_dir={tmp_path / 'state'}",
-            f"data.uri={data_path}",
-            f"model.base={model_dir}",
-            *(extra or []),
-        ],
-        base=REPO_ROOT,
-    )
+    return config_in(tmp_path, model_dir, data, extra or [])
 
 
 @pytest.mark.slow

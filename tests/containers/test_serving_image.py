@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from tests.conftest import LABELS, REPO_ROOT
+from tests.conftest import LABELS, REPO_ROOT, config_in
 
-from refinery.config import RunConfig, load_config
+from refinery.config import RunConfig
 from refinery.errors import PackagingError
 from refinery.monitoring.inference_log import TABLE_NAME
 from refinery.packaging.bento import package
@@ -68,18 +68,7 @@ def built(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_df: pd.DataFrame
 ) -> Iterator[Built]:
     root = tmp_path_factory.mktemp("serving-image")
-    data_path = root / "reviews.csv"
-    demo_df.to_csv(data_path, index=False)
-    cfg = load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [
-            f"state_dir={root / 'state'}",
-            f"data.uri={data_path}",
-            f"model.base={tiny_model_dir}",
-            f"gitops.image_repository={IMAGE_REPOSITORY}",
-        ],
-        base=REPO_ROOT,
-    )
+    cfg = config_in(root, tiny_model_dir, demo_df, [f"gitops.image_repository={IMAGE_REPOSITORY}"])
     bento = package(cfg, tiny_model_dir, MODEL_VERSION)
     image = containerize(cfg, bento.bento_tag)
     print(

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tests.conftest import config_in
 
-from refinery.config import RunConfig, load_config
+from refinery.config import RunConfig
 from refinery.packaging.bento import PackageResult, package
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_VERSION = "7"
 NEWER_VERSION = "8"
 MAX_TEXT_CHARS = 200
@@ -38,18 +38,11 @@ class Packaged:
 
 def package_for_tests(root: Path, tiny_model_dir: Path, demo_df: pd.DataFrame) -> Packaged:
     """Package the tiny model (version 7) and then a changed copy of it (version 8) under ``root``."""
-    data_path = root / "reviews.csv"
-    demo_df.to_csv(data_path, index=False)
-    cfg = load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [
-            f"state_dir={root / 'state'}",
-            f"data.uri={data_path}",
-            f"model.base={tiny_model_dir}",
-            f"serving.max_text_chars={MAX_TEXT_CHARS}",
-            f"serving.max_batch_items={MAX_BATCH_ITEMS}",
-        ],
-        base=REPO_ROOT,
+    cfg = config_in(
+        root,
+        tiny_model_dir,
+        demo_df,
+        [f"serving.max_text_chars={MAX_TEXT_CHARS}", f"serving.max_batch_items={MAX_BATCH_ITEMS}"],
     )
     result = package(cfg, tiny_model_dir, MODEL_VERSION)
     newer_dir = root / "newer-model"

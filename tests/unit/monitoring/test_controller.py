@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests.conftest import config_in
 
 from refinery.config import MonitoringConfig, RunConfig, load_config
 from refinery.errors import MonitoringError
@@ -267,11 +268,7 @@ def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
     from refinery.registry.mlflow_registry import Registry
 
     root = tmp_path_factory.mktemp("monitor-registry")
-    cfg = load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [f"state_dir={root / 'state'}", f"data.uri={root / 'reviews.csv'}", f"model.base={tiny_model_dir}"],
-        base=REPO_ROOT,
-    )
+    cfg = config_in(root, tiny_model_dir)
     training = generate_reviews(n=400, seed=0)
     prepared = root / "prepared"
     prepared.mkdir()
@@ -459,11 +456,7 @@ def test_failed_retrain_start_is_recorded_and_raised(
 
 
 def test_no_champion_is_an_error_and_records_nothing(tmp_path: Path) -> None:
-    cfg = load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [f"state_dir={tmp_path / 'state'}", f"data.uri={tmp_path / 'reviews.csv'}", f"model.base={tmp_path}"],
-        base=REPO_ROOT,
-    )
+    cfg = config_in(tmp_path, tmp_path)
     start = RetrainStarter()
     with pytest.raises(MonitoringError, match="no champion version of model 'review-sentiment-test'"):
         monitor(cfg, start)

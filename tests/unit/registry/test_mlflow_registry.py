@@ -13,15 +13,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from tests.conftest import config_in
 
-from refinery.config import RegistryConfig, RunConfig, load_config
+from refinery.config import RegistryConfig, RunConfig
 from refinery.errors import DataError, RegistryError
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.evaluation.metrics import classification_metrics
 from refinery.registry.mlflow_registry import ModelVersionInfo, Registry
 from refinery.registry.register import register_model
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 LINEAGE = ("data_uri", "data_sha256", "config_sha", "base_model", "pipeline_run_id", "git_sha")
 
 
@@ -67,11 +67,7 @@ def _write_inputs(root: Path, tiny_model_dir: Path, macro_f1_hint: int) -> tuple
 def shared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     """One registry with two versions registered through register_model()."""
     root = tmp_path_factory.mktemp("registry")
-    cfg = load_config(
-        REPO_ROOT / "configs" / "test.yaml",
-        [f"state_dir={root / 'state'}", f"data.uri={root / 'reviews.csv'}", f"model.base={tiny_model_dir}"],
-        base=REPO_ROOT,
-    )
+    cfg = config_in(root, tiny_model_dir)
     first = _write_inputs(root / "run1", tiny_model_dir, macro_f1_hint=5)
     second = _write_inputs(root / "run2", tiny_model_dir, macro_f1_hint=4)
     v1 = register_model(cfg, *first, run_id="pipeline-run-1")
