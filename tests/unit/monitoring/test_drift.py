@@ -12,18 +12,10 @@ import pytest
 
 from refinery.config import MonitoringConfig
 from refinery.errors import MonitoringError
+from refinery.monitoring.descriptors import DESCRIPTOR_COLUMNS
 from refinery.monitoring.drift import REPORT_HTML, RESULT_JSON, DriftResult, detect_drift
 
-DESCRIPTORS = (
-    "text_length",
-    "word_count",
-    "mean_word_length",
-    "non_alpha_share",
-    "uppercase_share",
-    "digit_share",
-    "exclamation_count",
-    "question_count",
-)
+DESCRIPTORS = tuple(DESCRIPTOR_COLUMNS)
 
 
 def descriptor_frame(
