@@ -73,6 +73,11 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _insert_decision(conn: sa.Connection, **values: Any) -> int:
+    """Insert one decision row (no retrain run yet) and return its id."""
+    return _inserted_id(conn.execute(sa.insert(_decisions).values(retrain_run_id=None, **values)))
+
+
 def _inserted_id(result: sa.CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     if key is None:
@@ -187,21 +192,19 @@ class TriggerLog:
                 f"{', '.join(a for a in ACTIONS if a != 'fired')}; 'fired' goes through claim())"
             )
         with self._tx() as conn:
-            result = conn.execute(
-                sa.insert(_decisions).values(
-                    timestamp=_utc(now),
-                    model_name=model_name,
-                    champion_version=champion_version,
-                    window_rows=window_rows,
-                    dataset_drift=dataset_drift,
-                    drifted_share=drifted_share,
-                    action=action,
-                    retrain_run_id=None,
-                    report=report,
-                    reason=reason,
-                )
+            decision_id = _insert_decision(
+                conn,
+                timestamp=_utc(now),
+                model_name=model_name,
+                action=action,
+                reason=reason,
+                champion_version=champion_version,
+                window_rows=window_rows,
+                dataset_drift=dataset_drift,
+                drifted_share=drifted_share,
+                report=report,
             )
-            return self._get(conn, _inserted_id(result))
+            return self._get(conn, decision_id)
 
     def claim(
         self,
@@ -250,21 +253,18 @@ class TriggerLog:
             )
             if won.rowcount != 1:
                 return None
-            result = conn.execute(
-                sa.insert(_decisions).values(
-                    timestamp=now,
-                    model_name=model_name,
-                    champion_version=champion_version,
-                    window_rows=window_rows,
-                    dataset_drift=dataset_drift,
-                    drifted_share=drifted_share,
-                    action="fired",
-                    retrain_run_id=None,
-                    report=report,
-                    reason=reason,
-                )
+            decision_id = _insert_decision(
+                conn,
+                timestamp=now,
+                model_name=model_name,
+                action="fired",
+                reason=reason,
+                champion_version=champion_version,
+                window_rows=window_rows,
+                dataset_drift=dataset_drift,
+                drifted_share=drifted_share,
+                report=report,
             )
-            decision_id = _inserted_id(result)
             conn.execute(
                 sa.update(_claims).where(_claims.c.model_name == model_name).values(decision_id=decision_id)
             )
