@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import httpx
 import pandas as pd
 import pytest
 from tests.conftest import LABELS, REPO_ROOT, config_in
+from tests.serving.serving_support import wait_until_ready
 
 from refinery.config import RunConfig
 from refinery.errors import PackagingError
@@ -104,21 +104,16 @@ def container(built: Built) -> Iterator[tuple[str, httpx.Client]]:
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
+
+        def problem() -> str | None:
             state = _podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
-            if state != "running":
-                logs = _podman("logs", name, check=False)
-                pytest.fail(f"the container is {state}:\n{(logs.stdout + logs.stderr)[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                logs = _podman("logs", name, check=False)
-                pytest.fail(f"not ready in {READY_TIMEOUT_S} s:\n{(logs.stdout + logs.stderr)[-3000:]}")
-            time.sleep(0.5)
+            return None if state == "running" else f"the container is {state}"
+
+        def logs() -> str:
+            out = _podman("logs", name, check=False)
+            return out.stdout + out.stderr
+
+        wait_until_ready(base_url, READY_TIMEOUT_S, problem, logs)
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield name, client
     finally:

@@ -6,12 +6,17 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.serving.serving_support import MAX_BATCH_ITEMS, MAX_TEXT_CHARS, MODEL_VERSION, Packaged
+from tests.serving.serving_support import (
+    MAX_BATCH_ITEMS,
+    MAX_TEXT_CHARS,
+    MODEL_VERSION,
+    Packaged,
+    wait_until_ready,
+)
 
 from refinery.monitoring.inference_log import InferenceLog
 from refinery.serving import serve_command
@@ -56,20 +61,12 @@ def server(packaged: Packaged, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"bentoml serve not ready in {READY_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.25)
+        wait_until_ready(
+            base_url,
+            READY_TIMEOUT_S,
+            lambda: None if proc.poll() is None else f"bentoml serve exited with {proc.returncode}",
+            log_path.read_text,
+        )
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client
     finally:
