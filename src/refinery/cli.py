@@ -97,10 +97,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         report = validate_data(cfg, out)
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: unusable input: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print((out / "report.md").read_text(encoding="utf-8"))
-    print(f"reports in {out}")
+    verdict = "PASSED" if report.success else "FAILED"
+    print(
+        f"{verdict}: {report.row_count} rows, {len(report.failures)} error(s), {len(report.warnings)} warning(s)"
+    )
+    qualified = len(report.files) > 1
+    for failure in report.failures + report.warnings:
+        print(f"  {failure.severity:<7} {failure.check}: {failure.message}")
+        for row in failure.rows[:3]:
+            print(f"          {row.where(qualified)}: {row.text[:70]}")
+    print(f"report: {report.paths['html']} (also report.md, validation.json, data_docs/ in {out})")
     return EXIT_OK if report.success else EXIT_FAILED
 
 

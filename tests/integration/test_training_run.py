@@ -6,10 +6,12 @@ scenario checks what the registry, the Bento store and the GitOps repository hol
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.broken_data import CORPUS, BrokenDataset
 from tests.conftest import REPO_ROOT
 
 from refinery.config import RunConfig, load_config
@@ -128,24 +130,20 @@ def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, f
     assert _gitops_head(make()) == head
 
 
-@pytest.mark.parametrize(
-    ("mutate", "expected"),
-    [
-        (lambda df: df.drop(columns=["label"]), "label"),
-        (lambda df: df.assign(label=df["label"].where(df.index % 7 != 0, "neutral")), "neutral"),
-        (lambda df: df.assign(text=df["text"].where(df.index % 5 != 0, "   ")), "text"),
-    ],
-    ids=["missing-column", "unknown-label", "empty-texts"],
-)
-def test_bad_data_stops_at_validate_data_and_nothing_is_registered(
-    tmp_path: Path, demo_df: pd.DataFrame, tiny_model_dir: Path, mutate, expected
+@pytest.mark.parametrize("case", CORPUS, ids=[case.id for case in CORPUS])
+def test_broken_data_stops_the_run_at_validate_data_and_nothing_is_registered(
+    tmp_path: Path, demo_df: pd.DataFrame, tiny_model_dir: Path, case: BrokenDataset
 ) -> None:
-    cfg = _config(tmp_path, mutate(demo_df.copy()), tiny_model_dir, tmp_path / "state")
+    data = case.write(tmp_path, demo_df)
+    overrides = [f"state_dir={tmp_path / 'state'}", f"data.uri={data}", f"model.base={tiny_model_dir}"]
+    cfg = load_config(TEST_CONFIG, [*overrides, *case.overrides(tmp_path)], base=REPO_ROOT)
     summary = run_training(cfg)
     assert not summary.succeeded
     assert summary.failed_step == "validate-data"
-    assert "expect" in summary.error and expected in summary.error
-    assert set(summary.steps) <= {"validate-data"}
+    error = "DataError" if case.outcome == "unusable" else "DataValidationError"
+    assert summary.error.startswith(f"{error}: "), summary.error
+    assert re.search(case.message, summary.error), summary.error
+    assert set(summary.steps) <= {"validate-data"}, "the run stopped before prepare_data"
     assert Registry(cfg.registry).versions() == []
     assert not Path(cfg.gitops.repository).exists()
     assert not (Path(cfg.packaging.bentoml_home) / "bentos").exists()

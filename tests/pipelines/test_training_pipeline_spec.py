@@ -103,3 +103,14 @@ def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled:
         "gate" in condition["triggerPolicy"]["condition"]
         and "true" in condition["triggerPolicy"]["condition"]
     )
+
+
+def test_validate_data_shows_its_reports_as_html_and_markdown_artifacts(compiled: tuple[Path, dict]) -> None:
+    _, spec = compiled
+    outputs = spec["components"]["comp-validate-data"]["outputDefinitions"]["artifacts"]
+    kinds = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
+    assert kinds == {
+        "validation": "system.Artifact",
+        "report": "system.Markdown",
+        "report_html": "system.HTML",
+    }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO_ROOT
 
 from refinery.cli import main
 from refinery.config import RunConfig, apply_overrides, load_config
@@ -74,3 +75,18 @@ def test_cli_schema_and_error_exit(capsys: pytest.CaptureFixture[str]) -> None:
         main(["config", "show", "-c", str(Path(__file__).parent / "config_cases" / "unknown_key.yaml")]) == 2
     )
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_a_partial_rule_override_keeps_the_rule_s_other_defaults(tmp_path: Path) -> None:
+    default = load_config(REPO_ROOT / "configs" / "test.yaml").data.validation
+    cfg = load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        ["data.validation.text_length.severity=error", "data.validation.min_rows_per_class.min=7"],
+    )
+    rules = cfg.data.validation
+    assert rules.text_length.severity == "error"
+    assert rules.text_length.model_dump(exclude={"severity"}) == default.text_length.model_dump(
+        exclude={"severity"}
+    )
+    assert (rules.min_rows_per_class.min, rules.min_rows_per_class.severity) == (7, "error")
+    assert rules.min_rows.min == 100, "configs/test.yaml's own value stays"

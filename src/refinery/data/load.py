@@ -132,9 +132,13 @@ def _decode(raw: bytes, encoding: str, uri: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
 def _read_delimited(text: str, sep: str, cfg: DataConfig, uri: str, kind: str) -> pd.DataFrame:
+    _check_delimiter(text, sep, uri, kind)
     try:
-        return pd.read_csv(
+        frame = pd.read_csv(
             io.StringIO(text),
             sep=sep,
             dtype={cfg.text_column: str, cfg.label_column: str},
@@ -146,6 +150,21 @@ def _read_delimited(text: str, sep: str, cfg: DataConfig, uri: str, kind: str) -
         raise DataError(f"{uri} holds no {kind} header or rows (only whitespace)") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"cannot parse {uri} as {kind}: {str(exc).strip()}") from None
+    return frame
+
+
+def _check_delimiter(text: str, sep: str, uri: str, kind: str) -> None:
+    """A header line without the expected delimiter but with another one: the file is delimited otherwise."""
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if sep in header:
+        return
+    for delimiter, name in _DELIMITERS.items():
+        if delimiter != sep and delimiter in header:
+            raise DataError(
+                f"{uri} looks {name}-delimited, not {kind}: its header line {header[:80]!r} holds no "
+                f"{_DELIMITERS[sep]}; "
+                "set data.format to the file's format (csv or tsv) or convert the file"
+            )
 
 
 def _read_jsonl(text: str, uri: str) -> pd.DataFrame:
@@ -195,8 +214,9 @@ def stringify(series: pd.Series) -> pd.Series:
 def read_table(cfg: DataConfig) -> pd.DataFrame:
     """Read the labelled data named by ``cfg.uri``.
 
-    Columns keep the names they have in the file; the configured text and label columns, when present,
-    hold strings (or missing values). A header-only file reads as a frame with 0 rows.
+    Columns keep the names they have in the file; the label column, when present, holds strings (or
+    missing values). The text column keeps what the file holds (validation checks that it is text). A
+    header-only file reads as a frame with 0 rows.
 
     Args:
         cfg: The data section of the run configuration (uri, format, encoding, column names).
@@ -222,7 +242,6 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
         else:
             frame = _read_jsonl(text, uri)
     frame.columns = [str(c) for c in frame.columns]
-    for column in dict.fromkeys((cfg.text_column, cfg.label_column)):
-        if column in frame.columns:
-            frame[column] = stringify(frame[column])
+    if cfg.label_column in frame.columns:
+        frame[cfg.label_column] = stringify(frame[cfg.label_column])
     return frame.reset_index(drop=True)

@@ -52,12 +52,17 @@ def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 @_records_failure
-def validate(config: str | dict[str, Any], out_dir: Path, report_path: Path) -> Any:
-    """Run the data validation suite; the run stops here (DataValidationError) when it fails."""
+def validate(config: str | dict[str, Any], out_dir: Path, markdown_path: Path, html_path: Path) -> Any:
+    """Run the data contract; the run stops here (DataValidationError) when an ``error`` rule fails.
+
+    The Markdown and HTML reports are copied to their artifact paths first, so the failed step shows them.
+    """
     from refinery.data.validate import validate_data
 
     report = validate_data(from_dict(config), Path(out_dir))
-    shutil.copyfile(Path(out_dir) / "report.md", report_path)
+    for name, path in (("markdown", markdown_path), ("html", html_path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report.paths[name], path)
     report.raise_for_failure()
     return report
 

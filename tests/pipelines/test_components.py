@@ -1,0 +1,44 @@
+"""Component bodies called through KFP's python_func with artifacts under tmp_path (no pipeline run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import components
+import pandas as pd
+import pytest
+from kfp.dsl import HTML, Artifact, Markdown
+from tests.conftest import config_in
+
+from refinery.errors import DataValidationError
+from refinery.version import Images
+
+
+def _artifacts(tmp_path: Path) -> dict[str, object]:
+    return {
+        "validation": Artifact(uri=str(tmp_path / "validation"), name="validation"),
+        "report": Markdown(uri=str(tmp_path / "report.md"), name="report"),
+        "report_html": HTML(uri=str(tmp_path / "report.html"), name="report_html"),
+    }
+
+
+def test_validate_data_component_writes_reports_then_stops_on_errors(
+    tmp_path: Path, demo_df: pd.DataFrame
+) -> None:
+    op = components.build(Images(project="p", gpu="g")).validate_data
+    for folder in ("good", "bad"):
+        (tmp_path / folder).mkdir()
+    good = config_in(tmp_path / "good", tmp_path / "model", demo_df)
+    outputs = _artifacts(tmp_path / "good-out")
+    op.python_func(config=good.to_json(), **outputs)
+    assert "PASSED" in Path(outputs["report"].path).read_text()
+    assert "PASSED" in Path(outputs["report_html"].path).read_text()
+    assert (Path(outputs["validation"].path) / "validation.json").is_file()
+
+    bad = config_in(tmp_path / "bad", tmp_path / "model", demo_df.assign(label="neutral"))
+    outputs = _artifacts(tmp_path / "bad-out")
+    with pytest.raises(DataValidationError, match="labels outside"):
+        op.python_func(config=bad.to_json(), **outputs)
+    # The failed step still shows why, in the Kubeflow UI and beside its outputs.
+    assert "labels outside" in Path(outputs["report_html"].path).read_text()
+    assert "labels outside" in (tmp_path / "bad-out" / "error.txt").read_text()
