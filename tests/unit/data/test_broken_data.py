@@ -52,3 +52,16 @@ def test_broken_data_is_stopped_with_its_reason(
     assert f"error   {case.check}: " in printed.out
     for name in ("report.md", "report.html"):
         assert case.check in (out / name).read_text()
+
+
+def test_data_with_only_warnings_exits_zero_and_prints_them(
+    tmp_path: Path, demo_df: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "reviews.csv"
+    demo_df.assign(source="shop").to_csv(data, index=False)
+    argv = ["validate", "-c", str(TEST_CONFIG), "--data", str(data), "-o", str(tmp_path / "v")]
+    assert main([*argv, "--set", f"state_dir={tmp_path / 'state'}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("PASSED: 600 rows, 0 error(s), 1 warning(s)")
+    assert "warning extra_columns: unexpected column(s) ['source']" in printed
+    assert f"report: {tmp_path / 'v' / 'report.html'}" in printed
