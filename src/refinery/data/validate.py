@@ -277,59 +277,6 @@ def _leaks(keys: pd.Series, splits: pd.Series, present: np.ndarray) -> pd.Series
 # The suite
 
 
-def _imbalance_expectation() -> type:
-    """A column-aggregate expectation GX lacks: largest / smallest row count over the declared labels."""
-    from great_expectations.expectations.expectation import ColumnAggregateExpectation
-    from great_expectations.validator.metric_configuration import MetricConfiguration
-
-    global _ImbalanceExpectation
-    if _ImbalanceExpectation is not None:
-        return _ImbalanceExpectation
-
-    class ExpectColumnClassImbalanceRatioToBeAtMost(ColumnAggregateExpectation):  # type: ignore[misc]
-        """The most frequent declared value has at most ``max_ratio`` times the rows of the rarest."""
-
-        value_set: list[str]
-        max_ratio: float
-        metric_dependencies = ("column.value_counts",)
-        success_keys = ("value_set", "max_ratio")
-        args_keys = ("column", "value_set", "max_ratio")
-
-        def get_validation_dependencies(
-            self, execution_engine: Any = None, runtime_configuration: Any = None
-        ) -> Any:
-            deps = super().get_validation_dependencies(execution_engine, runtime_configuration)
-            deps.set_metric_configuration(
-                "column.value_counts",
-                MetricConfiguration(
-                    "column.value_counts",
-                    metric_domain_kwargs=self.configuration.get_domain_kwargs(),
-                    metric_value_kwargs={"sort": "value", "collate": None},
-                ),
-            )
-            return deps
-
-        def _validate(
-            self, metrics: dict[str, Any], runtime_configuration: Any = None, execution_engine: Any = None
-        ) -> dict[str, Any]:
-            counts = {str(k): int(v) for k, v in metrics["column.value_counts"].items()}
-            per_class = [counts.get(v, 0) for v in self.value_set]
-            ratio = max(per_class) / min(per_class) if min(per_class) else float("inf")
-            return {
-                "success": ratio <= self.max_ratio,
-                "result": {
-                    "observed_value": ratio,
-                    "details": {"counts": dict(zip(self.value_set, per_class, strict=True))},
-                },
-            }
-
-    _ImbalanceExpectation = ExpectColumnClassImbalanceRatioToBeAtMost
-    return _ImbalanceExpectation
-
-
-_ImbalanceExpectation: type | None = None
-
-
 def _gx_severity(severity: str) -> str:
     return "critical" if severity == "error" else "warning"
 
@@ -445,7 +392,8 @@ def _build_expectations(
                 label=value,
                 column=label,
             )
-        imbalance = _imbalance_expectation()
+        from refinery.data.expectations import ExpectColumnClassImbalanceRatioToBeAtMost as imbalance
+
         ratio = rules.class_imbalance
         add(
             "class_imbalance",
@@ -626,18 +574,17 @@ class _Summariser:
             message = f"label '{meta['label']}' has {_rows(observed)}, needs at least {need} ({key}.min)"
             return CheckFailure(check, config.type, severity, column, observed, f">= {need} rows", message)
         if check == "class_imbalance":
-            ratio = float(res.get("observed_value") or 0)
+            ratio = res.get("observed_value")
             counts = (res.get("details") or {}).get("counts", {})
-            message = f"the largest class has {ratio:.3g} times the rows of the smallest ({counts}); allowed {rules.class_imbalance.max_ratio:g} ({key}.max_ratio)"
-            return CheckFailure(
-                check,
-                config.type,
-                severity,
-                column,
-                round(ratio, 4),
-                f"<= {rules.class_imbalance.max_ratio:g}",
-                message,
+            allowed = f"allowed {rules.class_imbalance.max_ratio:g} ({key}.max_ratio)"
+            threshold = f"<= {rules.class_imbalance.max_ratio:g}"
+            if ratio is None:
+                message = f"a declared label has no rows ({counts}); {allowed}"
+                return CheckFailure(check, config.type, severity, column, "no rows", threshold, message)
+            message = (
+                f"the largest class has {ratio:.3g} times the rows of the smallest ({counts}); {allowed}"
             )
+            return CheckFailure(check, config.type, severity, column, round(ratio, 4), threshold, message)
         if check == "group":
             return failure(count, "0 rows", f"{found} with no '{column}' (data.group_column)")
         observed = res.get("observed_value", count)
