@@ -34,8 +34,12 @@ def validate_csv(tmp_path: Path, frame: pd.DataFrame, **data: object) -> tuple[V
     return validate_data(run_config(tmp_path, path, **data), out), out
 
 
+def _not_json(constant: str) -> None:
+    raise AssertionError(f"validation.json holds {constant}, which is not JSON")
+
+
 def assert_reports_written(out: Path, success: bool) -> dict:
-    summary = json.loads((out / "validation.json").read_text())
+    summary = json.loads((out / "validation.json").read_text(), parse_constant=_not_json)
     assert summary["success"] is success
     assert summary["great_expectations"]["results"], "the GX result JSON is kept"
     assert (out / "data_docs" / "index.html").is_file()
@@ -235,6 +239,14 @@ def test_missing_column_is_reported_and_its_rules_skipped(tmp_path: Path, demo_d
     # The configured column names are what is checked.
     renamed, _ = validate_csv(tmp_path, demo_df.rename(columns={"text": "review"}), text_column="review")
     assert renamed.success
+
+
+def test_single_class_data_fails_with_strict_json_reports(tmp_path: Path, demo_df: pd.DataFrame) -> None:
+    report, out = validate_csv(tmp_path, demo_df[demo_df["label"] == "positive"])
+    checks = [(f.check, f.observed) for f in report.failures]
+    assert checks == [("min_rows_per_class", 0)]
+    assert [(w.check, w.observed) for w in report.warnings] == [("class_imbalance", "no rows")]
+    assert_reports_written(out, success=False)
 
 
 def test_group_column_must_exist_and_be_filled(tmp_path: Path, demo_df: pd.DataFrame) -> None:
