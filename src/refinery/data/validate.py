@@ -347,7 +347,10 @@ def _build_expectations(
             add(
                 "leakage",
                 rules.leakage.severity,
-                gxe.ExpectColumnValuesToBeNull(column=LEAKED_FROM, mostly=_mostly(rules.leakage)),
+                # The share is of the held-out rows: a growing training file must not loosen the rule.
+                gxe.ExpectColumnValuesToBeNull(
+                    column=LEAKED_FROM, mostly=_mostly(rules.leakage), row_condition=Column(SPLIT) != "train"
+                ),
             )
         damage = rules.encoding_damage
         add(
@@ -381,24 +384,26 @@ def _build_expectations(
             gxe.ExpectColumnValuesToBeInSet(column=label, value_set=list(data.labels)),
             kind="declared",
         )
-        per_class = rules.min_rows_per_class
-        for value in data.labels:
-            add(
-                "min_rows_per_class",
-                per_class.severity,
-                gxe.ExpectTableRowCountToBeBetween(
-                    min_value=per_class.min, row_condition=Column(label) == value
-                ),
-                label=value,
-                column=label,
-            )
-        from refinery.data.expectations import ExpectColumnClassImbalanceRatioToBeAtMost as imbalance
+        from refinery.data.expectations import (
+            ExpectColumnClassCountsToBeAtLeast,
+            ExpectColumnClassImbalanceRatioToBeAtMost,
+        )
 
+        per_class = rules.min_rows_per_class
+        add(
+            "min_rows_per_class",
+            per_class.severity,
+            ExpectColumnClassCountsToBeAtLeast(
+                column=label, value_set=list(data.labels), min_count=per_class.min
+            ),
+        )
         ratio = rules.class_imbalance
         add(
             "class_imbalance",
             ratio.severity,
-            imbalance(column=label, value_set=list(data.labels), max_ratio=ratio.max_ratio),
+            ExpectColumnClassImbalanceRatioToBeAtMost(
+                column=label, value_set=list(data.labels), max_ratio=ratio.max_ratio
+            ),
         )
         if CONFLICTING in derived:
             add(
@@ -509,7 +514,8 @@ class _Summariser:
             )
         rules = self.data.validation
         count = int(res.get("unexpected_count") or 0)
-        found = _share(count, self.total)
+        # A map rule's share is of the rows it looked at (for leakage: the held-out rows).
+        found = _share(count, int(res.get("element_count") or self.total))
         key = f"data.validation.{check}"
         if check == "columns":
             message = f"column '{column}' ({meta.get('config_key')}) is missing; the data has columns {self.columns or '(none)'}"
@@ -569,10 +575,13 @@ class _Summariser:
                 message += "; they look like numbers written as floats"
             return failure(count, f"every value in {labels}", message)
         if check == "min_rows_per_class":
-            observed = int(res.get("observed_value") or 0)
+            short = res.get("observed_value") or {}
             need = rules.min_rows_per_class.min
-            message = f"label '{meta['label']}' has {_rows(observed)}, needs at least {need} ({key}.min)"
-            return CheckFailure(check, config.type, severity, column, observed, f">= {need} rows", message)
+            labels = "; ".join(f"label '{value}' has {_rows(n)}" for value, n in short.items())
+            message = f"{labels}, needs at least {need} per label ({key}.min)"
+            return CheckFailure(
+                check, config.type, severity, column, short, f">= {need} rows per label", message
+            )
         if check == "class_imbalance":
             ratio = res.get("observed_value")
             counts = (res.get("details") or {}).get("counts", {})

@@ -244,7 +244,7 @@ def test_missing_column_is_reported_and_its_rules_skipped(tmp_path: Path, demo_d
 def test_single_class_data_fails_with_strict_json_reports(tmp_path: Path, demo_df: pd.DataFrame) -> None:
     report, out = validate_csv(tmp_path, demo_df[demo_df["label"] == "positive"])
     checks = [(f.check, f.observed) for f in report.failures]
-    assert checks == [("min_rows_per_class", 0)]
+    assert checks == [("min_rows_per_class", {"negative": 0})]
     assert [(w.check, w.observed) for w in report.warnings] == [("class_imbalance", "no rows")]
     assert_reports_written(out, success=False)
 
