@@ -56,8 +56,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests components pipelines serving
-	$(BIN)/ruff format --check src tests components pipelines serving
+	$(BIN)/ruff check src tests components pipelines serving bench
+	$(BIN)/ruff format --check src tests components pipelines serving bench
 	$(BIN)/mypy
 
 compile: install
