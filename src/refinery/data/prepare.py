@@ -1,67 +1,133 @@
-"""Preparing validated data for training: normalise, deduplicate, split, and record the drift reference.
+"""Preparing validated data for training: clean, resolve conflicting labels, deduplicate, split, balance,
+augment, and record the reference profile.
 
-Output layout (the contract the training, evaluation and registry stages read):
+Steps, in order (every count goes into :class:`PreparedData` and the step's metrics):
+
+1. Every file of :meth:`~refinery.config.DataConfig.split_uris` is read (``data.uri``, and
+   ``data.validation_uri``/``data.test_uri`` when given) and its SHA-256 recorded.
+2. Within each file: texts are cleaned (:func:`~refinery.data.text.clean_texts`: Unicode NFC, invisible
+   characters dropped, whitespace collapsed), blank rows dropped; texts seen with several labels (by
+   :func:`~refinery.data.text.comparison_keys`) are resolved by ``data.prepare.conflicting_labels``
+   (``drop`` all their rows, or keep the ``majority`` label's rows, dropping them all on a tie); then
+   exact duplicates (same clean text) and normalised duplicates (same comparison key) are dropped, the
+   first occurrence kept.
+3. Splits that are not given are split off ``data.uri``, seeded and stratified by label; the fractions
+   of ``data.split`` are shares of ``data.uri``'s rows. With ``data.group_column`` the split is a
+   :class:`~sklearn.model_selection.StratifiedGroupKFold` fold (``round(1 / fraction)`` folds), so
+   the rows of one group never straddle splits and the fractions are only approximated.
+4. Leakage: a row of a later split (train < validation < test) whose comparison key occurs in an
+   earlier split is removed from the later one, so no text is ever written to two splits.
+5. The training split only: balanced by ``data.prepare.balance`` (loss weights recorded as
+   ``class_weights``, or seeded over-/under-sampling to the largest/smallest class), then augmented
+   when ``data.prepare.augment.enabled`` (:mod:`refinery.data.augment`).
+
+Output layout (the contract the training, evaluation, registry and monitoring stages read):
 
 - ``train.parquet``, ``validation.parquet``, ``test.parquet``: columns ``text`` and ``label`` (strings),
 - ``reference.parquet``: :func:`~refinery.monitoring.descriptors.text_descriptors` of the training texts
-  plus ``label``, the profile drift monitoring compares served requests against,
-- ``prepared.json``: :class:`PreparedData`.
+  plus ``label``, the per-text reference drift monitoring compares served requests against,
+- ``profile.json``: :class:`~refinery.data.profile.DataProfile` of the training texts (length and word
+  count distributions, label distribution, vocabulary statistics),
+- ``prepared.json``: :class:`PreparedData` (``class_weights`` is what fine-tuning weights its loss by).
 
-Everything is written into a temporary folder next to ``out_dir`` and moved in only when complete, so a
-failure leaves no partial dataset behind.
+The reference and the profile describe the training split as cleaned and split, before balancing and
+augmentation: they stand for the data the model learns from, not for copies made of it.
+
+Everything is written into a temporary folder next to ``out_dir`` and moved in only when complete
+(``prepared.json`` last), so a failure leaves no partial dataset behind.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from refinery.config import RunConfig
+from refinery.data.augment import augment_rows, read_synonyms
 from refinery.data.load import file_sha256, read_table, stringify
+from refinery.data.profile import profile_texts
+from refinery.data.text import as_text, clean_texts, comparison_keys, first_occurrence, key_hashes
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
 from refinery.results import load_result, to_jsonable, write_json
 
 SPLITS = ("train", "validation", "test")
-# Invisible characters that carry no meaning in a review but make equal texts differ.
-_INVISIBLE = "[\u200b\u2060\ufeff]"
+OUTPUT_FILES = (*(f"{name}.parquet" for name in SPLITS), "reference.parquet", "profile.json")
+_KEY = "_key"
+_GROUP = "_group"
 
 
 @dataclass(frozen=True)
 class PreparedData:
     """What :func:`prepare_data` did and where it put the result.
 
+    Row counts are summed over all input files; the identity
+    ``rows_in - blank_removed - conflicting_removed - exact_duplicates_removed
+    - normalised_duplicates_removed - leaked_removed + balance_added - balance_removed + augmented_added
+    == rows_out`` always holds.
+
     Attributes:
-        data_uri: The input data's location.
-        data_sha256: SHA-256 of the input file's bytes (data lineage).
-        rows_in: Rows read.
-        blank_removed: Rows dropped because their text was missing or blank after normalisation.
-        duplicates_removed: Rows dropped because their normalised text repeated an earlier row's.
-        conflicting_duplicates: Of those, how many carried a different label than the kept row.
-        rows_out: Rows kept (the sum of ``split_sizes``).
-        split_sizes: Rows per split (``train``, ``validation``, ``test``).
-        label_counts: Rows per label over all kept rows, in declared label order.
-        split_label_counts: Rows per label in each split.
-        seed: The split seed.
-        paths: ``train``, ``validation``, ``test``, ``reference`` and ``prepared`` file paths.
+        data_uri: The training data's location (``data.uri``).
+        data_sha256: SHA-256 of that file's bytes (data lineage).
+        source_uris: The file each given split was read from: ``train`` (``data.uri``), and
+            ``validation``/``test`` when those splits were given.
+        source_sha256: SHA-256 of each of those files, by the same keys.
+        source_rows: Rows read from each of those files.
+        rows_in: Rows read, all files together.
+        blank_removed: Rows dropped because their text was missing or blank after cleaning.
+        texts_changed: Non-blank rows whose text cleaning changed (Unicode form, invisible characters,
+            spaces), counted before conflicts and duplicates are dropped.
+        conflicting_texts: Texts (by comparison key) that occurred with more than one label.
+        conflicting_removed: Rows of those texts dropped by the ``data.prepare.conflicting_labels`` policy.
+        exact_duplicates_removed: Rows repeating an earlier row's clean text.
+        normalised_duplicates_removed: Rows repeating an earlier row's text once case, accents,
+            punctuation and spacing are ignored (and not exactly).
+        leaked_removed: Rows of a given later split whose text occurs in an earlier split.
+        balance_added: Training rows added by oversampling.
+        balance_removed: Training rows removed by undersampling.
+        augmented_added: Augmented training rows added.
+        augmented_skipped: Augmented copies left out because they matched an existing text.
+        rows_out: Rows written (the sum of ``split_sizes``).
+        split_sizes: Rows per split (``train``, ``validation``, ``test``), as written.
+        label_counts: Rows per label over all written rows, in declared label order.
+        split_label_counts: Rows per label in each split, as written.
+        class_weights: Loss weight per declared label, ``n / (k * count)`` over the training split, when
+            ``data.prepare.balance`` is ``class_weights``; else ``None``.
+        seed: The seed of the split, the resampling and the augmentation (``data.split.seed``).
+        paths: ``train``, ``validation``, ``test``, ``reference``, ``profile`` and ``prepared`` file paths.
     """
 
     data_uri: str
     data_sha256: str
+    source_uris: dict[str, str]
+    source_sha256: dict[str, str]
+    source_rows: dict[str, int]
     rows_in: int
     blank_removed: int
-    duplicates_removed: int
-    conflicting_duplicates: int
+    texts_changed: int
+    conflicting_texts: int
+    conflicting_removed: int
+    exact_duplicates_removed: int
+    normalised_duplicates_removed: int
+    leaked_removed: int
+    balance_added: int
+    balance_removed: int
+    augmented_added: int
+    augmented_skipped: int
     rows_out: int
     split_sizes: dict[str, int]
     label_counts: dict[str, int]
     split_label_counts: dict[str, dict[str, int]]
+    class_weights: dict[str, float] | None
     seed: int
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -70,16 +136,33 @@ class PreparedData:
         return to_jsonable(self)
 
     def metrics(self) -> dict[str, float]:
-        """Counts of what preparation removed and kept, as flat numbers for the step's KFP Metrics."""
-        counts = {
-            "rows_in": self.rows_in,
-            "blank_removed": self.blank_removed,
-            "duplicates_removed": self.duplicates_removed,
-            "conflicting_duplicates": self.conflicting_duplicates,
-            "rows_out": self.rows_out,
+        """Every count of what preparation read, removed, changed, added and wrote, flat, for the step's
+        KFP Metrics (label names are made safe for metric names)."""
+        counts: dict[str, float] = {
+            name: float(getattr(self, name))
+            for name in (
+                "rows_in",
+                "blank_removed",
+                "texts_changed",
+                "conflicting_texts",
+                "conflicting_removed",
+                "exact_duplicates_removed",
+                "normalised_duplicates_removed",
+                "leaked_removed",
+                "balance_added",
+                "balance_removed",
+                "augmented_added",
+                "augmented_skipped",
+                "rows_out",
+            )
         }
-        counts.update({f"{split}_rows": n for split, n in self.split_sizes.items()})
-        return {k: float(v) for k, v in counts.items()}
+        counts.update({f"{source}_file_rows": float(n) for source, n in self.source_rows.items()})
+        counts.update({f"{split}_rows": float(n) for split, n in self.split_sizes.items()})
+        for split, per_label in self.split_label_counts.items():
+            counts.update({_metric_name(f"{split}_rows_{label}"): float(n) for label, n in per_label.items()})
+        for label, weight in (self.class_weights or {}).items():
+            counts[_metric_name(f"class_weight_{label}")] = float(weight)
+        return counts
 
     def write_json(self, path: Path) -> Path:
         """Write this result as JSON (atomically)."""
@@ -106,18 +189,23 @@ class PreparedData:
         )
 
 
-def normalise_texts(texts: pd.Series) -> pd.Series:
-    """Unicode NFC, invisible characters removed, whitespace runs collapsed to one space, ends stripped.
+def _metric_name(name: str) -> str:
+    # Labels can hold anything; metric names keep to letters, digits and _ - .
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
-    Missing values become empty strings.
-    """
-    s = stringify(texts).fillna("").astype(str)
-    return (
-        s.str.normalize("NFC")
-        .str.replace(_INVISIBLE, "", regex=True)
-        .str.replace(r"\s+", " ", regex=True)
-        .str.strip()
-    )
+
+@dataclass(frozen=True)
+class _Cleaned:
+    """One file after cleaning: columns text, label, the comparison-key hash (and group), plus counts."""
+
+    table: pd.DataFrame
+    rows_in: int
+    blank_removed: int
+    texts_changed: int
+    conflicting_texts: int
+    conflicting_removed: int
+    exact_duplicates_removed: int
+    normalised_duplicates_removed: int
 
 
 def _counts(labels: pd.Series, declared: tuple[str, ...]) -> dict[str, int]:
@@ -125,52 +213,221 @@ def _counts(labels: pd.Series, declared: tuple[str, ...]) -> dict[str, int]:
     return {label: int(counts.get(label, 0)) for label in declared}
 
 
-def _check_columns(frame: pd.DataFrame, cfg: RunConfig) -> None:
+def _check_columns(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool) -> None:
     data = cfg.data
-    for column, key in ((data.text_column, "data.text_column"), (data.label_column, "data.label_column")):
+    named = [(data.text_column, "data.text_column"), (data.label_column, "data.label_column")]
+    if group and data.group_column:
+        named.append((data.group_column, "data.group_column"))
+    for column, key in named:
         if column not in frame.columns:
-            raise DataError(f"{data.uri}: column '{column}' ({key}) is missing; found {list(frame.columns)}")
+            raise DataError(f"{uri}: column '{column}' ({key}) is missing; found {list(frame.columns)}")
     labels = stringify(frame[data.label_column])
     missing = int(labels.isna().sum())
     if missing:
-        raise DataError(
-            f"{data.uri}: {missing} row(s) have no '{data.label_column}' (validate the data first)"
-        )
+        raise DataError(f"{uri}: {missing} row(s) have no '{data.label_column}' (validate the data first)")
     unknown = sorted(set(labels) - set(data.labels))
     if unknown:
         raise DataError(
-            f"{data.uri}: column '{data.label_column}' holds undeclared label(s) {unknown}; "
+            f"{uri}: column '{data.label_column}' holds undeclared label(s) {unknown}; "
             f"declared {list(data.labels)} (validate the data first)"
         )
+    if group and data.group_column:
+        no_group = int(frame[data.group_column].isna().sum())
+        if no_group:
+            raise DataError(
+                f"{uri}: {no_group} row(s) have no value in group column '{data.group_column}' "
+                "(data.group_column); every row needs a group to be split by groups"
+            )
 
 
-def _split(frame: pd.DataFrame, cfg: RunConfig) -> dict[str, pd.DataFrame]:
-    """Seeded, label-stratified train/validation/test split."""
-    from sklearn.model_selection import train_test_split
+def _resolve_conflicts(table: pd.DataFrame, policy: str) -> tuple[pd.Series, int]:
+    """Which rows survive the conflicting-labels policy, and how many texts had several labels."""
+    pairs = table.groupby([_KEY, "label"], sort=False).size().rename("votes").reset_index()
+    labels_per_text = pairs.groupby(_KEY)["label"].transform("size")
+    conflicting_texts = int(pairs.loc[labels_per_text > 1, _KEY].nunique())
+    if policy == "drop":
+        winners = pairs[labels_per_text == 1]
+    else:  # majority: the label with the most rows wins; a tie leaves no winner
+        top = pairs.groupby(_KEY)["votes"].transform("max")
+        at_top = pairs["votes"] == top
+        ties = at_top.groupby(pairs[_KEY]).transform("sum")
+        winners = pairs[at_top & (ties == 1)]
+    index = pd.MultiIndex.from_frame(winners[[_KEY, "label"]])
+    keep = pd.MultiIndex.from_frame(table[[_KEY, "label"]]).isin(index)
+    return pd.Series(keep, index=table.index), conflicting_texts
 
-    split = cfg.data.split
+
+def _clean(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool) -> _Cleaned:
+    """Clean one file's rows, resolve its conflicting labels and drop its duplicates."""
+    data = cfg.data
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    _check_columns(frame, cfg, uri, group=group)
+    raw = frame[data.text_column]
+    text = clean_texts(raw)
+    blank = (text == "").to_numpy()
+    changed = (text != as_text(raw)).to_numpy() & ~blank
+    table = pd.DataFrame(
+        {
+            "text": text.to_numpy(dtype=object),
+            "label": stringify(frame[data.label_column]).to_numpy(dtype=object),
+        }
+    )
+    if group and data.group_column:
+        table[_GROUP] = stringify(frame[data.group_column]).to_numpy(dtype=object)
+    table = table[~blank].reset_index(drop=True)
+    table[_KEY] = key_hashes(comparison_keys(table["text"], clean=True)).to_numpy()
+
+    keep, conflicting_texts = _resolve_conflicts(table, data.prepare.conflicting_labels)
+    conflicting_removed = int((~keep).sum())
+    table = table[keep.to_numpy()].reset_index(drop=True)
+    # After the policy every comparison key carries one label: equal clean texts are exact duplicates.
+    exact = first_occurrence(key_hashes(table["text"])).notna().to_numpy()
+    table = table[~exact].reset_index(drop=True)
+    normalised = first_occurrence(table[_KEY]).notna().to_numpy()
+    table = table[~normalised].reset_index(drop=True)
+    if table.empty:
+        raise DataError(
+            f"{uri}: no rows left after dropping blank texts, conflicting labels and duplicates "
+            f"({len(frame)} read)"
+        )
+    return _Cleaned(
+        table=table,
+        rows_in=len(frame),
+        blank_removed=int(blank.sum()),
+        texts_changed=int(changed.sum()),
+        conflicting_texts=conflicting_texts,
+        conflicting_removed=conflicting_removed,
+        exact_duplicates_removed=int(exact.sum()),
+        normalised_duplicates_removed=int(normalised.sum()),
+    )
+
+
+def _hold_out(
+    frame: pd.DataFrame, fraction: float, cfg: RunConfig, name: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``fraction`` of ``frame`` off as split ``name``: stratified by label, by groups when set."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    data, split = cfg.data, cfg.data.split
     try:
-        rest, test = train_test_split(
-            frame, test_size=split.test_fraction, random_state=split.seed, stratify=frame["label"]
-        )
-        # The validation share is of the whole; rescale it to the part left after the test split.
-        train, validation = train_test_split(
-            rest,
-            test_size=split.validation_fraction / (1 - split.test_fraction),
-            random_state=split.seed,
-            stratify=rest["label"],
-        )
+        if data.group_column is None:
+            rest, held = train_test_split(
+                frame, test_size=fraction, random_state=split.seed, stratify=frame["label"]
+            )
+        else:
+            folds = max(2, round(1 / fraction))
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=split.seed)
+            with warnings.catch_warnings():
+                # "The least populated class has fewer members than n_splits": the fold is still usable.
+                warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+                rest_at, held_at = next(splitter.split(np.zeros(len(frame)), frame["label"], frame[_GROUP]))
+            rest, held = frame.iloc[np.sort(rest_at)], frame.iloc[np.sort(held_at)]
+            if rest.empty or held.empty:
+                raise ValueError(f"the {name} fold or the rest of the rows is empty")
     except ValueError as exc:
         counts = frame["label"].value_counts().to_dict()
+        groups = (
+            f", {frame[_GROUP].nunique()} groups in '{data.group_column}' (data.group_column)"
+            if data.group_column
+            else ""
+        )
         raise DataError(
-            f"{cfg.data.uri}: cannot split {len(frame)} rows (per label: {counts}) into stratified "
-            f"train/validation/test with validation_fraction={split.validation_fraction}, "
-            f"test_fraction={split.test_fraction}: {exc}"
+            f"{data.uri}: cannot split {len(frame)} rows (per label: {counts}{groups}) into a stratified "
+            f"{name} split with data.split.validation_fraction={split.validation_fraction}, "
+            f"data.split.test_fraction={split.test_fraction}: {exc}"
         ) from None
-    return {
-        name: part.reset_index(drop=True)
-        for name, part in zip(SPLITS, (train, validation, test), strict=True)
-    }
+    return rest, held
+
+
+def _split(
+    train_source: pd.DataFrame, given: dict[str, pd.DataFrame], cfg: RunConfig
+) -> dict[str, pd.DataFrame]:
+    """The three splits: the given ones, the others split off ``train_source``."""
+    split = cfg.data.split
+    parts = dict(given)
+    rest = train_source
+    if "test" not in parts:
+        rest, parts["test"] = _hold_out(rest, split.test_fraction, cfg, "test")
+    if "validation" not in parts:
+        # The fractions are shares of data.uri's rows; rescale to what is left after the test split.
+        share = len(rest) / len(train_source)
+        rest, parts["validation"] = _hold_out(rest, split.validation_fraction / share, cfg, "validation")
+    parts["train"] = rest
+    return {name: parts[name].reset_index(drop=True) for name in SPLITS}
+
+
+def _remove_leakage(
+    parts: dict[str, pd.DataFrame], sources: dict[str, str]
+) -> tuple[dict[str, pd.DataFrame], int]:
+    """Drop from each split the rows whose comparison key occurs in an earlier split."""
+    seen: set[int] = set()
+    out: dict[str, pd.DataFrame] = {}
+    removed = 0
+    for name in SPLITS:
+        part = parts[name]
+        leaked = part[_KEY].isin(seen).to_numpy()
+        if leaked.any():
+            removed += int(leaked.sum())
+            part = part[~leaked].reset_index(drop=True)
+            if part.empty:
+                where = sources.get(name, sources["train"])
+                raise DataError(
+                    f"{where}: the {name} split is empty after removing {int(leaked.sum())} row(s) whose "
+                    "text also occurs in an earlier split (validate the data first: leakage)"
+                )
+        seen.update(part[_KEY].tolist())
+        out[name] = part
+    return out, removed
+
+
+def _balance(train: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, dict[str, float] | None, int, int]:
+    """Apply ``data.prepare.balance`` to the training split: (rows, class weights, added, removed)."""
+    policy = cfg.data.prepare.balance
+    declared = cfg.data.labels
+    if policy == "none":
+        return train, None, 0, 0
+    counts = _counts(train["label"], declared)
+    absent = [label for label, n in counts.items() if n == 0]
+    if absent:
+        raise DataError(
+            f"data.prepare.balance={policy}: the training split has no rows of label(s) {absent} "
+            f"(per label: {counts}); cannot balance classes that are absent"
+        )
+    if policy == "class_weights":
+        n, k = len(train), len(declared)
+        return train, {label: round(n / (k * c), 6) for label, c in counts.items()}, 0, 0
+    rng = np.random.default_rng(cfg.data.split.seed)
+    labels = train["label"].to_numpy()
+    if policy == "oversample":
+        target = max(counts.values())
+        extra: list[pd.DataFrame] = []
+        for label in declared:
+            rows = train[labels == label]
+            copies, remainder = divmod(target - len(rows), len(rows))
+            # Whole copies first, then a seeded sample without replacement: every row is repeated
+            # as evenly as the target allows.
+            picked = np.sort(rng.choice(len(rows), size=remainder, replace=False))
+            extra.extend([rows] * copies + [rows.iloc[picked]])
+        added = pd.concat(extra, ignore_index=True)
+        return pd.concat([train, added], ignore_index=True), None, len(added), 0
+    target = min(counts.values())
+    kept: list[np.ndarray] = []
+    for label in declared:
+        at = np.flatnonzero(labels == label)
+        kept.append(rng.choice(at, size=target, replace=False))
+    keep = np.sort(np.concatenate(kept))
+    return train.iloc[keep].reset_index(drop=True), None, 0, len(train) - len(keep)
+
+
+def _read_sources(cfg: RunConfig, frame: pd.DataFrame | None) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Each input file's table and SHA-256, by split name."""
+    sources: dict[str, tuple[pd.DataFrame, str]] = {}
+    for name, uri in cfg.data.split_uris().items():
+        data = cfg.data.model_copy(update={"uri": uri})
+        table = frame if name == "train" and frame is not None else read_table(data)
+        sources[name] = (table, file_sha256(uri))
+    return sources
 
 
 def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
@@ -185,69 +442,85 @@ def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
 
 
 def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = None) -> PreparedData:
-    """Clean, deduplicate and split the labelled data; write the prepared dataset folder.
+    """Clean, deduplicate, split, balance and augment the labelled data; write the prepared dataset folder.
 
-    Texts are normalised (Unicode NFC, whitespace collapsed); rows whose text is then blank are dropped,
-    as are rows repeating an earlier row's normalised text (the first occurrence is kept, so the same
-    text can never land in two splits). The rest is split train/validation/test, stratified by label,
-    with ``cfg.data.split``'s fractions and seed.
+    The steps and the output layout are described in the module docstring.
 
     Args:
-        cfg: The run configuration.
+        cfg: The run configuration (``data`` section: files, columns, labels, ``split`` and ``prepare``).
         out_dir: The prepared dataset folder (created; existing files of the same names are replaced).
-        frame: The data, when already read; by default it is read with :func:`read_table`. The data
-            hash is always computed from the file at ``cfg.data.uri``.
+        frame: The training data (``data.uri``), when already read; by default every file is read with
+            :func:`~refinery.data.load.read_table`. Data hashes are always computed from the files.
 
     Returns:
-        Counts, the data hash and the written paths.
+        Counts, data hashes, class weights and the written paths.
 
     Raises:
-        DataError: The input cannot be read, lacks a configured column, holds missing or undeclared
-            labels, or has too few rows per label to split.
+        DataError: An input or the synonym file cannot be read or is malformed, a file lacks a
+            configured column, holds missing or undeclared labels or (with ``data.group_column``) rows
+            without a group, a file or split is left empty, there are too few rows (or groups) per label
+            to split, or a class to balance has no training rows. Nothing is written then.
     """
     data = cfg.data
     out_dir = Path(out_dir)
-    if frame is None:
-        frame = read_table(data)
-    sha = file_sha256(data.uri)
-    frame = frame.copy()
-    frame.columns = [str(c) for c in frame.columns]
-    _check_columns(frame, cfg)
+    augment = data.prepare.augment
+    synonyms = read_synonyms(augment.synonyms) if augment.enabled and augment.synonyms else None
+    uris = data.split_uris()
+    sources = _read_sources(cfg, frame)
+    splitting = not {"validation", "test"} <= uris.keys()
+    cleaned = {
+        name: _clean(table, cfg, uris[name], group=(name == "train" and splitting))
+        for name, (table, _) in sources.items()
+    }
 
-    table = pd.DataFrame(
-        {
-            "text": normalise_texts(frame[data.text_column]).to_numpy(dtype=object),
-            "label": stringify(frame[data.label_column]).to_numpy(dtype=object),
-        }
-    )
-    rows_in = len(table)
-    blank = table["text"] == ""
-    table = table[~blank]
-    duplicated = table["text"].duplicated(keep="first")
-    first_label = table.drop_duplicates("text", keep="first").set_index("text")["label"]
-    dupes = table[duplicated]
-    conflicting = int((dupes["label"].to_numpy() != first_label.loc[dupes["text"]].to_numpy()).sum())
-    table = table[~duplicated].reset_index(drop=True)
-    if table.empty:
-        raise DataError(f"{data.uri}: no rows left after dropping blank texts and duplicates")
+    given = {name: c.table for name, c in cleaned.items() if name != "train"}
+    parts, leaked_removed = _remove_leakage(_split(cleaned["train"].table, given, cfg), uris)
+    parts = {name: part[["text", "label"]] for name, part in parts.items()}
 
-    parts = _split(table, cfg)
+    # The reference and the profile describe the data as it is, before resampling or augmentation.
     reference = text_descriptors(parts["train"]["text"].tolist())
     reference["label"] = parts["train"]["label"].to_numpy()
+    profile = profile_texts(parts["train"]["text"], parts["train"]["label"], data.labels)
+
+    train, class_weights, balance_added, balance_removed = _balance(parts["train"], cfg)
+    augmented_added = augmented_skipped = 0
+    if augment.enabled:
+        existing = pd.concat([train["text"], parts["validation"]["text"], parts["test"]["text"]])
+        extra = augment_rows(train, augment, data.split.seed, synonyms=synonyms, existing=existing)
+        train = pd.concat([train, extra.rows], ignore_index=True)
+        augmented_added, augmented_skipped = len(extra.rows), extra.skipped
+    parts["train"] = train
+
+    def total(attribute: str) -> int:
+        return sum(int(getattr(c, attribute)) for c in cleaned.values())
 
     final_paths = {name: str(out_dir / f"{name}.parquet") for name in (*SPLITS, "reference")}
+    final_paths["profile"] = str(out_dir / "profile.json")
     final_paths["prepared"] = str(out_dir / "prepared.json")
+    everything = pd.concat([part["label"] for part in parts.values()])
     result = PreparedData(
         data_uri=data.uri,
-        data_sha256=sha,
-        rows_in=rows_in,
-        blank_removed=int(blank.sum()),
-        duplicates_removed=int(duplicated.sum()),
-        conflicting_duplicates=conflicting,
-        rows_out=len(table),
+        data_sha256=sources["train"][1],
+        source_uris=dict(uris),
+        source_sha256={name: sha for name, (_, sha) in sources.items()},
+        source_rows={name: c.rows_in for name, c in cleaned.items()},
+        rows_in=total("rows_in"),
+        blank_removed=total("blank_removed"),
+        texts_changed=total("texts_changed"),
+        conflicting_texts=total("conflicting_texts"),
+        conflicting_removed=total("conflicting_removed"),
+        exact_duplicates_removed=total("exact_duplicates_removed"),
+        normalised_duplicates_removed=total("normalised_duplicates_removed"),
+        leaked_removed=leaked_removed,
+        balance_added=balance_added,
+        balance_removed=balance_removed,
+        augmented_added=augmented_added,
+        augmented_skipped=augmented_skipped,
+        rows_out=sum(len(part) for part in parts.values()),
         split_sizes={name: len(part) for name, part in parts.items()},
-        label_counts=_counts(table["label"], data.labels),
+        label_counts=_counts(everything, data.labels),
         split_label_counts={name: _counts(part["label"], data.labels) for name, part in parts.items()},
+        class_weights=class_weights,
         seed=data.split.seed,
         paths=final_paths,
     )
@@ -260,8 +533,9 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
                 staging / f"{name}.parquet", index=False
             )
         reference.astype({"label": "string"}).to_parquet(staging / "reference.parquet", index=False)
+        profile.write_json(staging / "profile.json")
         result.write_json(staging / "prepared.json")
-        _publish(staging, out_dir, [*(f"{n}.parquet" for n in (*SPLITS, "reference")), "prepared.json"])
+        _publish(staging, out_dir, [*OUTPUT_FILES, "prepared.json"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

@@ -2,7 +2,8 @@
 
 One registered model (``registry.model_name``) holds every trained version. Each version is created
 from an MLflow run whose artifacts are ``model/`` (the saved model directory), ``reference/``
-(``reference.parquet``, the drift reference profile kept with the model) and ``evaluation/`` (the
+(``reference.parquet``, the per-text descriptors drift monitoring compares served requests against, and
+``profile.json``, the profile of the training data, both kept with the model) and ``evaluation/`` (the
 evaluation outputs). Two aliases carry the loop's state: ``challenger`` names the newest registered
 version, ``champion`` the version that is served. The same code talks to a sqlite file (the embedded
 default) and to PostgreSQL or an MLflow server; nothing here touches MLflow's process-wide tracking URI.
@@ -32,6 +33,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACTS = ("model", "reference", "evaluation")
 REFERENCE_FILE = "reference.parquet"
+PROFILE_FILE = "profile.json"
 
 # Database back ends get a short connect timeout so an unreachable server fails in seconds, before
 # MLflow's own engine creation, which retries for about 100 s.
@@ -358,7 +360,8 @@ class Registry:
         Args:
             model_dir: The saved model directory (logged as ``model/``).
             reference_dir: Folder holding ``reference.parquet`` (the prepared data dir), or that file;
-                only ``reference.parquet`` is logged, as ``reference/reference.parquet``.
+                it is logged as ``reference/reference.parquet``, and ``profile.json`` beside it, when
+                there is one, as ``reference/profile.json``. Nothing else of the folder is logged.
             evaluation_dir: The evaluation outputs (logged as ``evaluation/``).
             tags: Lineage tags set on the version and on its run.
             metrics: Numbers logged as run metrics.
@@ -376,6 +379,7 @@ class Registry:
             reference = reference / REFERENCE_FILE
         if not reference.is_file():
             raise RegistryError(f"reference profile not found: {reference}")
+        profile = reference.with_name(PROFILE_FILE)
         for role, folder in (("model", model_dir), ("evaluation", evaluation_dir)):
             if not folder.is_dir() or not any(folder.iterdir()):
                 raise RegistryError(f"{role} folder to register is missing or empty: {folder}")
@@ -404,6 +408,8 @@ class Registry:
                 )
                 client.log_artifacts(run_id, str(model_dir), "model")
                 client.log_artifact(run_id, str(reference), "reference")
+                if profile.is_file():
+                    client.log_artifact(run_id, str(profile), "reference")
                 client.log_artifacts(run_id, str(evaluation_dir), "evaluation")
             except BaseException:
                 client.set_terminated(run_id, "FAILED")

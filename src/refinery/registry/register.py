@@ -47,6 +47,9 @@ def _numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
 def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
     """The lineage tags of a version trained from ``data_dir`` under ``cfg`` in pipeline run ``run_id``.
 
+    ``data_uri``/``data_sha256`` name the training file; ``validation_data_uri``/``..._sha256`` and
+    ``test_data_uri``/``..._sha256`` are added when those splits were given as files.
+
     Raises:
         DataError: ``prepared.json`` is missing or lacks ``data_sha256``.
     """
@@ -62,7 +65,7 @@ def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
     data_sha = prepared.get("data_sha256")
     if not data_sha:
         raise DataError(f"{prepared_path} has no 'data_sha256'; the data lineage cannot be recorded")
-    return {
+    tags = {
         "data_uri": cfg.data.uri,
         "data_sha256": str(data_sha),
         "config_sha": cfg.digest(),
@@ -70,6 +73,13 @@ def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
         "pipeline_run_id": str(run_id),
         "git_sha": source_sha(),
     }
+    # Given validation and test files are part of the lineage too.
+    uris, shas = prepared.get("source_uris") or {}, prepared.get("source_sha256") or {}
+    for split in ("validation", "test"):
+        if shas.get(split):
+            tags[f"{split}_data_uri"] = str(uris.get(split, ""))
+            tags[f"{split}_data_sha256"] = str(shas[split])
+    return tags
 
 
 def register_model(
@@ -81,7 +91,7 @@ def register_model(
         cfg: The run configuration (registry location, data URI, base model; its digest is recorded).
         model_dir: The fine-tuned model directory; its ``training.json`` metrics are recorded when present.
         data_dir: The prepared dataset directory (``prepared.json`` for the data hash,
-            ``reference.parquet`` uploaded as the drift reference).
+            ``reference.parquet`` and ``profile.json`` uploaded as the version's ``reference/``).
         evaluation_dir: The evaluation outputs (``evaluation.json`` gives the test metrics).
         run_id: The pipeline run that produced the model.
 

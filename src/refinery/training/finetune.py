@@ -1,6 +1,8 @@
 """Fine-tuning a pre-trained transformer as a text classifier with the Hugging Face Trainer.
 
-The model is evaluated on the validation split after every epoch; training stops early once
+When the prepared data records ``class_weights`` (``data.prepare.balance: class_weights``), the training
+loss is a class-weighted cross-entropy; validation loss stays the plain cross-entropy, so it compares
+across runs with and without weights. The model is evaluated on the validation split after every epoch; training stops early once
 validation macro-F1 has not improved for ``training.early_stopping_patience`` epochs, and the best
 epoch's weights are the ones saved. The output directory appears only when everything is written:
 the model is assembled in a temporary sibling directory and renamed into place.
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
+PREPARED_JSON = "prepared.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ class TrainingResult:
     train_samples_per_second: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    # The loss weight per label when the training loss was class-weighted; None when it was not.
+    class_weights: dict[str, float] | None = None
+
+    @property
+    def class_weighted(self) -> bool:
+        """Whether the training loss was class-weighted."""
+        return self.class_weights is not None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form."""
@@ -77,6 +87,7 @@ class TrainingResult:
             "train_samples": float(self.train_samples),
             "train_seconds": self.train_seconds,
             "train_samples_per_second": self.train_samples_per_second,
+            "class_weighted": float(self.class_weighted),
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -208,6 +219,68 @@ def _read_split(data_dir: Path, split: str, labels: tuple[str, ...]) -> pd.DataF
     return frame
 
 
+def _class_weights(data_dir: Path, labels: tuple[str, ...]) -> dict[str, float] | None:
+    """The ``class_weights`` recorded in the prepared data's ``prepared.json``, in label order.
+
+    ``None`` when there is no ``prepared.json`` or it records no weights.
+
+    Raises:
+        TrainingError: ``prepared.json`` is unreadable, or its weights do not match ``data.labels``.
+    """
+    path = data_dir / PREPARED_JSON
+    if not path.is_file():
+        return None
+    try:
+        weights = read_json(path).get("class_weights")
+    except ValueError as exc:
+        raise TrainingError(f"cannot read {path}: {exc}") from None
+    if weights is None:
+        return None
+    if not isinstance(weights, dict) or set(weights) != set(labels):
+        raise TrainingError(
+            f"{path}: class_weights must give one weight per label of data.labels {list(labels)}, "
+            f"got {weights!r}"
+        )
+    out: dict[str, float] = {}
+    for label in labels:
+        value = weights[label]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise TrainingError(f"{path}: class_weights[{label!r}] must be a positive number, got {value!r}")
+        out[label] = float(value)
+    return out
+
+
+def _weighted_trainer(weights: Sequence[float]) -> type:
+    """A Trainer whose training loss is cross-entropy weighted per class (index order of ``weights``)."""
+    import torch
+    from torch.nn import functional
+    from transformers import Trainer
+
+    class WeightedLossTrainer(Trainer):  # type: ignore[misc]
+        # A per-batch mean, not normalised over the accumulated batch: the Trainer divides it by the
+        # gradient accumulation steps.
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(
+            self,
+            model: torch.nn.Module,
+            inputs: dict[str, torch.Tensor | Any],
+            return_outputs: bool = False,
+            num_items_in_batch: torch.Tensor | int | None = None,
+        ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+            if not model.training or "labels" not in inputs:
+                # Evaluation keeps the model's own (unweighted) loss.
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            weight = torch.tensor(weights, dtype=torch.float32, device=logits.device)
+            loss = functional.cross_entropy(logits.float(), labels, weight=weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedLossTrainer
+
+
 def _macro_f1_metrics(num_labels: int) -> Any:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -295,7 +368,8 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
     Args:
         cfg: The run configuration (``data.labels``, ``model`` and ``training`` sections are used).
         data_dir: A prepared dataset directory holding ``train.parquet`` and ``validation.parquet``
-            (columns ``text`` and ``label``).
+            (columns ``text`` and ``label``), and ``prepared.json`` whose ``class_weights``, when set,
+            weight the training loss.
         out_dir: Where the model directory is created: ``model.safetensors``, ``config.json`` (with
             id2label/label2id from ``data.labels``), the tokenizer files and ``training.json``.
 
@@ -304,7 +378,8 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
 
     Raises:
         TrainingError: The base model is missing or cannot be loaded, a split is missing, empty or
-            unreadable, or the data holds a label outside ``data.labels``. Nothing is left in
+            unreadable, the data holds a label outside ``data.labels``, or ``prepared.json``'s
+            ``class_weights`` do not match ``data.labels``. Nothing is left in
             ``out_dir`` (nor next to it) when this is raised.
     """
     labels = tuple(cfg.data.labels)
@@ -314,6 +389,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
     out_dir = Path(out_dir)
     train_df = _read_split(data_dir, "train", labels)
     valid_df = _read_split(data_dir, "validation", labels)
+    class_weights = _class_weights(data_dir, labels)
 
     import torch
     from transformers import (
@@ -404,7 +480,10 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 dataloader_num_workers=0,
             )
             early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
-            trainer = Trainer(
+            trainer_class = (
+                Trainer if class_weights is None else _weighted_trainer([class_weights[x] for x in labels])
+            )
+            trainer = trainer_class(
                 model=model,
                 args=args,
                 train_dataset=train_set,
@@ -449,6 +528,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             train_samples_per_second=round(epochs_run * len(train_set) / max(train_seconds, 1e-9), 2),
             device=device,
             history=history,
+            class_weights=class_weights,
         )
         # save_pretrained directly rather than trainer.save_model, which adds a pickled training_args.bin.
         model.save_pretrained(staging)  # holds the best epoch's weights (load_best_model_at_end)

@@ -52,7 +52,18 @@ def _write_inputs(root: Path, tiny_model_dir: Path, macro_f1_hint: int) -> tuple
             "label": ["negative", "positive", "positive"],
         }
     ).to_parquet(data_dir / "reference.parquet", index=False)
-    (data_dir / "prepared.json").write_text(json.dumps({"data_sha256": "ab" * 32, "rows": 3}))
+    (data_dir / "profile.json").write_text(json.dumps({"rows": 3, "labels": {"counts": {"positive": 2}}}))
+    (data_dir / "notes.txt").write_text("not part of the reference")
+    (data_dir / "prepared.json").write_text(
+        json.dumps(
+            {
+                "data_sha256": "ab" * 32,
+                "source_uris": {"train": "reviews.csv", "test": "held-out.csv"},
+                "source_sha256": {"train": "ab" * 32, "test": "cd" * 32},
+                "rows": 3,
+            }
+        )
+    )
     eval_dir = root / "evaluation"
     labels = ("negative", "positive")
     y_true = ["negative"] * 5 + ["positive"] * 5
@@ -85,6 +96,9 @@ def test_register_records_lineage_metrics_and_challenger_alias(shared: dict[str,
     assert set(LINEAGE) <= set(v1.tags)
     assert v1.tags["data_uri"] == cfg.data.uri
     assert v1.tags["data_sha256"] == "ab" * 32
+    # A given test file is part of the lineage; no validation file was given.
+    assert (v1.tags["test_data_uri"], v1.tags["test_data_sha256"]) == ("held-out.csv", "cd" * 32)
+    assert "validation_data_sha256" not in v1.tags
     assert v1.tags["config_sha"] == cfg.digest()
     assert v1.tags["base_model"] == cfg.model.base
     assert v1.tags["pipeline_run_id"] == "pipeline-run-1"
@@ -173,7 +187,9 @@ def test_download_returns_each_artifact_folder(shared: dict[str, Any], tmp_path:
     assert load_classifier(model, max_length=32).labels == ("negative", "positive")
 
     reference = registry.download("1", "reference", tmp_path)
-    assert [p.name for p in reference.iterdir()] == ["reference.parquet"]
+    # The drift reference and the data profile, nothing else of the prepared folder.
+    assert sorted(p.name for p in reference.iterdir()) == ["profile.json", "reference.parquet"]
+    assert json.loads((reference / "profile.json").read_text())["rows"] == 3
     assert list(pd.read_parquet(reference / "reference.parquet").columns) == [
         "text_length",
         "word_count",

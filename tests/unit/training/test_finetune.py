@@ -272,3 +272,40 @@ def test_an_existing_output_dir_is_replaced(
     assert not (out_dir / "stale.txt").exists()
     assert (out_dir / "model.safetensors").is_file()
     assert not list(tmp_path.glob(".out*"))
+
+
+def write_class_weights(data_dir: Path, weights: dict[str, float] | None) -> None:
+    """The part of prepared.json fine-tuning reads."""
+    (data_dir / "prepared.json").write_text(json.dumps({"data_sha256": "ab" * 32, "class_weights": weights}))
+
+
+def test_class_weights_in_prepared_data_weight_the_training_loss(
+    make_config: Callable[..., object], data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config([*LEARN, "training.max_steps=3"])
+    plain = finetune(cfg, data_dir, tmp_path / "plain")
+    write_class_weights(data_dir, {"negative": 1.0, "positive": 1.0})
+    even = finetune(cfg, data_dir, tmp_path / "even")
+    write_class_weights(data_dir, {"negative": 3.0, "positive": 0.25})
+    skewed = finetune(cfg, data_dir, tmp_path / "skewed")
+
+    assert plain.class_weights is None and not plain.class_weighted
+    assert plain.metrics()["class_weighted"] == 0.0
+    assert skewed.class_weights == {"negative": 3.0, "positive": 0.25} and skewed.class_weighted
+    assert skewed.metrics()["class_weighted"] == 1.0
+    assert TrainingResult.read_json(tmp_path / "skewed" / TRAINING_JSON) == skewed
+    # Weights of 1 give the plain cross-entropy; other weights change what is learned.
+    assert even.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
+    assert skewed.train_loss != pytest.approx(plain.train_loss, rel=1e-3)
+    # The validation loss stays unweighted.
+    assert even.validation_loss == pytest.approx(plain.validation_loss, rel=1e-5)
+
+
+def test_class_weights_not_matching_the_labels_are_refused(
+    make_config: Callable[..., object], data_dir: Path, tmp_path: Path
+) -> None:
+    write_class_weights(data_dir, {"negative": 1.0, "neutral": 2.0})
+    out_dir = tmp_path / "out"
+    with pytest.raises(TrainingError, match=r"prepared\.json: class_weights must give one weight per label"):
+        finetune(make_config(["training.max_steps=1"]), data_dir, out_dir)
+    assert_nothing_written(out_dir)
