@@ -160,3 +160,14 @@ def test_file_sha256_is_the_hash_of_the_stored_bytes(tmp_path: Path) -> None:
     assert file_sha256(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(DataError, match="not found"):
         file_sha256(str(tmp_path / "gone.csv"))
+
+
+@pytest.mark.parametrize(("sep", "name"), [("\t", "tab"), (";", "semicolon"), ("|", "pipe")])
+def test_a_file_delimited_otherwise_is_named_with_its_delimiter(tmp_path: Path, sep: str, name: str) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_text(f"text{sep}label\nGood, really good{sep}1\nBad{sep}0\n")
+    with pytest.raises(DataError, match=rf"reviews\.csv looks {name}-delimited, not CSV: its header line"):
+        read_table(data_config(path))
+    # A one-column file is not mistaken for one.
+    path.write_text("text\nGood\n")
+    assert read_table(data_config(path))["text"].tolist() == ["Good"]
