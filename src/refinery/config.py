@@ -233,22 +233,90 @@ class ModelConfig(_Strict):
         description="Directory (or fsspec URI) holding a transformers model saved as safetensors."
     )
     max_length: int = Field(128, ge=8, le=4096)
+    cache_dir: str | None = Field(
+        None,
+        description="Where a base model given as a URI or hub id is downloaded once; empty means"
+        " <state_dir>/model-cache.",
+    )
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (peft) instead of updating every weight: only the adapters and the head train."""
+
+    enabled: bool = False
+    r: int = Field(8, ge=1, description="Rank of the adapter matrices.")
+    alpha: int = Field(16, ge=1, description="Scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(
+        ("query", "value"), description="Names of the linear layers that get adapters."
+    )
+    merge: bool = Field(
+        True,
+        description="Merge the adapters into the base weights for serving (a plain model); false saves"
+        " the adapter beside the base model instead.",
+    )
+
+
+class CheckpointConfig(_Strict):
+    """Preemption safety: periodic checkpoints a re-run of the step resumes from."""
+
+    dir: str | None = Field(
+        None,
+        description="Where checkpoints live, under a folder per run key (a PVC on a cluster); empty"
+        " means <state_dir>/checkpoints.",
+    )
+    every_steps: int | None = Field(
+        None, ge=1, description="Save every N optimizer steps; empty means at the end of every epoch."
+    )
+    keep: int = Field(2, ge=1, description="How many recent checkpoints to keep (the best is kept too).")
 
 
 class TrainingConfig(_Strict):
-    """Fine-tuning hyper-parameters."""
+    """Fine-tuning hyper-parameters and the techniques against overfitting and forgetting."""
 
     epochs: float = Field(3, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant_with_warmup", "polynomial"] = "linear"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="Override the model's hidden and attention dropout."
+    )
     early_stopping_patience: int = Field(2, ge=1)
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (smoke runs)."
     )
     seed: int = 42
+    freeze_embeddings: bool = Field(False, description="Keep the embedding layer's weights fixed.")
+    freeze_layers: int = Field(0, ge=0, description="Keep the lowest N encoder layers fixed.")
+    gradual_unfreezing: bool = Field(
+        False,
+        description="Start with only the head trainable and unfreeze one more encoder layer (from the"
+        " top) every epoch.",
+    )
+    layer_lr_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay: each encoder layer below the top trains at this"
+        " factor of the one above it (the embeddings below the lowest layer).",
+    )
+    lora: LoraConfig = LoraConfig()
+    compile: bool = Field(False, description="torch.compile the model (CUDA only).")
+    processes_per_node: int = Field(
+        1, ge=1, description="Data-parallel training processes (DDP), one per GPU; gloo on CPU."
+    )
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="after")
+    def _one_way_to_limit_updates(self) -> TrainingConfig:
+        if self.lora.enabled and (self.freeze_layers or self.freeze_embeddings or self.gradual_unfreezing):
+            raise ValueError("lora.enabled trains adapters only: it excludes freeze_* and gradual_unfreezing")
+        return self
 
 
 class GateConfig(_Strict):
@@ -318,6 +386,52 @@ class MonitoringConfig(_Strict):
     trigger_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
 
 
+class Toleration(_Strict):
+    """A Kubernetes toleration, e.g. of the taint GPU node pools carry."""
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class SecretEnv(_Strict):
+    """An environment variable read from a Kubernetes secret (e.g. a model hub token)."""
+
+    secret: str
+    key: str
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ResourceProfile(_Strict):
+    """Where and with what a pipeline step's pod runs on the cluster (ignored by local runs)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    accelerator_type: str | None = Field(None, description="e.g. nvidia.com/gpu")
+    accelerator_count: int = Field(0, ge=0)
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    shm_size: str | None = Field(None, description="Size of a memory-backed /dev/shm, e.g. 8Gi.")
+    checkpoint_pvc: str | None = Field(None, description="PVC mounted at training.checkpoint.dir.")
+    model_cache_pvc: str | None = Field(None, description="PVC mounted at model.cache_dir.")
+    secrets: tuple[SecretEnv, ...] = ()
+
+
+class EnvironmentResources(_Strict):
+    """The resource profiles of one environment: fine-tuning on GPU nodes, every other step."""
+
+    finetune: ResourceProfile = ResourceProfile()
+    steps: ResourceProfile = ResourceProfile()
+    finetune_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a failed or preempted finetune task (it resumes from its checkpoint).",
+    )
+
+
 class RunConfig(_Strict):
     """One run of the refinement loop."""
 
@@ -332,6 +446,11 @@ class RunConfig(_Strict):
     gitops: GitOpsConfig = GitOpsConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    resources: dict[str, EnvironmentResources] = Field(
+        default_factory=dict,
+        description="Resource profiles per environment (the key matches gitops.environment); applied"
+        " to the compiled pipeline with kfp-kubernetes.",
+    )
 
     @property
     def state(self) -> Path:
@@ -387,6 +506,9 @@ def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
     if augment["synonyms"]:
         augment["synonyms"] = _absolute(augment["synonyms"], base)
     d["model"]["base"] = _absolute(d["model"]["base"], base)
+    d["model"]["cache_dir"] = _absolute(d["model"]["cache_dir"] or str(state / "model-cache"), base)
+    checkpoint = d["training"]["checkpoint"]
+    checkpoint["dir"] = _absolute(checkpoint["dir"] or str(state / "checkpoints"), base)
     reg = d["registry"]
     reg["tracking_uri"] = reg["tracking_uri"] or _sqlite_url(state / "mlflow.db")
     reg["artifact_location"] = _absolute(reg["artifact_location"] or str(state / "mlartifacts"), base)
