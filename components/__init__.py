@@ -20,6 +20,7 @@ from components.package import package
 from components.prepare_data import prepare_data
 from components.promote import promote
 from components.register import register
+from components.search import finetune_trial, merge_round, suggest_trials
 from components.set_champion import set_champion
 from components.validate_data import validate_data
 from refinery.version import Images
@@ -38,6 +39,9 @@ class Components:
     package: Any
     promote: Any
     set_champion: Any
+    suggest_trials: Any
+    finetune_trial: Any
+    merge_round: Any
 
 
 def build(images: Images) -> Components:
@@ -56,4 +60,7 @@ def build(images: Images) -> Components:
         package=on(images.project, package),
         promote=on(images.project, promote),
         set_champion=on(images.project, set_champion),
+        suggest_trials=on(images.project, suggest_trials),
+        finetune_trial=on(images.gpu, finetune_trial),
+        merge_round=on(images.project, merge_round),
     )

@@ -319,6 +319,80 @@ class TrainingConfig(_Strict):
         return self
 
 
+class FloatRange(_Strict):
+    """A continuous search range, sampled uniformly or on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SearchSpace(_Strict):
+    """The training settings a search varies: a range, or a list of values to choose from; empty keeps
+    the value of ``training``."""
+
+    learning_rate: FloatRange | tuple[float, ...] | None = None
+    batch_size: tuple[int, ...] | None = None
+    epochs: tuple[float, ...] | None = None
+    weight_decay: FloatRange | tuple[float, ...] | None = None
+    warmup_ratio: FloatRange | tuple[float, ...] | None = None
+
+    def varied(self) -> dict[str, FloatRange | tuple[float, ...] | tuple[int, ...]]:
+        """The settings this space varies, by ``training`` field name."""
+        return {name: value for name, value in self if value is not None}
+
+
+class HpoConfig(_Strict):
+    """Hyper-parameter search: trials of the finetune step, the best trial's model goes on."""
+
+    enabled: bool = False
+    strategy: Literal["grid", "bayesian"] = Field(
+        "bayesian",
+        description="grid: every combination of the listed values; bayesian: Optuna's TPE sampler,"
+        " told the results of each round before it suggests the next.",
+    )
+    trials: int = Field(8, ge=1, description="Trials of a bayesian search (a grid runs every combination).")
+    parallelism: int = Field(
+        1, ge=1, description="Trials run at once on a cluster (a round); kfp.local runs them one by one."
+    )
+    metric: Literal["validation_macro_f1", "validation_accuracy", "validation_loss"] = "validation_macro_f1"
+    seed: int = 0
+    space: SearchSpace = Field(
+        SearchSpace(learning_rate=FloatRange(low=1e-5, high=2e-4, log=True)),
+        description="Default: the learning rate on a log scale from 1e-5 to 2e-4.",
+    )
+
+    @model_validator(mode="after")
+    def _space_fits_strategy(self) -> HpoConfig:
+        varied = self.space.varied()
+        if not varied:
+            raise ValueError("space varies nothing: give at least one setting a range or values")
+        if self.strategy == "grid":
+            ranges = [name for name, value in varied.items() if isinstance(value, FloatRange)]
+            if ranges:
+                raise ValueError(f"a grid needs lists of values, not ranges: {', '.join(ranges)}")
+        return self
+
+    def rounds(self) -> list[int]:
+        """Trials per round: a grid is one round of every combination; a bayesian search asks for
+        ``parallelism`` trials at a time until ``trials`` are done."""
+        if self.strategy == "grid":
+            size = 1
+            for values in self.space.varied().values():
+                size *= len(values)  # type: ignore[arg-type]
+            return [size]
+        full, rest = divmod(self.trials, self.parallelism)
+        return [self.parallelism] * full + ([rest] if rest else [])
+
+
 class GateConfig(_Strict):
     """Promotion rules: an absolute floor and a tolerance against the champion."""
 
@@ -446,6 +520,7 @@ class RunConfig(_Strict):
     gitops: GitOpsConfig = GitOpsConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    hpo: HpoConfig = HpoConfig()
     resources: dict[str, EnvironmentResources] = Field(
         default_factory=dict,
         description="Resource profiles per environment (the key matches gitops.environment); applied"

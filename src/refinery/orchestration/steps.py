@@ -173,3 +173,78 @@ def set_champion(
     champion = registry.get(version)
     write_json(champion, Path(out_dir) / "champion.json")
     return champion
+
+
+@_records_failure
+def suggest_trials(
+    config: str | dict[str, Any], round_index: int, history: list[dict[str, Any]], out_dir: Path
+) -> list[dict[str, Any]]:
+    """The trials of search round ``round_index``: ``{"number", "params"}`` each, also written as trials.json."""
+    from refinery.training.hpo import TrialRecord, suggest
+
+    hpo = from_dict(config).hpo
+    done = [TrialRecord.from_dict(t) for t in history]
+    params = suggest(hpo, done, hpo.rounds()[round_index])
+    trials = [{"number": len(done) + i, "params": p} for i, p in enumerate(params)]
+    write_json(trials, Path(out_dir) / "trials.json")
+    return trials
+
+
+@_records_failure
+def finetune_trial(
+    config: str | dict[str, Any], data_dir: Path, trial: dict[str, Any], out_dir: Path
+) -> dict[str, Any]:
+    """Fine-tune with one trial's settings; a trial that fails to train is recorded, not fatal to the search."""
+    from refinery.errors import TrainingError
+    from refinery.training.finetune import finetune as run_finetune
+    from refinery.training.hpo import TrialRecord, record, trial_config
+
+    cfg = from_dict(config)
+    number, params = int(trial["number"]), dict(trial["params"])
+    print(f"search trial {number}: {params}", flush=True)
+    try:
+        result = run_finetune(trial_config(cfg, params), Path(data_dir), Path(out_dir))
+    except (TrainingError, MemoryError) as exc:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return TrialRecord(number, params, None, error=f"{type(exc).__name__}: {exc}").to_dict()
+    return record(number, params, result, cfg.hpo.metric).to_dict()
+
+
+@_records_failure
+def merge_round(
+    config: str | dict[str, Any],
+    history: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    model_dirs: list[Path],
+    incumbent_dir: Path | None,
+    out_dir: Path,
+    table_path: Path,
+) -> list[dict[str, Any]]:
+    """Add a round's trials to the history and keep the best model so far in ``out_dir``.
+
+    ``results[i]`` was trained into ``model_dirs[i]``; ``incumbent_dir`` holds the best model of the
+    earlier rounds (none before the first). The model folder also gets ``search.json``: every trial and
+    the winner, kept with the model when it is registered.
+    """
+    from refinery.training.hpo import TrialRecord, best_trial, trials_table
+
+    metric = from_dict(config).hpo.metric
+    earlier = [TrialRecord.from_dict(t) for t in history]
+    new = [TrialRecord.from_dict(t) for t in results]
+    everything = sorted(earlier + new, key=lambda t: t.number)
+    winner = best_trial(everything, metric)
+    by_number = {t.number: Path(d) for t, d in zip(new, model_dirs, strict=True)}
+    source = by_number.get(winner.number) or incumbent_dir
+    if source is None:
+        raise RefineryError(f"search: the best trial {winner.number} has no model to carry on")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("search.json"))
+    write_json(
+        {"metric": metric, "best_trial": winner.number, "trials": [t.to_dict() for t in everything]},
+        out / "search.json",
+    )
+    Path(table_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(table_path).write_text(trials_table(everything, metric), encoding="utf-8")
+    return [t.to_dict() for t in everything]

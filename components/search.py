@@ -1,0 +1,45 @@
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+
+def suggest_trials(
+    config: str, round_index: int, history: list[dict], trials: Output[Artifact]
+) -> list[dict]:
+    """The next round of a hyper-parameter search: one {"number", "params"} per trial."""
+    from refinery.orchestration import steps
+
+    return steps.suggest_trials(config, round_index=round_index, history=history, out_dir=trials.path)
+
+
+def finetune_trial(config: str, dataset: Input[Dataset], trial: dict, model: Output[Model]) -> dict:
+    """One search trial: fine-tune with the trial's training settings; returns its record."""
+    from refinery.orchestration import steps
+
+    return steps.finetune_trial(config, data_dir=dataset.path, trial=trial, out_dir=model.path)
+
+
+def merge_round(
+    config: str,
+    history: list[dict],
+    results: list[dict],
+    models: Input[list[Model]],
+    best: Output[Model],
+    table: Output[Markdown],
+    incumbent: Input[Model] = None,
+) -> NamedTuple("Search", [("history", list[dict])]):  # type: ignore[valid-type]  (KFP reads this form)
+    """Add a round's trials to the history; the best model so far goes on, with a table of all trials."""
+    from collections import namedtuple
+
+    from refinery.orchestration import steps
+
+    merged = steps.merge_round(
+        config,
+        history=history,
+        results=results,
+        model_dirs=[m.path for m in models],
+        incumbent_dir=incumbent.path if incumbent is not None else None,
+        out_dir=best.path,
+        table_path=table.path,
+    )
+    return namedtuple("Search", ["history"])(merged)
