@@ -27,7 +27,7 @@ def merge_round(
     best: Output[Model],
     table: Output[Markdown],
     incumbent: Input[Model] = None,
-) -> NamedTuple("Search", [("history", list[dict])]):  # type: ignore[valid-type]  (KFP reads this form)
+) -> NamedTuple("Search", [("history", list[dict])]):  # type: ignore[valid-type]  # the form KFP reads
     """Add a round's trials to the history; the best model so far goes on, with a table of all trials."""
     from collections import namedtuple
 
