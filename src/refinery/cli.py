@@ -53,16 +53,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from kfp import compiler
+    from pipelines.resources import environment_resources
     from pipelines.training import build_training_pipeline
 
+    from refinery.config import EnvironmentResources
     from refinery.version import Images
 
+    if not args.config and (args.environment or args.overrides):
+        print("error: --environment and --set need a config (-c CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
     default = Images.default()
     images = Images(project=args.image or default.project, gpu=args.gpu_image or default.gpu)
+    # Without a config: no resource profiles, only the finetune retry policy with its default count.
+    resources, where = EnvironmentResources(), "no resource profiles"
+    mounts: dict[str, str | None] = {}
+    if args.config:
+        cfg = _config(args)
+        env, resources = environment_resources(cfg, args.environment, source=args.config)
+        mounts = {"checkpoint_dir": cfg.training.checkpoint.dir, "model_cache_dir": cfg.model.cache_dir}
+        if env in cfg.resources:
+            where = f"resource profiles of environment {env}"
+    pipeline = build_training_pipeline(images, resources, **mounts)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_training_pipeline(images), str(out))
-    print(f"wrote {out} (steps on {images.project}, finetune on {images.gpu})")
+    compiler.Compiler().compile(pipeline, str(out))
+    print(
+        f"wrote {out} (steps on {images.project}, finetune on {images.gpu}; {where};"
+        f" finetune retries {resources.finetune_retries})"
+    )
     return EXIT_OK
 
 
@@ -226,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--image", help="project image for every step (default: localhost/refinery:<version>-<sha>)"
     )
     p.add_argument("--gpu-image", help="image for finetune (default: localhost/refinery-gpu:<version>-<sha>)")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="YAML run configuration whose resource profiles (resources.<environment>) the steps get",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set resources.prod.finetune_retries=5 (repeatable)",
+    )
+    p.add_argument(
+        "--environment", help="which entry of resources applies (default: the config's gitops.environment)"
+    )
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("images", help="print the image names this version builds and runs")

@@ -1,4 +1,7 @@
-"""The compiled training pipeline: task graph, images, and nothing installed at run time."""
+"""The compiled training pipeline: task graph, images, and nothing installed at run time.
+
+Compiled here without a config: no resource profiles (test_resource_profiles.py compiles with them).
+"""
 
 from __future__ import annotations
 
@@ -61,6 +64,18 @@ def _tasks(spec: dict) -> dict[str, dict]:
     for comp in spec["components"].values():
         tasks.update(comp.get("dag", {}).get("tasks", {}))
     return tasks
+
+
+def test_without_a_config_no_step_gets_resources_but_finetune_is_retried(
+    compiled: tuple[Path, dict],
+) -> None:
+    path, spec = compiled
+    assert len(list(yaml.safe_load_all(path.read_text()))) == 1, "no platforms.kubernetes document"
+    executors = spec["deploymentSpec"]["executors"]
+    assert all("resources" not in e["container"] for e in executors.values())
+    retried = {name: t["retryPolicy"] for name, t in _tasks(spec).items() if "retryPolicy" in t}
+    assert list(retried) == ["finetune"]
+    assert retried["finetune"]["maxRetryCount"] == 3
 
 
 def test_compiled_yaml_loads_back_with_kfp(compiled: tuple[Path, dict]) -> None:

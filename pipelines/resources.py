@@ -1,0 +1,193 @@
+"""Resource profiles on pipeline tasks: where a step's pod runs on the cluster and what it gets.
+
+A :class:`~refinery.config.ResourceProfile` from the run configuration becomes kfp task settings
+(accelerator, CPU and memory) in the pipeline IR and kfp-kubernetes settings (node selector,
+tolerations, volumes, secrets) in the ``platforms.kubernetes`` document of the compiled YAML. An empty
+profile applies nothing, so kfp.local runs (which ignore these settings anyway) are unaffected.
+"""
+
+# No `from __future__ import annotations` in pipelines/: KFP reads annotations as types.
+
+import re
+from typing import Any
+
+from kfp import kubernetes
+
+from refinery.config import EnvironmentResources, ResourceProfile, RunConfig
+from refinery.errors import ConfigError
+
+# The memory-backed /dev/shm: PyTorch DataLoader workers and NCCL pass tensors through shared memory,
+# and a container's default /dev/shm is 64Mi.
+SHM_VOLUME = "dshm"
+SHM_PATH = "/dev/shm"
+
+# A preempted GPU node takes minutes to come back (or the autoscaler to find another), so retries wait
+# 1, 2, 4, ... minutes. Argo counts the backoff's maximum duration from the start of the first attempt,
+# so it must also cover the training time before a preemption, not only the waits.
+RETRY_BACKOFF = "60s"
+RETRY_BACKOFF_FACTOR = 2.0
+RETRY_MAX_DURATION = "24h"
+
+# Kubernetes quantities, as kfp validates them for cpu and memory (shm_size is a memory quantity).
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+def environment_resources(
+    cfg: RunConfig, environment: str | None = None, source: str = "the configuration"
+) -> tuple[str, EnvironmentResources]:
+    """The resource profiles of ``environment`` (default: ``gitops.environment``), checked.
+
+    A configuration without any ``resources`` gives empty profiles for its own environment, so a
+    pipeline compiled from it carries no cluster settings except the finetune retry policy.
+
+    Raises:
+        ConfigError: The environment has no entry under ``resources`` (named explicitly, or the config
+            declares resources for other environments), or one of its profiles is inconsistent.
+    """
+    name = environment or cfg.gitops.environment
+    if name not in cfg.resources:
+        if not cfg.resources and environment is None:
+            return name, EnvironmentResources()
+        known = ", ".join(sorted(cfg.resources)) or "none"
+        raise ConfigError(
+            f"{source}: no resources for environment {name!r} (resources.{name}); known environments: {known}"
+        )
+    resources = cfg.resources[name]
+    checkpoint_dir = cfg.training.checkpoint.dir
+    model_cache_dir = cfg.model.cache_dir
+    for step in ("finetune", "steps"):
+        check_profile(
+            getattr(resources, step),
+            f"{source}: resources.{name}.{step}",
+            checkpoint_dir=checkpoint_dir,
+            model_cache_dir=model_cache_dir,
+        )
+    return name, resources
+
+
+def check_profile(
+    profile: ResourceProfile,
+    where: str = "resource profile",
+    *,
+    checkpoint_dir: str | None = None,
+    model_cache_dir: str | None = None,
+) -> None:
+    """Reject a profile Kubernetes would reject at run time, or that would not do what it says.
+
+    Raises:
+        ConfigError: naming ``where`` and the field at fault.
+    """
+    if profile.accelerator_count and not profile.accelerator_type:
+        raise ConfigError(
+            f"{where}.accelerator_count is {profile.accelerator_count} but accelerator_type is empty"
+            " (e.g. nvidia.com/gpu)"
+        )
+    if profile.accelerator_type and not profile.accelerator_count:
+        raise ConfigError(
+            f"{where}.accelerator_type {profile.accelerator_type!r} needs accelerator_count >= 1"
+        )
+    for field, pattern, example in (
+        ("cpu_request", _CPU, "2 or 500m"),
+        ("cpu_limit", _CPU, "2 or 500m"),
+        ("memory_request", _MEMORY, "16Gi"),
+        ("memory_limit", _MEMORY, "16Gi"),
+        ("shm_size", _MEMORY, "8Gi"),
+    ):
+        value = getattr(profile, field)
+        if value is not None and not pattern.match(value):
+            raise ConfigError(f"{where}.{field}: {value!r} is not a Kubernetes quantity (e.g. {example})")
+    for pvc, field, mount, mount_field in (
+        (profile.checkpoint_pvc, "checkpoint_pvc", checkpoint_dir, "training.checkpoint.dir"),
+        (profile.model_cache_pvc, "model_cache_pvc", model_cache_dir, "model.cache_dir"),
+    ):
+        if pvc and not (mount and mount.startswith("/")):
+            raise ConfigError(
+                f"{where}.{field} {pvc!r} is mounted at {mount_field}, which must be an absolute path"
+                f" in the container (got {mount!r})"
+            )
+    if profile.checkpoint_pvc and profile.model_cache_pvc and checkpoint_dir == model_cache_dir:
+        raise ConfigError(
+            f"{where}: checkpoint_pvc and model_cache_pvc would both be mounted at {checkpoint_dir}"
+            " (training.checkpoint.dir equals model.cache_dir)"
+        )
+    envs = [s.env for s in profile.secrets]
+    doubled = sorted({e for e in envs if envs.count(e) > 1})
+    if doubled:
+        raise ConfigError(f"{where}.secrets sets {', '.join(doubled)} more than once")
+
+
+def apply_profile(
+    task: Any,
+    profile: ResourceProfile,
+    *,
+    checkpoint_dir: str | None = None,
+    model_cache_dir: str | None = None,
+) -> Any:
+    """Apply ``profile`` to a pipeline task; an empty profile leaves the task as it is.
+
+    Args:
+        task: A kfp PipelineTask.
+        profile: Node selector, tolerations, accelerator, CPU and memory, /dev/shm size, PVCs, secrets.
+        checkpoint_dir: Mount path of ``profile.checkpoint_pvc`` (``training.checkpoint.dir``).
+        model_cache_dir: Mount path of ``profile.model_cache_pvc`` (``model.cache_dir``).
+
+    Returns:
+        The task, for chaining.
+
+    Raises:
+        ConfigError: The profile is inconsistent (see :func:`check_profile`).
+    """
+    check_profile(profile, checkpoint_dir=checkpoint_dir, model_cache_dir=model_cache_dir)
+    for key, value in profile.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in profile.tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+    if profile.accelerator_type:
+        task.set_accelerator_type(profile.accelerator_type)
+        task.set_accelerator_limit(profile.accelerator_count)
+    if profile.cpu_request:
+        task.set_cpu_request(profile.cpu_request)
+    if profile.cpu_limit:
+        task.set_cpu_limit(profile.cpu_limit)
+    if profile.memory_request:
+        task.set_memory_request(profile.memory_request)
+    if profile.memory_limit:
+        task.set_memory_limit(profile.memory_limit)
+    if profile.shm_size:
+        kubernetes.empty_dir_mount(
+            task, volume_name=SHM_VOLUME, mount_path=SHM_PATH, medium="Memory", size_limit=profile.shm_size
+        )
+    if profile.checkpoint_pvc and checkpoint_dir:
+        kubernetes.mount_pvc(task, pvc_name=profile.checkpoint_pvc, mount_path=checkpoint_dir)
+    if profile.model_cache_pvc and model_cache_dir:
+        kubernetes.mount_pvc(task, pvc_name=profile.model_cache_pvc, mount_path=model_cache_dir)
+    # One secretAsEnv entry per secret; a key read into two variables needs a second entry.
+    reads: list[tuple[str, dict[str, str]]] = []
+    for secret in profile.secrets:
+        keys = next((k for name, k in reads if name == secret.secret and secret.key not in k), None)
+        if keys is None:
+            keys = {}
+            reads.append((secret.secret, keys))
+        keys[secret.key] = secret.env
+    for name, key_to_env in reads:
+        kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=key_to_env)
+    return task
+
+
+def set_finetune_retry(task: Any, retries: int) -> Any:
+    """Retry a failed or preempted fine-tuning task ``retries`` times (0: no retry policy)."""
+    if retries:
+        task.set_retry(
+            num_retries=retries,
+            backoff_duration=RETRY_BACKOFF,
+            backoff_factor=RETRY_BACKOFF_FACTOR,
+            backoff_max_duration=RETRY_MAX_DURATION,
+        )
+    return task
