@@ -67,13 +67,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     # Without a config: no resource profiles, only the finetune retry policy with its default count.
     resources, where = EnvironmentResources(), "no resource profiles"
     mounts: dict[str, str | None] = {}
+    hpo = None
     if args.config:
         cfg = _config(args)
         env, resources = environment_resources(cfg, args.environment, source=args.config)
         mounts = {"checkpoint_dir": cfg.training.checkpoint.dir, "model_cache_dir": cfg.model.cache_dir}
+        hpo = cfg.hpo
         if env in cfg.resources:
             where = f"resource profiles of environment {env}"
-    pipeline = build_training_pipeline(images, resources, **mounts)
+    pipeline = build_training_pipeline(images, resources, hpo=hpo, **mounts)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(out))

@@ -6,7 +6,9 @@ scenario checks what the registry, the Bento store and the GitOps repository hol
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -199,3 +201,22 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
     assert main(["monitor", *cli_args]) == 0
     actions = [d.action for d in triggers.decisions(cfg.registry.model_name)]
     assert actions == ["fired", "suppressed_cooldown"]
+
+
+def test_hyperparameter_search_trains_every_trial_and_carries_the_best_on(
+    tmp_path: Path, demo_df: pd.DataFrame, tiny_model_dir: Path
+) -> None:
+    search = ["hpo.enabled=true", "hpo.strategy=grid", "hpo.space.learning_rate=[0.00001,0.002]"]
+    cfg = _config(tmp_path, demo_df, tiny_model_dir, tmp_path / "state", search)
+    summary = run_training(cfg)
+    assert summary.succeeded, summary.error
+    trials = summary.steps["search"]["trials"]
+    assert [t["params"]["learning_rate"] for t in trials] == [0.00001, 0.002]
+    best = summary.steps["search"]["best_trial"]
+    assert best == max(trials, key=lambda t: t["value"])["number"]
+    assert "search: 2 trials, best trial" in summary.to_text()
+    # The registered model is the winner's, and says so.
+    [version] = Registry(cfg.registry).versions()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Registry(cfg.registry).download(version.version, "model", Path(tmp))
+        assert json.loads((model_dir / "search.json").read_text())["best_trial"] == best

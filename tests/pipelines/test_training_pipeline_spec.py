@@ -129,3 +129,30 @@ def test_validate_data_shows_its_reports_as_html_and_markdown_artifacts(compiled
         "report": "system.Markdown",
         "report_html": "system.HTML",
     }
+
+
+def test_a_search_compiles_to_rounds_of_parallel_trials_on_the_gpu_image(tmp_path: Path) -> None:
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "data: {uri: data.csv, labels: [a, b]}\n"
+        "model: {base: models/x}\n"
+        "hpo: {enabled: true, trials: 5, parallelism: 2}\n"
+        "resources: {dev: {finetune: {accelerator_type: nvidia.com/gpu, accelerator_count: 1}}}\n"
+    )
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-c", str(config), "-o", str(out), "--gpu-image", "reg.example/gpu:1"]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "finetune" not in tasks
+    loops = sorted(name for name in tasks if name.startswith("for-loop"))
+    assert len(loops) == 3, "5 trials, 2 at a time: rounds of 2, 2 and 1"
+    assert {tasks[name]["iteratorPolicy"]["parallelismLimit"] for name in loops} == {2}
+    # Each round is suggested after the previous one merged: the search learns round by round.
+    assert tasks["suggest-trials-2"]["dependentTasks"] == ["merge-round"]
+    assert set(tasks["evaluate"]["dependentTasks"]) >= {"merge-round-3"}
+    images = _images(spec)
+    trials = {name: image for name, image in images.items() if name.startswith("finetune-trial")}
+    assert len(trials) == 3 and set(trials.values()) == {"reg.example/gpu:1"}
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-finetune-trial"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    assert "resources" not in executors["exec-merge-round"]["container"]

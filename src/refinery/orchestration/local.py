@@ -126,6 +126,12 @@ class RunSummary:
             lines.append(f"  failed step: {self.failed_step}")
         if self.error:
             lines.append(f"  error: {self.error}")
+        if search := self.steps.get("search"):
+            best = next(t for t in search["trials"] if t["number"] == search["best_trial"])
+            lines.append(
+                f"  search: {len(search['trials'])} trials, best trial {best['number']} {best['params']}"
+                f" with {search['metric']} {best['value']:.4f}"
+            )
         evaluation = self.steps.get("evaluate")
         if evaluation:
             ch = evaluation["challenger"]
@@ -180,6 +186,10 @@ def collect_summary(run_dir: Path, seconds: float, failed_step: str | None = Non
         path = run_dir / task / rel
         if path.is_file():
             steps[task] = read_json(path)
+    # A search's rounds each write the history so far: the longest one is the whole search.
+    searches = [read_json(p) for p in run_dir.glob("merge-round*/best/search.json")]
+    if searches:
+        steps["search"] = max(searches, key=lambda s: len(s["trials"]))
     error = None
     for err in sorted(run_dir.glob(f"*/{ERROR_FILE}")):
         failed_step = failed_step or err.parent.name
@@ -270,7 +280,7 @@ def run_training(
                 # name; that is the point of it.
                 warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-                build_training_pipeline(images)(config=cfg.to_json())
+                build_training_pipeline(images, hpo=cfg.hpo)(config=cfg.to_json())
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
             failed_step = m.group(1) if m else "pipeline"

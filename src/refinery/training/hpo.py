@@ -54,8 +54,9 @@ class TrialRecord:
         return self.value is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return to_jsonable(self)
+        """JSON-safe dict without nulls (a KFP list parameter cannot carry them): a failed trial has
+        ``error`` and no ``value``, a finished one the reverse."""
+        return {k: v for k, v in to_jsonable(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
