@@ -1,17 +1,27 @@
 """Fine-tuning a pre-trained transformer as a text classifier with the Hugging Face Trainer.
 
+This module orchestrates; the techniques ``training`` configures live in
+:mod:`refinery.training.techniques` and the MLflow run in :mod:`refinery.training.tracking`.
+
 When the prepared data records ``class_weights`` (``data.prepare.balance: class_weights``), the training
-loss is a class-weighted cross-entropy; validation loss stays the plain cross-entropy, so it compares
-across runs with and without weights. The model is evaluated on the validation split after every epoch; training stops early once
+loss is a class-weighted cross-entropy; ``training.label_smoothing`` smooths it (weighted or not). The
+validation loss stays the plain cross-entropy, so it compares across runs with and without weights or
+smoothing. The model is evaluated on the validation split after every epoch; training stops early once
 validation macro-F1 has not improved for ``training.early_stopping_patience`` epochs, and the best
 epoch's weights are the ones saved. The output directory appears only when everything is written:
 the model is assembled in a temporary sibling directory and renamed into place.
+
+Every training is one MLflow run in the registry's experiment (parameters, per-epoch curves, final
+metrics); its id is recorded in ``training.json`` with the techniques applied. A LoRA run saves the
+adapters merged into a plain model (``training.lora.merge``, the default) or the adapter alone, beside
+the base model it applies to (see :func:`refinery.training.techniques.save_lora`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import sys
@@ -29,11 +39,13 @@ import pandas as pd
 from refinery.errors import TrainingError
 from refinery.modeling import effective_max_length, has_safetensors
 from refinery.results import read_json, write_json
+from refinery.training.techniques import AppliedTechniques
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from refinery.config import RunConfig
+    from refinery.config import RunConfig, TrainingConfig
+    from refinery.training.techniques import DeviceSettings, EncoderParts
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +75,10 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     # The loss weight per label when the training loss was class-weighted; None when it was not.
     class_weights: dict[str, float] | None = None
+    # The MLflow run that recorded this training (registry.tracking_uri, registry.experiment).
+    mlflow_run_id: str | None = None
+    # What was applied beyond plain full fine-tuning; None in results written before it was recorded.
+    techniques: AppliedTechniques | None = None
 
     @property
     def class_weighted(self) -> bool:
@@ -77,6 +93,12 @@ class TrainingResult:
 
     def metrics(self) -> dict[str, float]:
         """Headline numbers, flat, for the step's KFP Metrics."""
+        applied = {}
+        if self.techniques is not None:
+            applied = {
+                "trainable_parameters": float(self.techniques.trainable_parameters),
+                "trainable_share": self.techniques.trainable_share,
+            }
         return {
             "validation_macro_f1": self.best_validation_macro_f1,
             "validation_accuracy": self.validation_accuracy,
@@ -88,6 +110,7 @@ class TrainingResult:
             "train_seconds": self.train_seconds,
             "train_samples_per_second": self.train_samples_per_second,
             "class_weighted": float(self.class_weighted),
+            **applied,
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -99,6 +122,8 @@ class TrainingResult:
         """Read a ``training.json`` written by :meth:`write_json`."""
         d = read_json(path)
         d["labels"] = tuple(d["labels"])
+        if d.get("techniques") is not None:
+            d["techniques"] = AppliedTechniques.from_dict(d["techniques"])
         return cls(**d)
 
 
@@ -250,37 +275,6 @@ def _class_weights(data_dir: Path, labels: tuple[str, ...]) -> dict[str, float] 
     return out
 
 
-def _weighted_trainer(weights: Sequence[float]) -> type:
-    """A Trainer whose training loss is cross-entropy weighted per class (index order of ``weights``)."""
-    import torch
-    from torch.nn import functional
-    from transformers import Trainer
-
-    class WeightedLossTrainer(Trainer):  # type: ignore[misc]
-        # A per-batch mean, not normalised over the accumulated batch: the Trainer divides it by the
-        # gradient accumulation steps.
-        loss_is_scaled_for_ga = False
-
-        def compute_loss(
-            self,
-            model: torch.nn.Module,
-            inputs: dict[str, torch.Tensor | Any],
-            return_outputs: bool = False,
-            num_items_in_batch: torch.Tensor | int | None = None,
-        ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-            if not model.training or "labels" not in inputs:
-                # Evaluation keeps the model's own (unweighted) loss.
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs["labels"]
-            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-            weight = torch.tensor(weights, dtype=torch.float32, device=logits.device)
-            loss = functional.cross_entropy(logits.float(), labels, weight=weight)
-            return (loss, outputs) if return_outputs else loss
-
-    return WeightedLossTrainer
-
-
 def _macro_f1_metrics(num_labels: int) -> Any:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -325,22 +319,31 @@ def _restore_torch_threads() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Per-epoch rows: the epoch's training loss (when logged) and its validation metrics."""
-    train_loss = {round(e["epoch"], 4): e["loss"] for e in log_history if "loss" in e and "epoch" in e}
+def _history(
+    log_history: list[dict[str, Any]], unfrozen_layers: dict[int, int] | None = None
+) -> list[dict[str, float]]:
+    """Per-epoch rows: the epoch's training loss and learning rate (when logged), its validation
+    metrics, and under gradual unfreezing how many encoder layers trained in it."""
+    train_logs = {round(e["epoch"], 4): e for e in log_history if "loss" in e and "epoch" in e}
     rows = []
     for entry in log_history:
         if "eval_macro_f1" not in entry:
             continue
         epoch = float(entry.get("epoch", 0.0))
         row = {"epoch": epoch, "step": float(entry.get("step", 0))}
-        if round(epoch, 4) in train_loss:
-            row["train_loss"] = float(train_loss[round(epoch, 4)])
+        logged = train_logs.get(round(epoch, 4), {})
+        if "loss" in logged:
+            row["train_loss"] = float(logged["loss"])
+        if "learning_rate" in logged:
+            row["learning_rate"] = float(logged["learning_rate"])
         row.update(
             validation_loss=float(entry["eval_loss"]),
             validation_macro_f1=float(entry["eval_macro_f1"]),
             validation_accuracy=float(entry["eval_accuracy"]),
         )
+        if unfrozen_layers is not None:
+            # The epoch a (possibly partial) epoch's evaluation closes, 1-based.
+            row["unfrozen_layers"] = float(unfrozen_layers.get(math.ceil(epoch - 1e-6), 0))
         rows.append(row)
     return rows
 
@@ -362,25 +365,154 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _load_model(
+    base: Path, labels: tuple[str, ...], dropout: float | None, attn_implementation: str | None
+) -> tuple[Any, Any, dict[str, float] | None]:
+    """The tokenizer and a classifier for ``labels`` built from ``base`` (a new head when the base has
+    another or none), with the dropout override applied to its config; and the dropout fields set.
+
+    Raises:
+        TrainingError: The base cannot be loaded, or its config has no dropout fields to override.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from refinery.training.techniques import override_dropout
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+        config = AutoConfig.from_pretrained(
+            base,
+            local_files_only=True,
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type="single_label_classification",
+        )
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for a bad dir
+        raise TrainingError(f"cannot load base model {base} (model.base): {exc}") from exc
+    # Dropout modules are built from the config, so the override goes in before the model is.
+    dropout_fields = override_dropout(config, dropout) if dropout is not None else None
+
+    def load(**kwargs: Any) -> Any:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base,
+            config=config,
+            use_safetensors=True,
+            local_files_only=True,
+            # A base with another head (or none, e.g. a sentence-embedding BertModel) gets a new head
+            # sized for our labels.
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+
+    try:
+        if attn_implementation is None:
+            return tokenizer, load(), dropout_fields
+        try:
+            return tokenizer, load(attn_implementation=attn_implementation), dropout_fields
+        except ValueError as exc:
+            if attn_implementation not in str(exc).lower():
+                raise
+            logger.warning("%s does not support %s attention; using its default", base, attn_implementation)
+            return tokenizer, load(), dropout_fields
+    except Exception as exc:  # as above, plus safetensors errors for corrupt weights
+        raise TrainingError(f"cannot load base model {base} (model.base): {exc}") from exc
+
+
+def _limit_updates(model: Any, tcfg: TrainingConfig) -> tuple[Any, EncoderParts | None]:
+    """Freeze what ``training.freeze_*`` asks for, or wrap the model with LoRA adapters.
+
+    Returns:
+        The model to train (the peft model under LoRA) and its encoder parts; None for an architecture
+        whose layers cannot be found, when no layer-wise technique needs them.
+
+    Raises:
+        TrainingError: A layer-wise technique is asked of a model whose layers cannot be found, or a
+            technique does not fit the model (see :mod:`refinery.training.techniques`).
+    """
+    from refinery.training import techniques
+
+    layer_wise = tcfg.freeze_embeddings or tcfg.freeze_layers > 0 or tcfg.gradual_unfreezing
+    try:
+        parts: EncoderParts | None = techniques.encoder_parts(model)
+    except TrainingError:
+        if layer_wise or tcfg.layer_lr_decay is not None:
+            raise
+        parts = None  # plain fine-tuning of an architecture laid out otherwise
+    if parts is not None:
+        techniques.freeze(parts, embeddings=tcfg.freeze_embeddings, lowest_layers=tcfg.freeze_layers)
+    if tcfg.lora.enabled:
+        model = techniques.add_lora(model, tcfg.lora)
+    return model, parts
+
+
+def _applied_techniques(
+    model: Any,
+    parts: EncoderParts | None,
+    cfg: RunConfig,
+    args: Any,
+    settings: DeviceSettings,
+    dropout: dict[str, float] | None,
+    layer_learning_rates: dict[str, float] | None,
+) -> AppliedTechniques:
+    """The record of what training applied, read off the trained model's state."""
+    from refinery.training.techniques import frozen_parts, lora_summary, parameter_counts, unwrap_model
+
+    tcfg = cfg.training
+    trainable, total = parameter_counts(model)
+    frozen_embeddings, frozen_layers = frozen_parts(parts) if parts is not None else (False, ())
+    return AppliedTechniques(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        trainable_share=round(trainable / max(total, 1), 6),
+        encoder_layers=len(parts.layers) if parts is not None else None,
+        frozen_embeddings=frozen_embeddings,
+        frozen_layers=frozen_layers,
+        gradual_unfreezing=tcfg.gradual_unfreezing,
+        layer_learning_rates=layer_learning_rates if tcfg.layer_lr_decay is not None else None,
+        label_smoothing=tcfg.label_smoothing,
+        dropout=dropout,
+        scheduler=str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        gradient_accumulation_steps=int(args.gradient_accumulation_steps),
+        effective_batch_size=int(args.per_device_train_batch_size * args.gradient_accumulation_steps),
+        precision=settings.precision,
+        optimizer=str(getattr(args.optim, "value", args.optim)),
+        attention=str(getattr(unwrap_model(model).config, "_attn_implementation", None) or "default"),
+        compiled=bool(args.torch_compile),
+        lora=lora_summary(model, tcfg.lora) if tcfg.lora.enabled else None,
+    )
+
+
 def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
     """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model.
 
+    Applies the techniques of ``cfg.training`` (see :mod:`refinery.training.techniques`): gradient
+    accumulation, the learning-rate schedule, label smoothing, a dropout override, frozen embeddings
+    and lowest layers, gradual unfreezing, layer-wise learning-rate decay, LoRA; on CUDA, bf16 (else
+    fp16) mixed precision, fused AdamW, SDPA attention and, when ``training.compile`` is set,
+    torch.compile. Records the run in MLflow (``cfg.registry``).
+
     Args:
-        cfg: The run configuration (``data.labels``, ``model`` and ``training`` sections are used).
+        cfg: The run configuration (``data.labels``, ``model``, ``training`` and ``registry`` sections
+            are used).
         data_dir: A prepared dataset directory holding ``train.parquet`` and ``validation.parquet``
             (columns ``text`` and ``label``), and ``prepared.json`` whose ``class_weights``, when set,
             weight the training loss.
         out_dir: Where the model directory is created: ``model.safetensors``, ``config.json`` (with
-            id2label/label2id from ``data.labels``), the tokenizer files and ``training.json``.
+            id2label/label2id from ``data.labels``), the tokenizer files and ``training.json``; for a
+            LoRA run kept as an adapter, ``adapter_model.safetensors`` and ``adapter_config.json``
+            instead of ``model.safetensors``.
 
     Returns:
         The :class:`TrainingResult` also written to ``out_dir/training.json``.
 
     Raises:
         TrainingError: The base model is missing or cannot be loaded, a split is missing, empty or
-            unreadable, the data holds a label outside ``data.labels``, or ``prepared.json``'s
-            ``class_weights`` do not match ``data.labels``. Nothing is left in
-            ``out_dir`` (nor next to it) when this is raised.
+            unreadable, the data holds a label outside ``data.labels``, ``prepared.json``'s
+            ``class_weights`` do not match ``data.labels``, or a technique does not fit the model (its
+            encoder layers or dropout fields cannot be found, ``freeze_layers`` exceeds its layers,
+            LoRA's target modules are missing). Nothing is left in ``out_dir`` (nor next to it) when
+            this is raised.
+        RegistryError: The MLflow tracking back end (``registry.tracking_uri``) is unreachable.
     """
     labels = tuple(cfg.data.labels)
     tcfg = cfg.training
@@ -393,15 +525,15 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
 
     import torch
     from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
         PrinterCallback,
-        Trainer,
         TrainingArguments,
         set_seed,
     )
+
+    from refinery.training import techniques
+    from refinery.training.tracking import TrainingRun, training_params
 
     if not sys.stderr.isatty():
         # Weight loading and saving bars would print one line per redraw into a step's log.
@@ -410,30 +542,22 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
         hf_logging.disable_progress_bar()
     use_cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if use_cuda else "cpu"
+    settings = techniques.device_settings(
+        cuda=use_cuda,
+        bf16_supported=use_cuda and torch.cuda.is_bf16_supported(),
+        compile_requested=tcfg.compile,
+    )
     label2id = {label: i for i, label in enumerate(labels)}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     checkpoints = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    run: TrainingRun | None = None
     try:
         with _restore_torch_threads():
-            # The classification head is freshly initialised: seed before building the model.
+            # The classification head (and LoRA's adapters) are freshly initialised: seed before building.
             set_seed(tcfg.seed)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    base,
-                    use_safetensors=True,
-                    local_files_only=True,
-                    id2label=dict(enumerate(labels)),
-                    label2id=label2id,
-                    problem_type="single_label_classification",
-                    # A base with another head (or none, e.g. a sentence-embedding BertModel) gets a
-                    # new head sized for our labels.
-                    ignore_mismatched_sizes=True,
-                )
-            except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for a bad dir
-                raise TrainingError(f"cannot load base model {base} (model.base): {exc}") from exc
+            tokenizer, model, dropout = _load_model(base, labels, tcfg.dropout, settings.attn_implementation)
             if not use_cuda:
                 torch.set_num_threads(cpu_thread_count(model.num_parameters()))
             max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
@@ -445,12 +569,15 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                     max_length,
                 )
 
+            model, parts = _limit_updates(model, tcfg)
+
             def encode(frame: pd.DataFrame) -> _EncodedTexts:
                 encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
                 return _EncodedTexts(dict(encodings), [label2id[label] for label in frame["label"]])
 
             train_set, valid_set = encode(train_df), encode(valid_df)
-            bf16 = use_cuda and torch.cuda.is_bf16_supported()
+            # Left out on CPU: the Trainer's default optimizer, as before.
+            optim: dict[str, Any] = {"optim": settings.optim} if settings.optim else {}
             args = TrainingArguments(
                 output_dir=str(checkpoints),
                 num_train_epochs=float(tcfg.epochs),
@@ -458,7 +585,9 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 learning_rate=tcfg.learning_rate,
                 per_device_train_batch_size=tcfg.batch_size,
                 per_device_eval_batch_size=tcfg.eval_batch_size,
+                gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
                 weight_decay=tcfg.weight_decay,
+                lr_scheduler_type=tcfg.scheduler,
                 # transformers 5 dropped warmup_ratio: a float below 1 is read as a ratio.
                 warmup_steps=tcfg.warmup_ratio,
                 seed=tcfg.seed,
@@ -473,16 +602,42 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 greater_is_better=True,
                 train_sampling_strategy="group_by_length",
                 use_cpu=not use_cuda,
-                bf16=bf16,
+                bf16=settings.bf16,
+                fp16=settings.fp16,
+                torch_compile=settings.torch_compile,
+                **optim,
+                # Under DDP, layers frozen at the first epoch must not stall gradient reduction later.
+                ddp_find_unused_parameters=True if tcfg.gradual_unfreezing else None,
                 report_to=[],
                 # A progress bar on a terminal; in a pipeline step (a pipe) one status line per ~10% instead.
                 disable_tqdm=not sys.stderr.isatty(),
                 dataloader_num_workers=0,
             )
             early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
-            trainer_class = (
-                Trainer if class_weights is None else _weighted_trainer([class_weights[x] for x in labels])
+            callbacks: list[Any] = [early_stopping]
+            unfreezing = techniques.gradual_unfreezing(parts) if parts and tcfg.gradual_unfreezing else None
+            if unfreezing is not None:
+                callbacks.append(unfreezing)
+            optimizer_groups: list[list[dict[str, Any]]] = []
+            trainer_class = techniques.trainer_class(
+                class_weights=[class_weights[x] for x in labels] if class_weights is not None else None,
+                label_smoothing=tcfg.label_smoothing,
+                layer_lr_decay=tcfg.layer_lr_decay,
+                parts=parts,
+                on_optimizer=optimizer_groups.append,
             )
+            if args.process_index == 0:  # one run per training: under DDP the first process records it
+                run = TrainingRun.start(
+                    cfg,
+                    {
+                        **training_params(cfg),
+                        "precision": settings.precision,
+                        "optimizer": str(getattr(args.optim, "value", args.optim)),
+                        "class_weighted": str(class_weights is not None),
+                    },
+                    {"base_model": str(base), "config_sha": cfg.digest()},
+                )
+                callbacks.append(run.callback())
             trainer = trainer_class(
                 model=model,
                 args=args,
@@ -491,7 +646,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 processing_class=tokenizer,
                 data_collator=DataCollatorWithPadding(tokenizer),
                 compute_metrics=_macro_f1_metrics(len(labels)),
-                callbacks=[early_stopping],
+                callbacks=callbacks,
             )
             if args.disable_tqdm:
                 trainer.remove_callback(PrinterCallback)
@@ -500,7 +655,9 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             train_output = trainer.train()
             train_seconds = time.perf_counter() - started
             # Read these before the final evaluate(), which adds a log entry and runs the callbacks again.
-            history = _history(trainer.state.log_history)
+            history = _history(
+                trainer.state.log_history, unfreezing.schedule if unfreezing is not None else None
+            )
             stopped_early = (
                 early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
                 and trainer.state.global_step < trainer.state.max_steps
@@ -511,6 +668,15 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
         state = trainer.state
         # The Trainer's own samples/s assumes every planned epoch ran; count what did run.
         epochs_run = float(state.epoch or 0.0)
+        applied = _applied_techniques(
+            model,
+            parts,
+            cfg,
+            args,
+            settings,
+            dropout,
+            techniques.group_learning_rates(optimizer_groups[0]) if optimizer_groups else None,
+        )
         result = TrainingResult(
             base_model=str(base),
             labels=labels,
@@ -529,23 +695,36 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             device=device,
             history=history,
             class_weights=class_weights,
+            mlflow_run_id=run.run_id if run is not None else None,
+            techniques=applied,
         )
-        # save_pretrained directly rather than trainer.save_model, which adds a pickled training_args.bin.
-        model.save_pretrained(staging)  # holds the best epoch's weights (load_best_model_at_end)
+        if run is not None:
+            run.log_metrics({f"final_{k}": v for k, v in result.metrics().items()}, step=result.global_steps)
+        # Saved directly rather than with trainer.save_model, which adds a pickled training_args.bin.
+        # The model holds the best epoch's weights (load_best_model_at_end).
+        if tcfg.lora.enabled:
+            techniques.save_lora(model, staging, merge=tcfg.lora.merge)
+        else:
+            model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         result.write_json(staging / TRAINING_JSON)
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if run is not None:
+            run.finish(succeeded=False)
         raise
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
+    if run is not None:
+        run.finish(succeeded=True)
     logger.info(
-        "fine-tuned %s for %.2f epochs (%d steps): validation macro-F1 %.4f, saved to %s",
+        "fine-tuned %s for %.2f epochs (%d steps): validation macro-F1 %.4f, saved to %s (MLflow run %s)",
         base,
         result.epochs_run,
         result.global_steps,
         result.best_validation_macro_f1,
         out_dir,
+        result.mlflow_run_id,
     )
     return result

@@ -7,6 +7,7 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -53,6 +54,15 @@ def macro_f1(model_dir: Path, frame: pd.DataFrame) -> float:
     clf = load_classifier(model_dir, max_length=32)
     predicted = [p.label for p in clf.predict(list(frame["text"]))]
     return float(f1_score(frame["label"], predicted, average="macro"))
+
+
+def training_runs(cfg: Any) -> list[Any]:
+    """The MLflow runs in the configured registry's experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.registry.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
 
 def assert_nothing_written(out_dir: Path) -> None:
@@ -256,10 +266,13 @@ def test_a_failure_during_training_keeps_the_previous_model(
 
     # Stands in for a crash (out of memory, interrupted job) half-way through training.
     monkeypatch.setattr(Trainer, "train", fail)
+    cfg = make_config(["training.epochs=1"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        finetune(make_config(["training.epochs=1"]), data_dir, out_dir)
+        finetune(cfg, data_dir, out_dir)
     assert [p.name for p in out_dir.iterdir()] == ["previous.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "prepared", "reviews.csv"]
+    # No staging or checkpoint folder is left; "state" holds the MLflow run, closed as failed.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "prepared", "reviews.csv", "state"]
+    assert [run.info.status for run in training_runs(cfg)] == ["FAILED"]
 
 
 def test_an_existing_output_dir_is_replaced(
