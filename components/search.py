@@ -12,11 +12,15 @@ def suggest_trials(
     return steps.suggest_trials(config, round_index=round_index, history=history, out_dir=trials.path)
 
 
-def finetune_trial(config: str, dataset: Input[Dataset], trial: dict, model: Output[Model]) -> dict:
+def finetune_trial(
+    config: str, dataset: Input[Dataset], trial: dict, model: Output[Model], run_key: str = ""
+) -> dict:
     """One search trial: fine-tune with the trial's training settings; returns its record."""
     from refinery.orchestration import steps
 
-    return steps.finetune_trial(config, data_dir=dataset.path, trial=trial, out_dir=model.path)
+    return steps.finetune_trial(
+        config, data_dir=dataset.path, trial=trial, out_dir=model.path, run_key=run_key
+    )
 
 
 def merge_round(

@@ -23,7 +23,9 @@ def _search(ops: Any, config: Any, dataset: Any, hpo: HpoConfig) -> tuple[Any, l
     for index in range(len(hpo.rounds())):
         suggested = ops.suggest_trials(config=config, round_index=index, history=history)
         with dsl.ParallelFor(suggested.outputs["Output"], parallelism=hpo.parallelism) as trial:
-            trained = ops.finetune_trial(config=config, dataset=dataset, trial=trial)
+            trained = ops.finetune_trial(
+                config=config, dataset=dataset, trial=trial, run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+            )
         incumbent = {} if best is None else {"incumbent": best}
         merged = ops.merge_round(
             config=config,
@@ -75,7 +77,10 @@ def build_training_pipeline(
         if hpo is not None and hpo.enabled:
             model, finetune_tasks, search_tasks = _search(ops, config, prepared.outputs["dataset"], hpo)
         else:
-            trained = ops.finetune(config=config, dataset=prepared.outputs["dataset"])
+            # Checkpoints keyed by the pipeline run: a retried (preempted) task resumes from them.
+            trained = ops.finetune(
+                config=config, dataset=prepared.outputs["dataset"], run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+            )
             model, finetune_tasks, search_tasks = trained.outputs["model"], [trained], []
         evaluated = ops.evaluate(config=config, dataset=prepared.outputs["dataset"], model=model)
         decided = ops.gate(config=config, evaluation=evaluated.outputs["evaluation"])

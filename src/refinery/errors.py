@@ -27,6 +27,13 @@ class TrainingError(RefineryError):
     """Fine-tuning could not start or finish (bad base model, no usable data)."""
 
 
+class TrainingPreempted(TrainingError):
+    """Training stopped on SIGTERM after saving a checkpoint; running the step again resumes from it.
+
+    The step exits non-zero, so the pipeline's retry policy runs it again.
+    """
+
+
 class GateRejected(RefineryError):
     """The promotion gate rejected a challenger (raised only where a rejection must stop work)."""
 

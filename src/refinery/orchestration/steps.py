@@ -76,11 +76,12 @@ def prepare(config: str | dict[str, Any], out_dir: Path) -> Any:
 
 
 @_records_failure
-def finetune(config: str | dict[str, Any], data_dir: Path, out_dir: Path) -> Any:
-    """Fine-tune the base model on the prepared data."""
-    from refinery.training.finetune import finetune as run_finetune
+def finetune(config: str | dict[str, Any], data_dir: Path, out_dir: Path, run_key: str = "") -> Any:
+    """Fine-tune the base model on the prepared data, data-parallel when ``training.processes_per_node``
+    says so; ``run_key`` names its checkpoints (a retry with the same key resumes)."""
+    from refinery.training.distributed import train
 
-    return run_finetune(from_dict(config), Path(data_dir), Path(out_dir))
+    return train(from_dict(config), Path(data_dir), Path(out_dir), run_key or None)
 
 
 @_records_failure
@@ -192,18 +193,22 @@ def suggest_trials(
 
 @_records_failure
 def finetune_trial(
-    config: str | dict[str, Any], data_dir: Path, trial: dict[str, Any], out_dir: Path
+    config: str | dict[str, Any], data_dir: Path, trial: dict[str, Any], out_dir: Path, run_key: str = ""
 ) -> dict[str, Any]:
-    """Fine-tune with one trial's settings; a trial that fails to train is recorded, not fatal to the search."""
-    from refinery.errors import TrainingError
-    from refinery.training.finetune import finetune as run_finetune
+    """Fine-tune with one trial's settings; a trial that fails to train is recorded, not fatal to the
+    search, but a preempted one fails the task so that its retry resumes it."""
+    from refinery.errors import TrainingError, TrainingPreempted
+    from refinery.training.distributed import train
     from refinery.training.hpo import TrialRecord, record, trial_config
 
     cfg = from_dict(config)
     number, params = int(trial["number"]), dict(trial["params"])
     print(f"search trial {number}: {params}", flush=True)
     try:
-        result = run_finetune(trial_config(cfg, params), Path(data_dir), Path(out_dir))
+        key = f"{run_key}-trial-{number}" if run_key else None
+        result = train(trial_config(cfg, params), Path(data_dir), Path(out_dir), key)
+    except TrainingPreempted:
+        raise
     except (TrainingError, MemoryError) as exc:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return TrialRecord(number, params, None, error=f"{type(exc).__name__}: {exc}").to_dict()

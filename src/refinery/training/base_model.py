@@ -51,7 +51,7 @@ def check_model_dir(path: Path, base: str) -> Path:
         TrainingError: It is missing, has no config.json, or has no safetensors weights.
     """
     if not path.is_dir():
-        raise TrainingError(f"base model directory not found: {path} (model.base {base})")
+        raise TrainingError(f"base model directory not found: {path} (model.base)")
     if not (path / "config.json").is_file():
         raise TrainingError(f"base model {path} (model.base) has no config.json; is it a transformers model?")
     if not has_safetensors(path):

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from refinery.errors import TrainingError
-from refinery.modeling import effective_max_length, has_safetensors
+from refinery.errors import TrainingError, TrainingPreempted
+from refinery.modeling import effective_max_length
 from refinery.results import read_json, write_json
+from refinery.training.base_model import resolve_base
 from refinery.training.techniques import AppliedTechniques
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ class TrainingResult:
     mlflow_run_id: str | None = None
     # What was applied beyond plain full fine-tuning; None in results written before it was recorded.
     techniques: AppliedTechniques | None = None
+    # The checkpoint step this training resumed from after a preemption; None when it started afresh.
+    resumed_from_step: int | None = None
+    # Data-parallel processes (DDP) that trained it.
+    processes: int = 1
 
     @property
     def class_weighted(self) -> bool:
@@ -191,31 +196,6 @@ class _EncodedTexts:
         item: dict[str, Any] = {key: values[i] for key, values in self._encodings.items()}
         item["labels"] = self._labels[i]
         return item
-
-
-def _local_base(base: str) -> Path:
-    """The base model's local directory: a path, or ``file://`` URI."""
-    if base.startswith("file://"):
-        return Path(base.removeprefix("file://"))
-    if "://" in base:
-        raise TrainingError(
-            f"model.base {base!r}: only a local directory or file:// URI is supported; "
-            "download the model to a directory first"
-        )
-    return Path(base)
-
-
-def _check_base(base: str) -> Path:
-    path = _local_base(base)
-    if not path.is_dir():
-        raise TrainingError(f"base model directory not found: {path} (model.base)")
-    if not (path / "config.json").is_file():
-        raise TrainingError(f"base model {path} (model.base) has no config.json; is it a transformers model?")
-    if not has_safetensors(path):
-        raise TrainingError(
-            f"base model {path} (model.base) holds no model.safetensors; only safetensors weights are loaded"
-        )
-    return path
 
 
 def _read_split(data_dir: Path, split: str, labels: tuple[str, ...]) -> pd.DataFrame:
@@ -482,7 +462,27 @@ def _applied_techniques(
     )
 
 
-def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
+def _run_folder(cfg: RunConfig, data_dir: Path, run_key: str | None) -> tuple[str, Path]:
+    """The run key and its checkpoint folder under ``training.checkpoint.dir``."""
+    import hashlib
+
+    from refinery.training.checkpointing import local_run_key
+
+    if not run_key:
+        digest = hashlib.sha256()
+        for split in ("train", "validation"):
+            digest.update((data_dir / f"{split}.parquet").read_bytes())
+        run_key = local_run_key(cfg.digest(), digest.hexdigest())
+    folder = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_key)
+    return run_key, Path(str(cfg.training.checkpoint.dir)) / folder
+
+
+def _world() -> tuple[int, int]:
+    """This process's rank and the number of processes (torchrun sets RANK and WORLD_SIZE)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None = None) -> TrainingResult:
     """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model.
 
     Applies the techniques of ``cfg.training`` (see :mod:`refinery.training.techniques`): gradient
@@ -501,6 +501,9 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             id2label/label2id from ``data.labels``), the tokenizer files and ``training.json``; for a
             LoRA run kept as an adapter, ``adapter_model.safetensors`` and ``adapter_config.json``
             instead of ``model.safetensors``.
+        run_key: Names this run's checkpoints under ``training.checkpoint.dir`` (see
+            :mod:`refinery.training.checkpointing`): the same key resumes from the last checkpoint. On
+            a cluster the pipeline run and task; by default a hash of the configuration and the data.
 
     Returns:
         The :class:`TrainingResult` also written to ``out_dir/training.json``.
@@ -512,16 +515,25 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             encoder layers or dropout fields cannot be found, ``freeze_layers`` exceeds its layers,
             LoRA's target modules are missing). Nothing is left in ``out_dir`` (nor next to it) when
             this is raised.
+        TrainingPreempted: SIGTERM stopped training after it saved a checkpoint; run the step again
+            with the same run key to resume.
         RegistryError: The MLflow tracking back end (``registry.tracking_uri``) is unreachable.
     """
     labels = tuple(cfg.data.labels)
     tcfg = cfg.training
-    base = _check_base(cfg.model.base)
+    rank, world_size = _world()
+    if tcfg.batch_size % world_size:
+        raise TrainingError(
+            f"training.batch_size {tcfg.batch_size} does not split evenly over {world_size} processes"
+            " (training.processes_per_node)"
+        )
+    base = resolve_base(cfg.model.base, str(cfg.model.cache_dir))
     data_dir = Path(data_dir)
     out_dir = Path(out_dir)
     train_df = _read_split(data_dir, "train", labels)
     valid_df = _read_split(data_dir, "validation", labels)
     class_weights = _class_weights(data_dir, labels)
+    run_key, checkpoint_root = _run_folder(cfg, data_dir, run_key)
 
     import torch
     from transformers import (
@@ -533,6 +545,13 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
     )
 
     from refinery.training import techniques
+    from refinery.training.checkpointing import (
+        KeepBestWeights,
+        StopOnSignal,
+        last_checkpoint,
+        load_best_weights,
+        remove_run,
+    )
     from refinery.training.tracking import TrainingRun, training_params
 
     if not sys.stderr.isatty():
@@ -551,7 +570,10 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    checkpoints = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.checkpoints-", dir=out_dir.parent))
+    checkpoint_root.mkdir(parents=True, exist_ok=True)
+    resume_from = last_checkpoint(checkpoint_root)
+    stop = StopOnSignal()
+    finished = False
     run: TrainingRun | None = None
     try:
         with _restore_torch_threads():
@@ -578,12 +600,14 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             train_set, valid_set = encode(train_df), encode(valid_df)
             # Left out on CPU: the Trainer's default optimizer, as before.
             optim: dict[str, Any] = {"optim": settings.optim} if settings.optim else {}
+            every = tcfg.checkpoint.every_steps
             args = TrainingArguments(
-                output_dir=str(checkpoints),
+                output_dir=str(checkpoint_root),
                 num_train_epochs=float(tcfg.epochs),
                 max_steps=tcfg.max_steps if tcfg.max_steps is not None else -1,
                 learning_rate=tcfg.learning_rate,
-                per_device_train_batch_size=tcfg.batch_size,
+                # The global batch stays training.batch_size whatever the number of processes.
+                per_device_train_batch_size=tcfg.batch_size // world_size,
                 per_device_eval_batch_size=tcfg.eval_batch_size,
                 gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
                 weight_decay=tcfg.weight_decay,
@@ -593,11 +617,14 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 seed=tcfg.seed,
                 data_seed=tcfg.seed,
                 eval_strategy="epoch",
-                save_strategy="epoch",
                 logging_strategy="epoch",
-                save_total_limit=1,
-                save_only_model=True,
-                load_best_model_at_end=True,
+                # Full checkpoints (optimizer, scheduler, RNG, data position) to resume from; the best
+                # weights are kept apart by KeepBestWeights, so the save schedule is free.
+                save_strategy="steps" if every else "epoch",
+                save_steps=every or 500,
+                save_total_limit=tcfg.checkpoint.keep,
+                load_best_model_at_end=False,
+                restore_callback_states_from_checkpoint=True,
                 metric_for_best_model="macro_f1",
                 greater_is_better=True,
                 train_sampling_strategy="group_by_length",
@@ -614,7 +641,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 dataloader_num_workers=0,
             )
             early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
-            callbacks: list[Any] = [early_stopping]
+            callbacks: list[Any] = [early_stopping, KeepBestWeights(checkpoint_root, "macro_f1"), stop]
             unfreezing = techniques.gradual_unfreezing(parts) if parts and tcfg.gradual_unfreezing else None
             if unfreezing is not None:
                 callbacks.append(unfreezing)
@@ -651,9 +678,22 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             if args.disable_tqdm:
                 trainer.remove_callback(PrinterCallback)
                 trainer.add_callback(progress_lines())
+            if resume_from is not None:
+                print(f"resuming from {resume_from} (run key {run_key})", flush=True)
             started = time.perf_counter()
-            train_output = trainer.train()
+            with stop:
+                train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             train_seconds = time.perf_counter() - started
+            if stop.received is not None:
+                raise TrainingPreempted(
+                    f"training stopped by signal {stop.received} at step {trainer.state.global_step}; its "
+                    f"checkpoint is in {checkpoint_root}: re-run the step with run key {run_key!r} to resume"
+                )
+            if world_size > 1:
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 has written the best weights before anyone loads them
+            load_best_weights(trainer.model, checkpoint_root)
             # Read these before the final evaluate(), which adds a log entry and runs the callbacks again.
             history = _history(
                 trainer.state.log_history, unfreezing.schedule if unfreezing is not None else None
@@ -662,7 +702,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
                 early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
                 and trainer.state.global_step < trainer.state.max_steps
             )
-            # The best epoch's weights are loaded now; score them once more for the record.
+            # The best evaluation's weights are loaded now; score them once more for the record.
             final = trainer.evaluate()
 
         state = trainer.state
@@ -697,25 +737,31 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path) -> TrainingResult:
             class_weights=class_weights,
             mlflow_run_id=run.run_id if run is not None else None,
             techniques=applied,
+            resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from is not None else None,
+            processes=world_size,
         )
         if run is not None:
             run.log_metrics({f"final_{k}": v for k, v in result.metrics().items()}, step=result.global_steps)
         # Saved directly rather than with trainer.save_model, which adds a pickled training_args.bin.
-        # The model holds the best epoch's weights (load_best_model_at_end).
-        if tcfg.lora.enabled:
-            techniques.save_lora(model, staging, merge=tcfg.lora.merge)
-        else:
-            model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        result.write_json(staging / TRAINING_JSON)
-        _move_into_place(staging, out_dir)
+        # The model holds the best evaluation's weights. Under DDP the first process writes it.
+        if rank == 0:
+            if tcfg.lora.enabled:
+                techniques.save_lora(model, staging, merge=tcfg.lora.merge)
+            else:
+                model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            result.write_json(staging / TRAINING_JSON)
+            _move_into_place(staging, out_dir)
+        finished = True
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         if run is not None:
             run.finish(succeeded=False)
         raise
     finally:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        # Checkpoints outlive a preempted or failed run (the next attempt resumes); not a finished one.
+        if finished and rank == 0:
+            remove_run(checkpoint_root)
     if run is not None:
         run.finish(succeeded=True)
     logger.info(

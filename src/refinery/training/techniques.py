@@ -493,8 +493,10 @@ def trainer_class(
             num_items_in_batch: torch.Tensor | int | None = None,
         ) -> torch.Tensor | tuple[torch.Tensor, Any]:
             if not model.training or "labels" not in inputs:
-                # Evaluation keeps the model's own (unweighted, unsmoothed) loss.
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                # Evaluation keeps the model's own (unweighted, unsmoothed) loss. No num_items_in_batch:
+                # given one, the Trainer multiplies the loss by the number of processes (a correction
+                # meant for summed token losses), which doubled the validation loss under DDP.
+                return super().compute_loss(model, inputs, return_outputs, None)
             labels = inputs["labels"]
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
             logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
