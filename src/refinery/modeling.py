@@ -162,7 +162,9 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
     """Load a fine-tuned classifier saved with ``save_pretrained`` (safetensors) plus its tokenizer.
 
     Args:
-        model_dir: Directory holding ``config.json``, ``model.safetensors`` and the tokenizer files.
+        model_dir: Directory holding ``config.json``, ``model.safetensors`` and the tokenizer files, or
+            a LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) whose base model is
+            still where the adapter's config names it.
         max_length: Texts are truncated to this many tokens (capped at the model's position limit).
         device: torch device; default CUDA when available, else CPU.
 
@@ -178,16 +180,23 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory not found: {model_dir}")
-    if not has_safetensors(model_dir):
+    adapter = (model_dir / "adapter_config.json").is_file()
+    if not adapter and not has_safetensors(model_dir):
         raise ModelLoadError(
             f"{model_dir} holds no model.safetensors; only safetensors weights are loaded "
             "(re-save the model with save_pretrained)"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, local_files_only=True
-        )
+        if adapter:
+            # A LoRA adapter kept apart (training.lora.merge false): merged onto its base model here.
+            from refinery.training.techniques import load_lora_classifier
+
+            model = load_lora_classifier(model_dir)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, use_safetensors=True, local_files_only=True
+            )
     except Exception as exc:  # transformers/safetensors raise many unrelated types for a broken dir
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     labels = labels_from_config(model.config.id2label, model.config.num_labels, model_dir)

@@ -523,6 +523,8 @@ def test_lora_adapter_mode_saves_the_adapter_and_predicts_as_the_merged_model(
     unmerged = PeftModel.from_pretrained(base, out)
     np.testing.assert_allclose(probabilities(unmerged), merged, atol=1e-5)
     np.testing.assert_allclose(probabilities(techniques.load_lora_classifier(out)), merged, atol=1e-5)
+    # Evaluation and serving load the adapter folder like any model folder.
+    np.testing.assert_allclose(load_classifier(out).predict_proba(texts), merged, atol=1e-5)
 
 
 def test_lora_target_modules_missing_from_the_model_are_named(
