@@ -30,11 +30,17 @@ How
     model (refinery's as saved in its output directory) predicts all 872 rows of ``dev.csv`` (batches,
     padded per batch, truncated at 128 tokens) and accuracy is the share predicted right.
 
+On a CUDA GPU the same three runs use the GPU; ``--precision`` sets the mixed precision of all three
+(``auto``: bf16 where supported, else fp16, as refinery picks; the plain scripts get the same flag),
+``--compile`` turns on refinery's ``training.compile``, and each run reports its peak GPU memory
+(``torch.cuda.max_memory_allocated``, training and refinery's per-epoch evaluation).
+
 Targets (issue 5): refinery at least 2x plain-padded and at least 1.0x plain-dynamic in samples/s;
 its dev accuracy at most 0.5 points below either; and at least 88% dev accuracy with the default
 settings (those of configs/demo.yaml's training section, which are this script's defaults).
 
 Run:  python bench/train.py [--epochs E] [--lr LR] [--batch-size B] [--rows N] [--only NAME]
+          [--precision auto|bf16|fp16|fp32] [--compile] [--no-tracking] [--data DIR] [--model DIR]
 Exit: 0 when every target measured passes; 1 when one fails or a run fails; 2 when the data or the model
 is missing, or configs/demo.yaml sets a training technique the plain scripts do not reproduce.
 """
@@ -82,6 +88,11 @@ class Settings:
     batch_size: int
     rows: int | None  # train rows used (None: all); dev is always all of dev.csv
     threads: int
+    precision: str = "auto"  # training.precision; the plain scripts get what it resolves to
+    compile: bool = False  # refinery's training.compile
+    tracking: bool = True  # refinery's training.tracking (an MLflow run; off where MLflow is missing)
+    data: str = str(DATA)
+    model: str | None = None  # None: base_model_dir()
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,9 @@ class Measurement:
     train_seconds: float
     dev_accuracy: float
     note: str = ""
+    device: str = "cpu"
+    precision: str = "fp32"
+    peak_gpu_mib: float | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -106,8 +120,11 @@ class Measurement:
 # --------------------------------------------------------------------------------------------------
 
 
-def base_model_dir() -> Path | None:
-    """``models/all-MiniLM-L6-v2`` (``make base-model``), else the installed package's model folder."""
+def base_model_dir(given: str | None = None) -> Path | None:
+    """``given`` (``--model``), else ``models/all-MiniLM-L6-v2`` (``make base-model``), else the installed
+    package's model folder."""
+    if given is not None:
+        return Path(given).resolve() if (Path(given) / "config.json").is_file() else None
     if (MODEL_LINK / "config.json").is_file():
         return MODEL_LINK.resolve()
     spec = importlib.util.find_spec(MODEL_PACKAGE)
@@ -122,15 +139,15 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def read_split(name: str) -> pd.DataFrame:
-    """``sst2/<name>.csv`` as text (str) and label (int 0/1)."""
-    frame = pd.read_csv(DATA / f"{name}.csv", dtype={"text": str}, keep_default_na=False)
+def read_split(data: str, name: str) -> pd.DataFrame:
+    """``<data>/<name>.csv`` (SST-2) as text (str) and label (int 0/1)."""
+    frame = pd.read_csv(Path(data) / f"{name}.csv", dtype={"text": str}, keep_default_na=False)
     return frame.assign(label=frame["label"].astype(int))
 
 
-def train_rows(rows: int | None, seed: int) -> pd.DataFrame:
+def train_rows(data: str, rows: int | None, seed: int) -> pd.DataFrame:
     """The train rows every run uses: all of train.csv, or a seeded sample of ``rows`` of them."""
-    frame = read_split("train")
+    frame = read_split(data, "train")
     if rows is not None and rows < len(frame):
         frame = frame.sample(n=rows, random_state=seed).reset_index(drop=True)
     return frame
@@ -142,7 +159,7 @@ def run_config(settings: Settings | None = None, state: Path | None = None) -> R
     from refinery.config import load_config
 
     overrides = [
-        f"data.uri={DATA / 'train.csv'}",
+        f"data.uri={Path(settings.data if settings else DATA) / 'train.csv'}",
         f"data.labels=[{', '.join(repr(x) for x in LABELS)}]",
         f"model.max_length={MAX_LENGTH}",
     ]
@@ -151,9 +168,15 @@ def run_config(settings: Settings | None = None, state: Path | None = None) -> R
             f"training.epochs={settings.epochs}",
             f"training.learning_rate={settings.learning_rate}",
             f"training.batch_size={settings.batch_size}",
+            f"training.precision={settings.precision}",
+            f"training.compile={str(settings.compile).lower()}",
+            f"training.tracking={str(settings.tracking).lower()}",
         ]
     if state is not None:
-        overrides += [f"state_dir={state}", f"model.base={base_model_dir()}"]
+        overrides += [
+            f"state_dir={state}",
+            f"model.base={base_model_dir(settings.model if settings else None)}",
+        ]
     return load_config(DEMO_CONFIG, overrides, base=REPO)
 
 
@@ -193,13 +216,14 @@ def dev_accuracy(model: Any, tokenizer: Any, dev: pd.DataFrame, batch_size: int)
             inputs = tokenizer(
                 list(chunk["text"]), padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
             )
-            predicted = model(**inputs).logits.argmax(dim=-1).numpy()
+            predicted = model(**inputs.to(model.device)).logits.argmax(dim=-1).cpu().numpy()
             right += int((predicted == chunk["label"].to_numpy()).sum())
     return right / len(dev)
 
 
 def run_refinery(settings: Settings, train: pd.DataFrame, dev: pd.DataFrame, work: Path) -> Measurement:
     """refinery's finetune on the same rows, written in the prepared-data layout."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from refinery.training.finetune import finetune
@@ -210,7 +234,9 @@ def run_refinery(settings: Settings, train: pd.DataFrame, dev: pd.DataFrame, wor
         frame.astype({"label": str}).to_parquet(data_dir / f"{split}.parquet", index=False)
     cfg = run_config(settings, state=work / "state")
     result = finetune(cfg, data_dir, work / "model")
+    peak = peak_gpu_mib()
     model = AutoModelForSequenceClassification.from_pretrained(work / "model", local_files_only=True)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(work / "model", local_files_only=True)
     note = f"own validation accuracy {result.validation_accuracy:.4f}" + (
         ", stopped early" if result.stopped_early else ""
@@ -223,6 +249,9 @@ def run_refinery(settings: Settings, train: pd.DataFrame, dev: pd.DataFrame, wor
         train_seconds=result.train_seconds,
         dev_accuracy=dev_accuracy(model, tokenizer, dev, cfg.training.eval_batch_size),
         note=note,
+        device=device_name(),
+        precision=result.techniques.precision if result.techniques else "fp32",
+        peak_gpu_mib=peak,
     )
 
 
@@ -242,9 +271,18 @@ def run_plain(
         set_seed,
     )
 
+    from refinery.training.techniques import device_settings
+
     t = run_config(settings).training  # weight decay, warmup, scheduler, seed: as refinery's config
+    cuda = torch.cuda.is_available()
+    precision = device_settings(  # what refinery resolves training.precision to on this device
+        cuda=cuda,
+        bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        compile_requested=False,
+        precision=settings.precision,
+    )
     padded = name == "plain-padded"
-    base = base_model_dir()
+    base = base_model_dir(settings.model)
     assert base is not None  # main() checked
     set_seed(t.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
@@ -271,7 +309,9 @@ def run_plain(
         save_strategy="no",
         logging_strategy="epoch",
         train_sampling_strategy="random" if padded else "group_by_length",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not cuda,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -287,6 +327,7 @@ def run_plain(
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    peak = peak_gpu_mib()
     return Measurement(
         name=name,
         train_rows=len(dataset),
@@ -294,7 +335,24 @@ def run_plain(
         steps=int(trainer.state.global_step),
         train_seconds=seconds,
         dev_accuracy=dev_accuracy(model, tokenizer, dev, t.eval_batch_size),
+        device=device_name(),
+        precision=precision.precision,
+        peak_gpu_mib=peak,
     )
+
+
+def device_name() -> str:
+    """The GPU's name, or ``cpu``."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def peak_gpu_mib() -> float | None:
+    """The most GPU memory tensors took in this process so far, in MiB (None on CPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def _progress_lines(every_fraction: float = 0.1) -> Any:
@@ -327,7 +385,8 @@ def worker(name: str, settings: Settings, work: Path) -> Measurement:
 
     hf_logging.disable_progress_bar()  # weight-loading bars, as refinery's finetune does off a terminal
     torch.set_num_threads(settings.threads)
-    train, dev = train_rows(settings.rows, run_config(settings).training.seed), read_split("dev")
+    seed = run_config(settings).training.seed
+    train, dev = train_rows(settings.data, settings.rows, seed), read_split(settings.data, "dev")
     if name == "refinery":
         return run_refinery(settings, train, dev, work)
     return run_plain(name, settings, train, dev, work)
@@ -341,6 +400,10 @@ def measure(name: str, settings: Settings, folder: Path) -> Measurement:
     argv += ["--epochs", str(settings.epochs), "--lr", str(settings.learning_rate)]
     argv += ["--batch-size", str(settings.batch_size), "--threads", str(settings.threads)]
     argv += ["--rows", str(settings.rows)] if settings.rows is not None else []
+    argv += ["--precision", settings.precision, "--data", settings.data]
+    argv += ["--model", settings.model] if settings.model is not None else []
+    argv += ["--compile"] if settings.compile else []
+    argv += ["--no-tracking"] if not settings.tracking else []
     threads = str(settings.threads)
     env = os.environ | {
         "OMP_NUM_THREADS": threads,
@@ -363,12 +426,17 @@ def measure(name: str, settings: Settings, folder: Path) -> Measurement:
 
 def report(settings: Settings, runs: dict[str, Measurement]) -> bool:
     """Print the table, the ratios and the targets; True when every target that was measured passes."""
-    print(f"\n{'':15}{'samples/s':>10}{'train s':>9}{'epochs':>8}{'steps':>7}{'dev acc':>9}")
+    print(
+        f"\n{'':15}{'samples/s':>10}{'train s':>9}{'epochs':>8}{'steps':>7}{'dev acc':>9}{'precision':>10}"
+        f"{'peak GPU MiB':>13}"
+    )
     for m in runs.values():
+        peak = f"{m.peak_gpu_mib:.0f}" if m.peak_gpu_mib is not None else "-"
         print(
             f"{m.name:15}{m.samples_per_second:>10.1f}{m.train_seconds:>9.1f}{m.epochs_run:>8.2f}"
-            f"{m.steps:>7}{m.dev_accuracy:>9.4f}  {m.note}"
+            f"{m.steps:>7}{m.dev_accuracy:>9.4f}{m.precision:>10}{peak:>13}  {m.note}"
         )
+    print(f"device: {next(iter(runs.values())).device}" + (", refinery compiled" if settings.compile else ""))
     print(
         f"train rows {next(iter(runs.values())).train_rows}, lr {settings.learning_rate:g}, batch size"
         f" {settings.batch_size}, max_length {MAX_LENGTH}, {settings.threads} torch threads; timed:"
@@ -407,6 +475,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="default: configs/demo.yaml's training.batch_size")
     parser.add_argument("--rows", type=int, help="use a seeded sample of N train rows (smoke runs)")
     parser.add_argument("--only", choices=RUNS, action="append", help="run only this one (repeatable)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        default="auto",
+        help="training.precision for refinery and the same autocast for the plain scripts (default auto)",
+    )
+    parser.add_argument("--compile", action="store_true", help="refinery with training.compile (CUDA)")
+    parser.add_argument(
+        "--no-tracking", action="store_true", help="refinery with training.tracking false (no MLflow run)"
+    )
+    parser.add_argument("--data", default=str(DATA), help=f"SST-2 folder with train.csv, dev.csv ({DATA})")
+    parser.add_argument("--model", help="base model folder (default: models/all-MiniLM-L6-v2 or the package)")
     # Internal: a run's subprocess.
     parser.add_argument("--worker", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -416,13 +496,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    missing = [str(DATA / f) for f in ("train.csv", "dev.csv") if not (DATA / f).is_file()]
+    missing = [
+        str(Path(args.data) / f) for f in ("train.csv", "dev.csv") if not (Path(args.data) / f).is_file()
+    ]
     if missing:
         print(f"SST-2 data not found: {', '.join(missing)} (expected beside the repository)", file=sys.stderr)
         return 2
-    if base_model_dir() is None:
+    if base_model_dir(args.model) is None:
         print(
-            f"base model not found: {MODEL_LINK} (run `make base-model`) nor the {MODEL_PACKAGE} package",
+            f"base model not found: {args.model or MODEL_LINK} (run `make base-model`) nor the"
+            f" {MODEL_PACKAGE} package",
             file=sys.stderr,
         )
         return 2
@@ -433,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size if args.batch_size is not None else demo.batch_size,
         rows=args.rows,
         threads=args.threads or available_cpus(),
+        precision=args.precision,
+        compile=args.compile,
+        tracking=not args.no_tracking,
+        data=args.data,
+        model=args.model,
     )
     if args.worker:
         measurement = worker(args.worker, settings, args.work)

@@ -306,7 +306,17 @@ class TrainingConfig(_Strict):
         " factor of the one above it (the embeddings below the lowest layer).",
     )
     lora: LoraConfig = LoraConfig()
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="Mixed precision on CUDA: auto is bf16 where the GPU supports it, else fp16; fp32"
+        " turns autocast off. On CPU training is fp32 whatever this says, except bf16 when asked for.",
+    )
     compile: bool = Field(False, description="torch.compile the model (CUDA only).")
+    tracking: bool = Field(
+        True,
+        description="Log the training (parameters, per-epoch curves, final metrics) as one MLflow run in"
+        " registry.tracking_uri; false skips it.",
+    )
     processes_per_node: int = Field(
         1, ge=1, description="Data-parallel training processes (DDP), one per GPU; gloo on CPU."
     )

@@ -565,6 +565,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
         cuda=use_cuda,
         bf16_supported=use_cuda and torch.cuda.is_bf16_supported(),
         compile_requested=tcfg.compile,
+        precision=tcfg.precision,
     )
     label2id = {label: i for i, label in enumerate(labels)}
 
@@ -656,7 +657,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
                 parts=parts,
                 on_optimizer=optimizer_groups.append,
             )
-            if args.process_index == 0:  # one run per training: under DDP the first process records it
+            if tcfg.tracking and args.process_index == 0:  # one run per training, by the first process
                 run = TrainingRun.start(
                     cfg,
                     {

@@ -538,22 +538,34 @@ class DeviceSettings:
         return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
 
-def device_settings(*, cuda: bool, bf16_supported: bool, compile_requested: bool) -> DeviceSettings:
+def device_settings(
+    *, cuda: bool, bf16_supported: bool, compile_requested: bool, precision: str = "auto"
+) -> DeviceSettings:
     """The efficiency settings for the device training runs on.
 
-    On CUDA: bf16 mixed precision where the GPU supports it, else fp16; fused AdamW; PyTorch's scaled
-    dot-product attention; torch.compile when ``training.compile`` asks for it. On CPU: fp32 and the
-    Trainer's defaults, and no compilation (``training.compile`` is CUDA only; a warning says so).
+    On CUDA: mixed precision as ``precision`` says (``auto``: bf16 where the GPU supports it, else fp16);
+    fused AdamW; PyTorch's scaled dot-product attention; torch.compile when ``training.compile`` asks for
+    it. On CPU: fp32 (bf16 autocast only when asked for by name) and the Trainer's defaults, and no
+    compilation (``training.compile`` is CUDA only; a warning says so).
+
+    Raises:
+        TrainingError: ``precision`` asks for what the device cannot do (fp16 on CPU, bf16 on a GPU
+            without bf16).
     """
+    if precision == "fp16" and not cuda:
+        raise TrainingError("training.precision fp16 needs a CUDA GPU; this run has none (use auto or fp32)")
+    if precision == "bf16" and cuda and not bf16_supported:
+        raise TrainingError("training.precision bf16: this GPU does not support bf16 (use auto or fp16)")
     if not cuda:
         if compile_requested:
             logger.warning("training.compile is ignored: torch.compile is used on CUDA only")
         return DeviceSettings(
-            bf16=False, fp16=False, optim=None, attn_implementation=None, torch_compile=False
+            bf16=precision == "bf16", fp16=False, optim=None, attn_implementation=None, torch_compile=False
         )
+    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported)
     return DeviceSettings(
-        bf16=bf16_supported,
-        fp16=not bf16_supported,
+        bf16=bf16,
+        fp16=precision == "fp16" or (precision == "auto" and not bf16_supported),
         optim="adamw_torch_fused",
         attn_implementation="sdpa",
         torch_compile=compile_requested,

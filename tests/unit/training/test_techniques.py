@@ -433,6 +433,44 @@ def test_cuda_gets_mixed_precision_fused_adamw_sdpa_and_compile_on_request() -> 
     assert (fp16.bf16, fp16.fp16, fp16.precision, fp16.torch_compile) == (False, True, "fp16", False)
 
 
+@pytest.mark.parametrize(
+    ("cuda", "bf16_supported", "precision", "expected"),
+    [
+        (True, True, "fp32", "fp32"),
+        (True, True, "fp16", "fp16"),
+        (True, False, "fp16", "fp16"),
+        (True, True, "bf16", "bf16"),
+        (False, False, "auto", "fp32"),
+        (False, False, "fp32", "fp32"),
+        (False, False, "bf16", "bf16"),
+    ],
+)
+def test_precision_setting_picks_the_autocast(
+    cuda: bool, bf16_supported: bool, precision: str, expected: str
+) -> None:
+    chosen = techniques.device_settings(
+        cuda=cuda, bf16_supported=bf16_supported, compile_requested=False, precision=precision
+    )
+    assert chosen.precision == expected
+    assert not (chosen.bf16 and chosen.fp16)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16_supported", "precision", "message"),
+    [
+        (False, False, "fp16", "fp16 needs a CUDA GPU"),
+        (True, False, "bf16", "does not support bf16"),
+    ],
+)
+def test_precision_the_device_cannot_do_is_refused(
+    cuda: bool, bf16_supported: bool, precision: str, message: str
+) -> None:
+    with pytest.raises(TrainingError, match=message):
+        techniques.device_settings(
+            cuda=cuda, bf16_supported=bf16_supported, compile_requested=False, precision=precision
+        )
+
+
 def test_cpu_trains_in_fp32_and_ignores_compile(
     make_config: Callable[..., Any], data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -575,3 +613,12 @@ def test_each_training_is_an_mlflow_run_with_params_and_epoch_curves(
     assert final["final_validation_macro_f1"] == pytest.approx(result.best_validation_macro_f1)
     assert final["final_trainable_parameters"] == result.techniques.trainable_parameters  # type: ignore[union-attr]
     assert final["final_global_steps"] == 12.0
+
+
+def test_tracking_off_opens_no_mlflow_run(
+    make_config: Callable[..., Any], small_data: Path, tmp_path: Path
+) -> None:
+    cfg = make_config([*LEARN, "training.max_steps=2", "training.tracking=false"])
+    result = finetune(cfg, small_data, tmp_path / "out")
+    assert result.mlflow_run_id is None and result.global_steps == 2
+    assert training_runs(cfg) == []
