@@ -30,10 +30,14 @@ How
     model (refinery's as saved in its output directory) predicts all 872 rows of ``dev.csv`` (batches,
     padded per batch, truncated at 128 tokens) and accuracy is the share predicted right.
 
-On a CUDA GPU the same three runs use the GPU; ``--precision`` sets the mixed precision of all three
-(``auto``: bf16 where supported, else fp16, as refinery picks; the plain scripts get the same flag),
-``--compile`` turns on refinery's ``training.compile``, and each run reports its peak GPU memory
-(``torch.cuda.max_memory_allocated``, training and refinery's per-epoch evaluation).
+Precision: by default refinery runs with its own ``training.precision: auto`` (bf16 autocast on a GPU
+with bf16 and on a CPU with native bf16 instructions, else fp32/fp16) and the plain scripts as plain
+scripts run, in fp32. ``--precision P`` gives all three the same autocast instead (refinery
+``training.precision=P``, the plain scripts the flags it resolves to), to compare like with like.
+
+On a CUDA GPU the same three runs use the GPU; ``--compile`` turns on refinery's ``training.compile``,
+and each run reports its peak GPU memory (``torch.cuda.max_memory_allocated``, training and refinery's
+per-epoch evaluation).
 
 Targets (issue 5): refinery at least 2x plain-padded and at least 1.0x plain-dynamic in samples/s;
 its dev accuracy at most 0.5 points below either; and at least 88% dev accuracy with the default
@@ -88,7 +92,7 @@ class Settings:
     batch_size: int
     rows: int | None  # train rows used (None: all); dev is always all of dev.csv
     threads: int
-    precision: str = "auto"  # training.precision; the plain scripts get what it resolves to
+    precision: str | None = None  # all three runs' autocast; None: refinery's auto, plain scripts fp32
     compile: bool = False  # refinery's training.compile
     tracking: bool = True  # refinery's training.tracking (an MLflow run; off where MLflow is missing)
     data: str = str(DATA)
@@ -168,7 +172,7 @@ def run_config(settings: Settings | None = None, state: Path | None = None) -> R
             f"training.epochs={settings.epochs}",
             f"training.learning_rate={settings.learning_rate}",
             f"training.batch_size={settings.batch_size}",
-            f"training.precision={settings.precision}",
+            f"training.precision={settings.precision or 'auto'}",
             f"training.compile={str(settings.compile).lower()}",
             f"training.tracking={str(settings.tracking).lower()}",
         ]
@@ -271,15 +275,15 @@ def run_plain(
         set_seed,
     )
 
-    from refinery.training.techniques import device_settings
+    from refinery.training.techniques import cpu_native_bf16, device_settings
 
     t = run_config(settings).training  # weight decay, warmup, scheduler, seed: as refinery's config
     cuda = torch.cuda.is_available()
-    precision = device_settings(  # what refinery resolves training.precision to on this device
+    precision = device_settings(  # what refinery resolves --precision to on this device; plain: fp32
         cuda=cuda,
-        bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        bf16_supported=torch.cuda.is_bf16_supported() if cuda else cpu_native_bf16(),
         compile_requested=False,
-        precision=settings.precision,
+        precision=settings.precision or "fp32",
     )
     padded = name == "plain-padded"
     base = base_model_dir(settings.model)
@@ -400,7 +404,8 @@ def measure(name: str, settings: Settings, folder: Path) -> Measurement:
     argv += ["--epochs", str(settings.epochs), "--lr", str(settings.learning_rate)]
     argv += ["--batch-size", str(settings.batch_size), "--threads", str(settings.threads)]
     argv += ["--rows", str(settings.rows)] if settings.rows is not None else []
-    argv += ["--precision", settings.precision, "--data", settings.data]
+    argv += ["--precision", settings.precision] if settings.precision else []
+    argv += ["--data", settings.data]
     argv += ["--model", settings.model] if settings.model is not None else []
     argv += ["--compile"] if settings.compile else []
     argv += ["--no-tracking"] if not settings.tracking else []
@@ -478,8 +483,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp16", "fp32"),
-        default="auto",
-        help="training.precision for refinery and the same autocast for the plain scripts (default auto)",
+        help="the same autocast for all three runs (default: refinery's auto, the plain scripts fp32)",
     )
     parser.add_argument("--compile", action="store_true", help="refinery with training.compile (CUDA)")
     parser.add_argument(

@@ -308,8 +308,9 @@ class TrainingConfig(_Strict):
     lora: LoraConfig = LoraConfig()
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto",
-        description="Mixed precision on CUDA: auto is bf16 where the GPU supports it, else fp16; fp32"
-        " turns autocast off. On CPU training is fp32 whatever this says, except bf16 when asked for.",
+        description="Mixed precision: on CUDA auto is bf16 where the GPU supports it, else fp16; on CPU"
+        " auto is bf16 where the CPU multiplies bf16 natively (AVX512-BF16, AMX), else fp32. fp32 turns"
+        " autocast off; fp16 needs CUDA.",
     )
     compile: bool = Field(False, description="torch.compile the model (CUDA only).")
     tracking: bool = Field(

@@ -563,7 +563,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
     device = torch.cuda.get_device_name(0) if use_cuda else "cpu"
     settings = techniques.device_settings(
         cuda=use_cuda,
-        bf16_supported=use_cuda and torch.cuda.is_bf16_supported(),
+        bf16_supported=torch.cuda.is_bf16_supported() if use_cuda else techniques.cpu_native_bf16(),
         compile_requested=tcfg.compile,
         precision=tcfg.precision,
     )

@@ -538,6 +538,14 @@ class DeviceSettings:
         return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), which makes bf16 autocast pay off."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch 2.x: probed
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def device_settings(
     *, cuda: bool, bf16_supported: bool, compile_requested: bool, precision: str = "auto"
 ) -> DeviceSettings:
@@ -545,7 +553,8 @@ def device_settings(
 
     On CUDA: mixed precision as ``precision`` says (``auto``: bf16 where the GPU supports it, else fp16);
     fused AdamW; PyTorch's scaled dot-product attention; torch.compile when ``training.compile`` asks for
-    it. On CPU: fp32 (bf16 autocast only when asked for by name) and the Trainer's defaults, and no
+    it. On CPU (``bf16_supported``: the CPU has native bf16, see :func:`cpu_native_bf16`): ``auto`` is
+    bf16 autocast where the CPU has native bf16, else fp32; the Trainer's defaults otherwise, and no
     compilation (``training.compile`` is CUDA only; a warning says so).
 
     Raises:
@@ -559,8 +568,9 @@ def device_settings(
     if not cuda:
         if compile_requested:
             logger.warning("training.compile is ignored: torch.compile is used on CUDA only")
+        bf16 = precision == "bf16" or (precision == "auto" and bf16_supported)
         return DeviceSettings(
-            bf16=precision == "bf16", fp16=False, optim=None, attn_implementation=None, torch_compile=False
+            bf16=bf16, fp16=False, optim=None, attn_implementation=None, torch_compile=False
         )
     bf16 = precision == "bf16" or (precision == "auto" and bf16_supported)
     return DeviceSettings(

@@ -111,6 +111,22 @@ def test_finetune_learns_and_saves_a_safetensors_model(
     assert all(isinstance(v, float) for v in metrics.values())
 
 
+def test_max_length_truncates_what_the_model_sees(make_config: Callable[..., object], tmp_path: Path) -> None:
+    """The sentiment word comes after ten words: cut at 8 tokens, every text reads the same and nothing
+    is learned; at 32 the word is seen and the task is learned."""
+    padded = [learnable(240, seed=1), learnable(60, seed=2)]
+    for frame in padded:
+        frame["text"] = "the " * 10 + frame["text"].str.split(" is ").str[1]
+    data = write_splits(tmp_path / "prefixed", *padded)
+    scores = {}
+    for length in (8, 32):
+        cfg = make_config([*LEARN, "training.epochs=3", f"model.max_length={length}"])
+        result = finetune(cfg, data, tmp_path / f"len{length}")
+        assert result.max_length == length
+        scores[length] = result.best_validation_macro_f1
+    assert scores[8] < 0.6 < 0.9 < scores[32]
+
+
 def test_early_stopping_ends_training_when_macro_f1_stalls(
     make_config: Callable[..., object], data_dir: Path, tmp_path: Path
 ) -> None:

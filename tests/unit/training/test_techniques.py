@@ -407,6 +407,55 @@ def test_scheduler_type_shapes_the_learning_rate(
     assert result.techniques is not None and result.techniques.scheduler == scheduler
 
 
+def test_warmup_ramps_the_learning_rate_up_first(
+    make_config: Callable[..., Any], small_data: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(
+        [
+            *LEARN,
+            "training.epochs=4",
+            "training.early_stopping_patience=4",
+            "training.warmup_ratio=0.5",
+            "training.scheduler=constant_with_warmup",
+        ]
+    )
+    result = finetune(cfg, small_data, tmp_path / "out")
+    # 16 steps, the first 8 warming up: the rate at steps 3 and 7 (from 0) is 3/8 and 7/8 of the peak.
+    expected = [0.005 * 3 / 8, 0.005 * 7 / 8, 0.005, 0.005]
+    assert [h["learning_rate"] for h in result.history] == pytest.approx(expected, rel=1e-5)
+
+
+def test_weight_decay_shrinks_weights_that_get_no_gradient(
+    make_config: Callable[..., Any], tiny_model_dir: Path, small_data: Path, tmp_path: Path
+) -> None:
+    """Embedding rows of tokens that never occur get no gradient: AdamW's decoupled decay alone moves
+    them, scaling each row down and keeping its direction; without decay they stay as loaded."""
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    key = "bert.embeddings.word_embeddings.weight"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [
+        *pd.read_parquet(small_data / "train.parquet")["text"],
+        *pd.read_parquet(small_data / "validation.parquet")["text"],
+    ]
+    used = {i for ids in tokenizer(texts)["input_ids"] for i in ids}
+    initial = load_file(tiny_model_dir / "model.safetensors")[key]
+    # Rows of tokens no text uses, leaving out all-zero rows (the padding token's).
+    unused = [i for i in sorted(set(range(len(tokenizer))) - used) if np.abs(initial[i]).sum() > 0]
+    assert len(unused) > 50
+    loaded = initial[unused]
+    rows = {}
+    for decay in (0.0, 2.0):
+        cfg = make_config([*LEARN, "training.epochs=2", f"training.weight_decay={decay}"])
+        finetune(cfg, small_data, tmp_path / f"wd{decay}")
+        rows[decay] = load_file(tmp_path / f"wd{decay}" / "model.safetensors")[key][unused]
+    np.testing.assert_array_equal(rows[0.0], loaded)
+    scale = np.linalg.norm(rows[2.0], axis=1) / np.linalg.norm(loaded, axis=1)
+    assert (scale < 0.99).all() and np.ptp(scale) < 1e-4  # one factor for every row: the decay
+    np.testing.assert_allclose(rows[2.0], loaded * scale[:, None], rtol=1e-4, atol=1e-7)
+
+
 def test_gradient_accumulation_takes_fewer_optimizer_steps(
     make_config: Callable[..., Any], data_dir: Path, tmp_path: Path
 ) -> None:
@@ -441,6 +490,8 @@ def test_cuda_gets_mixed_precision_fused_adamw_sdpa_and_compile_on_request() -> 
         (True, False, "fp16", "fp16"),
         (True, True, "bf16", "bf16"),
         (False, False, "auto", "fp32"),
+        (False, True, "auto", "bf16"),
+        (False, True, "fp32", "fp32"),
         (False, False, "fp32", "fp32"),
         (False, False, "bf16", "bf16"),
     ],
@@ -471,18 +522,33 @@ def test_precision_the_device_cannot_do_is_refused(
         )
 
 
-def test_cpu_trains_in_fp32_and_ignores_compile(
+def test_cpu_ignores_compile_and_autocasts_bf16_only_with_native_bf16(
     make_config: Callable[..., Any], data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="refinery.training.techniques"):
         result = finetune(
-            make_config([*LEARN, "training.max_steps=1", "training.compile=true"]), data_dir, tmp_path / "out"
+            make_config([*LEARN, "training.max_steps=1", "training.compile=true", "training.precision=auto"]),
+            data_dir,
+            tmp_path / "out",
         )
     assert "training.compile is ignored: torch.compile is used on CUDA only" in caplog.text
     applied = result.techniques
     assert applied is not None
-    assert (applied.precision, applied.compiled) == ("fp32", False)
+    assert (applied.precision, applied.compiled) == (
+        "bf16" if techniques.cpu_native_bf16() else "fp32",
+        False,
+    )
     assert applied.optimizer == "adamw_torch_fused"  # the Trainer's default with torch >= 2.8
+
+
+def test_bf16_on_cpu_trains_and_learns(
+    make_config: Callable[..., Any], data_dir: Path, tmp_path: Path
+) -> None:
+    result = finetune(
+        make_config([*LEARN, "training.epochs=3", "training.precision=bf16"]), data_dir, tmp_path / "out"
+    )
+    assert result.techniques is not None and result.techniques.precision == "bf16"
+    assert result.best_validation_macro_f1 >= 0.9
 
 
 # -- LoRA ----------------------------------------------------------------------------------------------------
