@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BASE_IMAGE := localhost/refinery-base:bookworm
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 
-.PHONY: install base-model demo test test-fast lint compile clean podman base-image image-context image image-gpu images
+.PHONY: install base-model demo test test-fast lint compile clean postgres podman base-image image-context image image-gpu images
 
 install: $(VENV)/.installed
 
@@ -48,11 +48,11 @@ demo: base-model
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
 
 # The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
-test: install images
+test: install postgres images
 	$(BIN)/pytest -q
 
 # No pipelines, servers or containers: a minute or two.
-test-fast: install
+test-fast: install postgres
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
@@ -65,6 +65,14 @@ compile: install
 
 clean:
 	rm -rf .refinery build data/demo models
+
+# PostgreSQL's server binaries (initdb, pg_ctl) from Debian: the tests start a throwaway server with them
+# (tests/postgres.py) to run the registry, inference log and trigger log on PostgreSQL beside sqlite.
+# The package's own cluster is not used. dpkg's chatter is dropped; errors still show.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { echo "installing Debian's postgresql package"; $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
 # --- container images, built without a registry -------------------------------------------------------
 # runc: containers.conf selects it (crun fails on this machine's mixed cgroup v1/v2 hierarchy).

@@ -1,4 +1,4 @@
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(
@@ -6,13 +6,28 @@ def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Output[Artifact],
+    predictions: Output[Dataset],
+    report: Output[HTML],
     metrics: Output[Metrics],
-    confusion_matrix: Output[ClassificationMetrics],
+    classification: Output[ClassificationMetrics],
 ):
-    """Challenger and current champion on the same test set."""
+    """Challenger and current champion on the same test set: metrics, plots, predictions of both."""
+    import pandas as pd
+
+    from refinery.evaluation.evaluate import roc_points
     from refinery.orchestration import steps
 
-    result = steps.evaluate(config, data_dir=dataset.path, model_dir=model.path, out_dir=evaluation.path)
+    result = steps.evaluate(
+        config,
+        data_dir=dataset.path,
+        model_dir=model.path,
+        out_dir=evaluation.path,
+        predictions_path=predictions.path,
+        report_path=report.path,
+    )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
-    confusion_matrix.log_confusion_matrix(list(result.labels), result.challenger.confusion_matrix)
+    classification.log_confusion_matrix(list(result.labels), result.challenger.confusion_matrix)
+    roc = roc_points(result.labels, pd.read_parquet(predictions.path))
+    if roc is not None:
+        classification.log_roc_curve(*roc)

@@ -7,9 +7,11 @@ def register(
     model: Input[Model],
     dataset: Input[Dataset],
     evaluation: Input[Artifact],
+    validation: Input[Artifact],
+    decision: Input[Artifact],
     registration: Output[Artifact],
 ) -> str:
-    """Register the challenger with lineage tags; returns the new version."""
+    """Register the challenger with lineage tags and its model card; returns the new version."""
     from refinery.orchestration import steps
 
     return steps.register(
@@ -19,4 +21,6 @@ def register(
         evaluation_dir=evaluation.path,
         run_id=run_id,
         out_dir=registration.path,
+        validation_dir=validation.path,
+        decision_dir=decision.path,
     ).version

@@ -91,6 +91,8 @@ def build_training_pipeline(
                 model=model,
                 dataset=prepared.outputs["dataset"],
                 evaluation=evaluated.outputs["evaluation"],
+                validation=validated.outputs["validation"],
+                decision=decided.outputs["decision"],
             )
             version = registered.outputs["Output"]
             packaged = ops.package(config=config, version=version)

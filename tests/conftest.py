@@ -9,6 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# A throwaway PostgreSQL server and per-test databases: postgres_server, postgres_url, sql_url.
+pytest_plugins = ["tests.postgres"]
+
 # Tests never touch the network or phone home; set before any library reads them.
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",

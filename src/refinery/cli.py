@@ -163,6 +163,78 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.execve(argv[0], argv, {**os.environ, **env})
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from refinery.registry.mlflow_registry import Registry
+
+    cfg = _config(args)
+    registry = Registry(cfg.registry)  # refuses an unresolved (empty) tracking_uri
+    uri = cfg.registry.tracking_uri or ""
+    if uri.partition("://")[0].lower() in {"http", "https"}:
+        print(f"the registry is an MLflow server; its UI is at {registry.uri}")
+        return EXIT_OK
+    # Reach the store first: an unreachable database fails here in seconds, naming it, instead of
+    # MLflow's engine creation retrying for minutes.
+    champion = registry.champion()
+    # The store URI goes in the environment, not argv, so a password in it does not show in `ps`.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port)]
+    argv += ["--workers", "1"]
+    if cfg.registry.artifact_location:
+        # Runs keep their own artifact location; the server reads them there rather than proxying.
+        argv += ["--default-artifact-root", cfg.registry.artifact_location, "--no-serve-artifacts"]
+    state = f"champion version {champion.version}" if champion else "no champion yet"
+    print(
+        f"MLflow UI for {registry.uri} ({cfg.registry.model_name}: {state}) on http://{args.host}:{args.port}",
+        flush=True,
+    )
+    # Become the server (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no GenAI job runner beside it).
+    os.execve(sys.executable, argv, env)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from refinery.registry.mlflow_registry import Registry
+
+    registry = Registry(_config(args).registry)
+    versions = registry.versions()
+    if not versions:
+        print(f"{registry.name}: no versions yet ({registry.uri})")
+        return EXIT_OK
+    print(f"{'version':>8}  {'aliases':<22}{'test macro-F1':>14}  {'gate':<34}pipeline run")
+    for info in versions:
+        tags = info.tags
+        print(
+            f"{info.version:>8}  {','.join(info.aliases) or '-':<22}{tags.get('test_macro_f1', '-'):>14}  "
+            f"{tags.get('gate', '-'):<34}{tags.get('pipeline_run_id', '-')}"
+        )
+    return EXIT_OK
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from refinery.registry.mlflow_registry import Registry
+
+    cfg = _config(args)
+    registry = Registry(cfg.registry)
+    info = registry.resolve(args.reference)
+    print(
+        f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}  run: {info.run_id}"
+    )
+    for key in sorted(info.tags):
+        print(f"  {key}: {info.tags[key]}")
+    uri = cfg.registry.tracking_uri
+    card = (
+        MlflowClient(tracking_uri=uri, registry_uri=uri)
+        .get_model_version(info.name, info.version)
+        .description
+    )
+    if card:
+        print("\n" + card)
+    return EXIT_OK
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from refinery.packaging.container import containerize
     from refinery.registry.mlflow_registry import Registry
@@ -294,6 +366,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the champion's Bento with BentoML")
     _add_config_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ui", help="browse the registry's versions with the MLflow UI (mlflow server)")
+    _add_config_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("models", help="the registered versions: list them, show one")
+    models = p.add_subparsers(dest="models_command", required=True, metavar="{list,show}")
+    m = models.add_parser("list", help="every version with its aliases, test macro-F1 and gate verdict")
+    _add_config_args(m)
+    m.set_defaults(func=cmd_models_list)
+    m = models.add_parser("show", help="one version's tags and model card")
+    _add_config_args(m)
+    m.add_argument(
+        "reference", nargs="?", help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION (default: the champion)"
+    )
+    m.set_defaults(func=cmd_models_show)
 
     p = sub.add_parser("package", help="build the serving container image of a registered version's Bento")
     _add_config_args(p)

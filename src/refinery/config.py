@@ -10,10 +10,11 @@ to pipeline steps running in other processes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,6 +187,11 @@ class DataConfig(_Strict):
         None, description="A given validation split (else it is split off data.uri)."
     )
     test_uri: str | None = Field(None, description="A given test split (else it is split off data.uri).")
+    retention_uri: str | None = Field(
+        None,
+        description="An earlier domain's labelled data (say, what the champion was trained on) both models"
+        " are scored on, against catastrophic forgetting; same columns and labels as data.uri.",
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "utf-8"
     text_column: str = "text"
@@ -194,6 +200,11 @@ class DataConfig(_Strict):
         None, description="Rows sharing a value here (an author, a product) never straddle splits."
     )
     labels: tuple[str, ...] = Field(description="The declared label set, in class-index order.")
+    slice_columns: tuple[str, ...] = Field(
+        (),
+        description="Columns (a product category, a language) the evaluation scores each value of and"
+        " the gate checks slice by slice; kept in the prepared validation and test splits.",
+    )
     split: SplitConfig = SplitConfig()
     validation: ValidationConfig = ValidationConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -215,9 +226,13 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> DataConfig:
-        named = [c for c in (self.text_column, self.label_column, self.group_column) if c]
+        named = [
+            c for c in (self.text_column, self.label_column, self.group_column, *self.slice_columns) if c
+        ]
         if len(set(named)) != len(named):
-            raise ValueError("text_column, label_column and group_column must be different columns")
+            raise ValueError(
+                "text_column, label_column, group_column and slice_columns must be different columns"
+            )
         return self
 
     def split_uris(self) -> dict[str, str]:
@@ -404,16 +419,118 @@ class HpoConfig(_Strict):
         return [self.parallelism] * full + ([rest] if rest else [])
 
 
-class GateConfig(_Strict):
-    """Promotion rules: an absolute floor and a tolerance against the champion."""
+# Metrics the gate's thresholds may name: higher is better for the first group, lower for the second.
+HIGHER_IS_BETTER = ("accuracy", "macro_f1", "roc_auc", "average_precision")
+LOWER_IS_BETTER = ("log_loss", "ece", "mean_latency_ms", "p95_latency_ms")
+_SHARES = (*HIGHER_IS_BETTER, "ece")
+GateMetric = Literal[
+    "accuracy",
+    "macro_f1",
+    "roc_auc",
+    "average_precision",
+    "log_loss",
+    "ece",
+    "mean_latency_ms",
+    "p95_latency_ms",
+]
 
-    min_macro_f1: float = Field(0.7, ge=0, le=1)
-    max_regression: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="How far below the champion's macro-F1 the challenger may be and still pass.",
+
+def _metric_limits(**limits: float) -> dict[GateMetric, float]:
+    # The names are checked by GateConfig._directions_and_ranges like any configured ones.
+    return cast("dict[GateMetric, float]", dict(limits))
+
+
+class SignificanceConfig(_Strict):
+    """Challenger against champion beyond noise: a paired bootstrap of the macro-F1 difference and
+    McNemar's test on the rows exactly one of them gets right."""
+
+    mode: Literal["off", "not_worse", "better"] = Field(
+        "not_worse",
+        description="not_worse: reject a challenger significantly worse than the champion; better: accept"
+        " only one significantly better; off: skip both tests.",
     )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Of the bootstrap interval.")
+    resamples: int = Field(1000, ge=100, le=100_000)
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="McNemar's significance level.")
+    seed: int = 0
+
+
+class SliceRulesConfig(_Strict):
+    """Per-slice non-regression: every slice (a value of a data.slice_columns column, or a text-length
+    bucket) with enough test rows must not fall further behind the champion than allowed."""
+
+    enabled: bool = True
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    min_size: int = Field(50, ge=1, description="Slices with fewer test rows are reported, not judged.")
+    max_regression: float = Field(0.05, ge=0, le=1)
+
+
+class RetentionRulesConfig(_Strict):
+    """Against catastrophic forgetting: on data.retention_uri the challenger keeps up with the champion."""
+
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1"
+    max_regression: float = Field(0.01, ge=0, le=1)
+
+
+class GateConfig(_Strict):
+    """Promotion rules. Absolute limits judge every model; the rest compare the challenger with the
+    champion on the same rows and apply only when there is a champion."""
+
+    min: dict[GateMetric, float] = Field(
+        default_factory=lambda: _metric_limits(macro_f1=0.7),
+        description=f"Lowest allowed value per metric ({', '.join(HIGHER_IS_BETTER)}).",
+    )
+    max: dict[GateMetric, float] = Field(
+        default_factory=dict,
+        description=f"Highest allowed value per metric ({', '.join(LOWER_IS_BETTER)}; latency in ms).",
+    )
+    max_regression: dict[GateMetric, float] = Field(
+        default_factory=lambda: _metric_limits(macro_f1=0.0),
+        description="How much worse than the champion the challenger may be, per metric.",
+    )
+    significance: SignificanceConfig = SignificanceConfig()
+    slices: SliceRulesConfig = SliceRulesConfig()
+    retention: RetentionRulesConfig = RetentionRulesConfig()
+
+    @model_validator(mode="after")
+    def _directions_and_ranges(self) -> GateConfig:
+        wrong = [f"min.{m}" for m in self.min if m not in HIGHER_IS_BETTER]
+        wrong += [f"max.{m}" for m in self.max if m not in LOWER_IS_BETTER]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)}: min takes {', '.join(HIGHER_IS_BETTER)}; max takes"
+                f" {', '.join(LOWER_IS_BETTER)}"
+            )
+        limits = [
+            (f"{name}.{metric}", value)
+            for name in ("min", "max", "max_regression")
+            for metric, value in getattr(self, name).items()
+        ]
+        # Scores and calibration error are shares (0..1); log loss and latency are only non-negative.
+        bad = [key for key, value in limits if value < 0 or (value > 1 and key.split(".")[1] in _SHARES)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: out of range (0..1 for scores and ece, >= 0 otherwise)")
+        return self
+
+
+class EvaluationConfig(_Strict):
+    """How challenger and champion are scored."""
+
+    length_buckets: tuple[int, ...] = Field(
+        (60, 200),
+        description="Text-length slice edges in characters: (60, 200) makes <=60, 61-200 and >200.",
+    )
+    calibration_bins: int = Field(15, ge=2, le=100)
+    latency_samples: int = Field(
+        200, ge=0, description="Test rows predicted one at a time to measure per-example latency (0: skip)."
+    )
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b <= a for a, b in itertools.pairwise(value)) or any(v < 1 for v in value):
+            raise ValueError("must be positive and strictly increasing")
+        return value
 
 
 class RegistryConfig(_Strict):
@@ -525,6 +642,7 @@ class RunConfig(_Strict):
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     packaging: PackagingConfig = PackagingConfig()
@@ -585,7 +703,7 @@ def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
     d = config.to_dict()
     d["state_dir"] = str(state)
     data = d["data"]
-    for key in ("uri", "validation_uri", "test_uri"):
+    for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
         if data[key]:
             data[key] = _absolute(data[key], base)
     augment = data["prepare"]["augment"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 from tests.conftest import LABELS, REPO_ROOT, config_in
+from tests.processes import free_port
 from tests.serving.serving_support import wait_until_ready
 
 from refinery.config import RunConfig
@@ -51,12 +51,6 @@ def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Built:
     cfg: RunConfig
@@ -85,7 +79,7 @@ def container(built: Built) -> Iterator[tuple[str, httpx.Client]]:
     """The image running as k8s/base/deployment.yaml runs it: read-only root file system, HOME=/tmp,
     a writable volume for BentoML's metrics folder, the inference log URL in the environment."""
     name = f"refinery-serving-test-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     _podman(
         "run",
         "--detach",

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from tests.broken_data import CORPUS, BrokenDataset
 from tests.conftest import REPO_ROOT
+from tests.processes import free_port
 
 from refinery.config import RunConfig, load_config
 from refinery.gitops.repo import current_release
@@ -89,7 +90,7 @@ def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop)
     assert (release.model_version, release.bento_tag) == (champion.version, champion.tags["bento_tag"])
     assert champion.tags["gitops_commit"] == _gitops_head(cfg)
     assert "champion" in first.to_text()
-    assert first.steps["evaluate"]["challenger"]["macro_f1"] >= cfg.gate.min_macro_f1
+    assert first.steps["evaluate"]["challenger"]["macro_f1"] >= cfg.gate.min["macro_f1"]
 
 
 def test_worse_challenger_is_not_promoted(loop) -> None:
@@ -101,9 +102,7 @@ def test_worse_challenger_is_not_promoted(loop) -> None:
     summary = run_training(cfg)
     assert summary.succeeded  # the pipeline worked; the gate said no
     assert not summary.decision["passed"]
-    assert any(
-        r["name"] == "no_regression_vs_champion" and not r["passed"] for r in summary.decision["rules"]
-    )
+    assert any(r["name"] == "max_regression.macro_f1" and not r["passed"] for r in summary.decision["rules"])
     assert registry.champion().version == first.steps["register"]["version"]
     assert {v.version for v in registry.versions()} == before_versions
     assert _gitops_head(cfg) == head
@@ -151,14 +150,6 @@ def test_broken_data_stops_the_run_at_validate_data_and_nothing_is_registered(
     assert not (Path(cfg.packaging.bentoml_home) / "bentos").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: Path) -> None:
     """The back half of the loop through the CLI: `refinery serve`, `predict`, `monitor` twice."""
     import subprocess
@@ -172,7 +163,7 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
 
     make, _first, cli_args = loop
     cfg = make()
-    port = _free_port()
+    port = free_port()
     serve_args = [*cli_args, "--set", f"serving.port={port}"]
     drifted = tmp_path / "drifted.csv"
     generate_reviews(n=300, seed=5, drifted=True).to_csv(drifted, index=False)

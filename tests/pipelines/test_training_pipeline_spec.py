@@ -156,3 +156,18 @@ def test_a_search_compiles_to_rounds_of_parallel_trials_on_the_gpu_image(tmp_pat
     executors = spec["deploymentSpec"]["executors"]
     assert executors["exec-finetune-trial"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
     assert "resources" not in executors["exec-merge-round"]["container"]
+
+
+def test_evaluate_shows_metrics_plots_report_and_predictions_as_artifacts(
+    compiled: tuple[Path, dict],
+) -> None:
+    _, spec = compiled
+    outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
+    kinds = {name: o["artifactType"]["schemaTitle"] for name, o in outputs.items()}
+    assert kinds == {
+        "evaluation": "system.Artifact",
+        "predictions": "system.Dataset",
+        "report": "system.HTML",
+        "metrics": "system.Metrics",
+        "classification": "system.ClassificationMetrics",
+    }

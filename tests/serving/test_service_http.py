@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.processes import free_port, stop_group
 from tests.serving.serving_support import (
     MAX_BATCH_ITEMS,
     MAX_TEXT_CHARS,
@@ -27,26 +26,9 @@ LABELS = {"negative", "positive"}
 READY_TIMEOUT_S = 90
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server and the workers it started (its own process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(packaged: Packaged, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    port = _free_port()
+    port = free_port()
     cfg = packaged.cfg.model_copy(update={"serving": packaged.cfg.serving.model_copy(update={"port": port})})
     argv, env = serve_command(cfg, packaged.result.bento_tag)
     log_path = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
@@ -70,7 +52,7 @@ def server(packaged: Packaged, tmp_path_factory: pytest.TempPathFactory) -> Iter
         with httpx.Client(base_url=base_url, timeout=30) as client:
             yield client
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def _check_predictions(body: object, n: int) -> None:

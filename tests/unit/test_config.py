@@ -37,9 +37,9 @@ def test_broken_configs_are_rejected_with_the_dotted_path(case: Path) -> None:
 
 def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
     cfg = load_config(
-        REPO / "configs" / "test.yaml", ["training.epochs=5", "gate.min_macro_f1=0.9"], base=REPO
+        REPO / "configs" / "test.yaml", ["training.epochs=5", "gate.min.macro_f1=0.9"], base=REPO
     )
-    assert cfg.training.epochs == 5 and cfg.gate.min_macro_f1 == 0.9
+    assert cfg.training.epochs == 5 and cfg.gate.min["macro_f1"] == 0.9
     with pytest.raises(ConfigError, match=r"training\.epochz: unknown key"):
         load_config(REPO / "configs" / "test.yaml", ["training.epochz=5"], base=REPO)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):

@@ -23,7 +23,8 @@ Steps, in order (every count goes into :class:`PreparedData` and the step's metr
 
 Output layout (the contract the training, evaluation, registry and monitoring stages read):
 
-- ``train.parquet``, ``validation.parquet``, ``test.parquet``: columns ``text`` and ``label`` (strings),
+- ``train.parquet``, ``validation.parquet``, ``test.parquet``: columns ``text`` and ``label`` (strings);
+  validation and test also hold ``data.slice_columns`` (strings, a missing value as ``(missing)``),
 - ``reference.parquet``: :func:`~refinery.monitoring.descriptors.text_descriptors` of the training texts
   plus ``label``, the per-text reference drift monitoring compares served requests against,
 - ``profile.json``: :class:`~refinery.data.profile.DataProfile` of the training texts (length and word
@@ -64,6 +65,7 @@ SPLITS = ("train", "validation", "test")
 OUTPUT_FILES = (*(f"{name}.parquet" for name in SPLITS), "reference.parquet", "profile.json")
 _KEY = "_key"
 _GROUP = "_group"
+MISSING_SLICE = "(missing)"  # a slice column's value for rows that have none
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ def _check_columns(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool
     named = [(data.text_column, "data.text_column"), (data.label_column, "data.label_column")]
     if group and data.group_column:
         named.append((data.group_column, "data.group_column"))
+    named += [(column, "data.slice_columns") for column in data.slice_columns]
     for column, key in named:
         if column not in frame.columns:
             raise DataError(f"{uri}: column '{column}' ({key}) is missing; found {list(frame.columns)}")
@@ -275,6 +278,8 @@ def _clean(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool) -> _Cl
     )
     if group and data.group_column:
         table[_GROUP] = stringify(frame[data.group_column]).to_numpy(dtype=object)
+    for column in data.slice_columns:
+        table[column] = stringify(frame[column]).fillna(MISSING_SLICE).to_numpy(dtype=object)
     table = table[~blank].reset_index(drop=True)
     table[_KEY] = key_hashes(comparison_keys(table["text"], clean=True)).to_numpy()
 
@@ -475,7 +480,11 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
 
     given = {name: c.table for name, c in cleaned.items() if name != "train"}
     parts, leaked_removed = _remove_leakage(_split(cleaned["train"].table, given, cfg), uris)
-    parts = {name: part[["text", "label"]] for name, part in parts.items()}
+    # Slice columns stay in the held-out splits, where evaluation scores by them; train is text and label.
+    slices = list(cfg.data.slice_columns)
+    parts = {
+        name: part[["text", "label", *([] if name == "train" else slices)]] for name, part in parts.items()
+    }
 
     # The reference and the profile describe the data as it is, before resampling or augmentation.
     reference = text_descriptors(parts["train"]["text"].tolist())

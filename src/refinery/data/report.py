@@ -10,21 +10,10 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
+from refinery.html import page
+
 if TYPE_CHECKING:
     from refinery.data.validate import CheckFailure, ValidationReport
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem;color:#1d2430;max-width:72rem}
-h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.15rem;margin:2rem 0 .5rem}h3{font-size:1rem;margin:1.2rem 0 .3rem}
-.status{display:inline-block;padding:.2rem .7rem;border-radius:.3rem;font-weight:600;color:#fff}
-.passed{background:#2e7d32}.failed{background:#c62828}.warning{background:#b26a00}
-table{border-collapse:collapse;width:100%;margin:.4rem 0 1rem;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
-code{background:#f3f5f7;padding:0 .2rem;border-radius:.2rem}
-.bar{background:#4f7cac;height:.8rem;display:inline-block;vertical-align:middle}
-.msg{margin:.3rem 0}.muted{color:#57606a}
-""".strip()
 
 
 def _files(report: ValidationReport) -> str:
@@ -154,10 +143,6 @@ def render_html(report: ValidationReport) -> str:
         labels = f"<h2>Rows per label</h2><table><tr><th>label</th><th>rows</th><th></th></tr>{bars}</table>"
     qualified = _qualified(report)
     parts = [
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>Data validation: {escape(status)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Data validation report <span class='status {css}'>{escape(status)}</span></h1>",
         summary,
         labels,
@@ -177,5 +162,4 @@ def render_html(report: ValidationReport) -> str:
         "<p class='muted'>Rows are numbered from 1 within their file, not counting a header line. "
         "The full Great Expectations result is in validation.json beside this page.</p>"
     )
-    parts.append("</body></html>")
-    return "\n".join(p for p in parts if p) + "\n"
+    return page(f"Data validation: {status}", parts)

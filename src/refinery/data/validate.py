@@ -307,6 +307,7 @@ def _build_expectations(
     required = [(text, "data.text_column"), (label, "data.label_column")]
     if group:
         required.append((group, "data.group_column"))
+    required += [(column, "data.slice_columns") for column in data.slice_columns]
     for column, key in required:
         add(
             "columns",
@@ -315,7 +316,7 @@ def _build_expectations(
             config_key=key,
         )
     if rules.extra_columns != "ignore":
-        known = [c for c in columns if c in {text, label, group}]
+        known = [c for c in columns if c in {text, label, group, *data.slice_columns}]
         add(
             "extra_columns",
             "error" if rules.extra_columns == "error" else "warning",
@@ -522,7 +523,7 @@ class _Summariser:
             return CheckFailure(check, config.type, severity, column, "missing", "column present", message)
         if check == "extra_columns":
             extra = (res.get("details") or {}).get("mismatched", {}).get("unexpected", [])
-            message = f"unexpected column(s) {extra} besides the text, label and group columns ({key}: {rules.extra_columns})"
+            message = f"unexpected column(s) {extra} besides the text, label, group and slice columns ({key}: {rules.extra_columns})"
             return CheckFailure(check, config.type, severity, None, extra, "no other columns", message)
         if check == "text_type":
             kinds = sorted({type(v).__name__ for v in res.get("partial_unexpected_list") or []})

@@ -1,9 +1,16 @@
 """Evaluate the challenger, and the current champion, on one held-out test set.
 
-Both models score the same rows of ``test.parquet`` so the gate compares like with like. The step
-writes ``evaluation.json`` (the typed :class:`EvaluationResult`), ``predictions.parquet`` (one row per
-test text with both predictions, for error analysis) and ``confusion_matrix.png`` (challenger and
-champion side by side).
+Both models score the same rows of ``test.parquet`` so the gate compares like with like. Each gets
+accuracy, macro-F1, per-class scores, the confusion matrix, log loss, expected calibration error,
+ROC-AUC and average precision (binary tasks), per-example latency (``evaluation.latency_samples`` texts
+predicted one at a time) and the same scores per slice: each value of ``data.slice_columns`` and each
+text-length bucket (``evaluation.length_buckets``). With a champion, the two are compared with a paired
+bootstrap of the macro-F1 difference and McNemar's test (``gate.significance``); with
+``data.retention_uri``, both are also scored on that earlier-domain set.
+
+The step writes ``evaluation.json`` (the typed :class:`EvaluationResult`), ``predictions.parquet`` (one
+row per test text: label, slices, each model's prediction and class probabilities) and
+``confusion_matrix.png``.
 """
 
 from __future__ import annotations
@@ -11,23 +18,74 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.errors import DataError, RefineryError, RegistryError, TrainingError
 from refinery.evaluation.metrics import ModelMetrics, classification_metrics
+from refinery.evaluation.stats import (
+    BootstrapResult,
+    LatencySummary,
+    McNemarResult,
+    SliceScore,
+    average_precision,
+    expected_calibration_error,
+    latency_summary,
+    length_bucket,
+    log_loss,
+    mcnemar,
+    paired_bootstrap,
+    roc_auc,
+    slice_metrics,
+)
 from refinery.results import load_result, to_jsonable, write_json
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from refinery.config import RunConfig
+    from refinery.modeling import Classifier
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.parquet"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+LENGTH_SLICE = "length"  # the slice "column" of text-length buckets
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger against champion on the same rows: the statistics the gate's significance rules read."""
+
+    bootstrap: BootstrapResult
+    mcnemar: McNemarResult
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        return cls(BootstrapResult.from_dict(data["bootstrap"]), McNemarResult.from_dict(data["mcnemar"]))
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """Both models on the retention set (``data.retention_uri``), the check against forgetting."""
+
+    uri: str
+    n: int
+    challenger: ModelMetrics
+    champion: ModelMetrics | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetentionResult:
+        champion = data.get("champion")
+        return cls(
+            uri=str(data["uri"]),
+            n=int(data["n"]),
+            challenger=ModelMetrics.from_dict(data["challenger"]),
+            champion=ModelMetrics.from_dict(champion) if champion is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +98,9 @@ class EvaluationResult:
         challenger: Metrics of the newly trained model.
         champion: Metrics of the current champion, or None when there is no champion yet.
         champion_version: Registry version of the champion that was scored, if any.
+        comparison: Bootstrap interval and McNemar's test of challenger against champion (None
+            without a champion, or with ``gate.significance.mode: off``).
+        retention: Both models on the retention set, when ``data.retention_uri`` is set.
     """
 
     labels: tuple[str, ...]
@@ -47,6 +108,8 @@ class EvaluationResult:
     challenger: ModelMetrics
     champion: ModelMetrics | None = None
     champion_version: str | None = None
+    comparison: Comparison | None = None
+    retention: RetentionResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -57,8 +120,18 @@ class EvaluationResult:
         flat = {"test_rows": float(self.test_rows)}
         for role, m in (("challenger", self.challenger), ("champion", self.champion)):
             if m is not None:
-                flat[f"{role}_accuracy"] = m.accuracy
-                flat[f"{role}_macro_f1"] = m.macro_f1
+                flat.update({f"{role}_{name}": value for name, value in m.headline().items()})
+        if self.comparison is not None:
+            flat["macro_f1_difference"] = self.comparison.bootstrap.difference
+            flat["macro_f1_difference_low"] = self.comparison.bootstrap.low
+            flat["macro_f1_difference_high"] = self.comparison.bootstrap.high
+            flat["mcnemar_p_value"] = self.comparison.mcnemar.p_value
+        if self.retention is not None:
+            flat["retention_rows"] = float(self.retention.n)
+            for role, m in (("challenger", self.retention.challenger), ("champion", self.retention.champion)):
+                if m is not None:
+                    flat[f"retention_{role}_macro_f1"] = m.macro_f1
+                    flat[f"retention_{role}_accuracy"] = m.accuracy
         return flat
 
     def write_json(self, path: str | Path) -> Path:
@@ -70,12 +143,16 @@ class EvaluationResult:
         """Rebuild a result from :meth:`to_dict` output."""
         champion = data.get("champion")
         version = data.get("champion_version")
+        comparison = data.get("comparison")
+        retention = data.get("retention")
         return cls(
             labels=tuple(str(v) for v in data["labels"]),
             test_rows=int(data["test_rows"]),
             challenger=ModelMetrics.from_dict(data["challenger"]),
             champion=ModelMetrics.from_dict(champion) if champion is not None else None,
             champion_version=str(version) if version is not None else None,
+            comparison=Comparison.from_dict(comparison) if comparison is not None else None,
+            retention=RetentionResult.from_dict(retention) if retention is not None else None,
         )
 
     @classmethod
@@ -88,12 +165,15 @@ class EvaluationResult:
         return load_result(cls.from_dict, path, default_name=EVALUATION_FILE, what="evaluation result")
 
 
-def read_test_set(data_dir: Path, labels: Sequence[str]) -> pd.DataFrame:
+def read_test_set(data_dir: Path, labels: Sequence[str], slice_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read ``test.parquet`` from a prepared dataset directory and check its columns and labels.
 
+    Returns:
+        Columns ``text``, ``label`` and each of ``slice_columns``, all strings.
+
     Raises:
-        DataError: The file is missing, unreadable, empty, lacks ``text``/``label``, or holds an
-            undeclared label.
+        DataError: The file is missing, unreadable, empty, lacks ``text``/``label`` or a slice column,
+            or holds an undeclared label.
     """
     import pandas as pd
 
@@ -104,27 +184,58 @@ def read_test_set(data_dir: Path, labels: Sequence[str]) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as exc:
         raise DataError(f"cannot read test set {path}: {exc}") from exc
-    missing = [c for c in ("text", "label") if c not in frame.columns]
+    missing = [c for c in ("text", "label", *slice_columns) if c not in frame.columns]
     if missing:
-        raise DataError(f"{path} lacks column(s) {missing}; found {list(frame.columns)}")
+        raise DataError(
+            f"{path} lacks column(s) {missing}; found {list(frame.columns)} (slice columns come from"
+            " data.slice_columns: prepare the data again after adding one)"
+        )
     if frame.empty:
         raise DataError(f"{path} has no rows; cannot evaluate on an empty test set")
-    frame = pd.DataFrame({"text": frame["text"].astype(str), "label": frame["label"].astype(str)})
+    frame = pd.DataFrame({c: frame[c].astype(str) for c in ("text", "label", *slice_columns)})
     unknown = sorted(set(frame["label"]) - set(labels))
     if unknown:
         raise DataError(f"{path} column 'label' holds undeclared label(s) {unknown}; declared {list(labels)}")
     return frame.reset_index(drop=True)
 
 
-def _predict_labels(
-    model_dir: Path,
-    texts: list[str],
-    labels: Sequence[str],
-    max_length: int,
-    batch_size: int,
-    role: str,
-    version: str | None,
-) -> list[str]:
+def read_retention_set(cfg: RunConfig) -> pd.DataFrame:
+    """Read ``data.retention_uri`` with the data section's format and columns: ``text`` and ``label``.
+
+    Texts are cleaned as prepare_data cleans them and blank ones dropped.
+
+    Raises:
+        DataError: The file cannot be read, lacks a column, is empty or holds an undeclared label.
+    """
+    import pandas as pd
+
+    from refinery.data.load import read_table
+    from refinery.data.text import clean_texts
+
+    data = cfg.data
+    uri = str(data.retention_uri)
+    frame = read_table(data.model_copy(update={"uri": uri}))
+    missing = [c for c in (data.text_column, data.label_column) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"retention set {uri} (data.retention_uri) lacks column(s) {missing}; found {list(frame.columns)}"
+        )
+    table = pd.DataFrame({"text": clean_texts(frame[data.text_column]), "label": frame[data.label_column]})
+    table = table[(table["text"] != "") & table["label"].notna()].reset_index(drop=True)
+    if table.empty:
+        raise DataError(f"retention set {uri} (data.retention_uri) has no labelled rows")
+    unknown = sorted(set(table["label"]) - set(data.labels))
+    if unknown:
+        raise DataError(
+            f"retention set {uri} (data.retention_uri) holds undeclared label(s) {unknown};"
+            f" declared {list(data.labels)}"
+        )
+    return table
+
+
+def _load(
+    model_dir: Path, labels: Sequence[str], max_length: int, role: str, version: str | None
+) -> Classifier:
     from refinery.modeling import load_classifier
 
     who = (
@@ -143,58 +254,153 @@ def _predict_labels(
             f"the {who} predicts labels {list(model_labels)}, but the configuration declares "
             f"{list(labels)} (data.labels); it cannot be scored on this test set"
         )
+    return classifier
+
+
+def _probabilities(
+    classifier: Classifier, texts: list[str], labels: Sequence[str], batch_size: int
+) -> np.ndarray:
+    """Class probabilities with columns in the declared label order (a model may number them otherwise)."""
     probabilities = classifier.predict_proba(texts, batch_size=batch_size)
-    return [model_labels[int(i)] for i in probabilities.argmax(axis=1)]
+    order = [list(classifier.labels).index(label) for label in labels]
+    return probabilities[:, order]
+
+
+def _latency(classifier: Classifier, texts: list[str], samples: int, seed: int) -> LatencySummary | None:
+    """Seconds to predict one text alone, over a seeded sample of the texts (after one warm-up call)."""
+    import numpy as np
+
+    if samples == 0 or not texts:
+        return None
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(texts), size=min(samples, len(texts)), replace=False)
+    classifier.predict_proba([texts[int(picked[0])]], batch_size=1)
+    seconds = []
+    for i in picked:
+        started = time.perf_counter()
+        classifier.predict_proba([texts[int(i)]], batch_size=1)
+        seconds.append(time.perf_counter() - started)
+    return latency_summary(seconds)
+
+
+def score(
+    cfg: RunConfig,
+    frame: pd.DataFrame,
+    probabilities: np.ndarray,
+    latency: LatencySummary | None = None,
+    slice_columns: Sequence[str] = (),
+) -> ModelMetrics:
+    """Every metric of one model on one labelled set, from its class probabilities.
+
+    Args:
+        cfg: The run configuration (``data.labels``, ``evaluation``).
+        frame: The rows: ``text``, ``label`` and the ``slice_columns``.
+        probabilities: ``[rows, labels]`` in the declared label order.
+        latency: Per-example latency, when measured.
+        slice_columns: Columns of ``frame`` to score each value of; text-length buckets are always scored.
+    """
+    import numpy as np
+
+    labels = tuple(cfg.data.labels)
+    k = len(labels)
+    true_idx = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+    pred_idx = probabilities.argmax(axis=1)
+    base = classification_metrics(frame["label"].tolist(), [labels[i] for i in pred_idx], labels)
+    auc = ap = None
+    if k == 2 and len(set(true_idx.tolist())) == 2:  # the second declared label is the positive class
+        auc = roc_auc(probabilities[:, 1], true_idx == 1)
+        ap = average_precision(probabilities[:, 1], true_idx == 1)
+    groups: dict[str, Sequence[object]] = {column: frame[column].tolist() for column in slice_columns}
+    groups[LENGTH_SLICE] = length_bucket(frame["text"].tolist(), cfg.evaluation.length_buckets)
+    slices: dict[str, dict[str, SliceScore]] = {
+        column: {str(value): s for value, s in slice_metrics(true_idx, pred_idx, k, values).items()}
+        for column, values in groups.items()
+    }
+    return replace(
+        base,
+        log_loss=log_loss(probabilities, true_idx),
+        ece=expected_calibration_error(probabilities, true_idx, bins=cfg.evaluation.calibration_bins),
+        roc_auc=auc,
+        average_precision=ap,
+        mean_latency_ms=latency.mean_ms if latency else None,
+        p95_latency_ms=latency.p95_ms if latency else None,
+        slices=slices,
+    )
+
+
+def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray) -> Comparison:
+    """The paired bootstrap and McNemar's test of two models' probabilities on the same rows."""
+    import numpy as np
+
+    labels = tuple(cfg.data.labels)
+    true_idx = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+    ours, theirs = challenger.argmax(axis=1), champion.argmax(axis=1)
+    significance = cfg.gate.significance
+    return Comparison(
+        bootstrap=paired_bootstrap(
+            true_idx,
+            ours,
+            theirs,
+            len(labels),
+            resamples=significance.resamples,
+            confidence=significance.confidence,
+            seed=significance.seed,
+        ),
+        mcnemar=mcnemar(ours == true_idx, theirs == true_idx),
+    )
+
+
+def predictions_frame(
+    frame: pd.DataFrame,
+    labels: Sequence[str],
+    challenger: np.ndarray,
+    champion: np.ndarray | None,
+    cfg: RunConfig,
+) -> pd.DataFrame:
+    """One row per test text: text, label, slices, length bucket, each model's prediction and probabilities."""
+    import pandas as pd
+
+    out = frame.copy()
+    out[LENGTH_SLICE] = length_bucket(frame["text"].tolist(), cfg.evaluation.length_buckets)
+    for role, probabilities in (("challenger", challenger), ("champion", champion)):
+        if probabilities is None:
+            out[f"{role}_pred"] = pd.Series([None] * len(frame), dtype="string")
+            out[f"{role}_proba"] = pd.Series([None] * len(frame), dtype=object)
+        else:
+            out[f"{role}_pred"] = pd.Series([labels[i] for i in probabilities.argmax(axis=1)], dtype="string")
+            out[f"{role}_proba"] = [row.tolist() for row in probabilities.astype(float)]
+    return out
+
+
+def roc_points(
+    labels: Sequence[str], predictions: pd.DataFrame
+) -> tuple[list[float], list[float], list[float]] | None:
+    """The challenger's ROC curve as (fpr, tpr, thresholds) lists for KFP's ClassificationMetrics.
+
+    Binary tasks only (the second declared label is the positive class) and only when the test set
+    holds both classes; None otherwise. The first threshold, +inf by convention, is written as 1.0
+    (no probability exceeds it), since the artifact's metadata is JSON.
+    """
+    import numpy as np
+
+    from refinery.evaluation.stats import roc_curve
+
+    if len(labels) != 2:
+        return None
+    positive = (predictions["label"] == labels[1]).to_numpy()
+    if positive.all() or not positive.any():
+        return None
+    scores = np.array([row[1] for row in predictions["challenger_proba"]], dtype=float)
+    fpr, tpr, thresholds = roc_curve(scores, positive)
+    return fpr.tolist(), tpr.tolist(), np.minimum(thresholds, 1.0).tolist()
 
 
 def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
-    """Draw the challenger's (and the champion's) confusion matrix as a PNG.
+    """Draw the challenger's (and the champion's) confusion matrix as a PNG: the figure the HTML report
+    shows (:func:`refinery.evaluation.report.confusion_matrix_figure`)."""
+    from refinery.evaluation.report import confusion_matrix_figure
 
-    Cells are shaded by the share of each true class (row-normalised) and annotated with the count and
-    that share, so classes of different sizes read alike.
-    """
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    panels = [("challenger", result.challenger)]
-    if result.champion is not None:
-        name = f"champion v{result.champion_version}" if result.champion_version else "champion"
-        panels.append((name, result.champion))
-
-    k = len(result.labels)
-    side = max(3.6, 1.0 + 0.9 * k)
-    # A bare Figure renders with the Agg canvas and touches no pyplot global state.
-    fig = Figure(figsize=(side * len(panels) + 1.2, side + 0.9), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    image = None
-    for ax, (name, metrics) in zip(axes[0], panels, strict=True):
-        counts = np.asarray(metrics.confusion_matrix, dtype=float)
-        rows = counts.sum(axis=1, keepdims=True)
-        shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        for i in range(k):
-            for j in range(k):
-                colour = "white" if shares[i, j] > 0.55 else "black"
-                ax.text(
-                    j,
-                    i,
-                    f"{int(counts[i, j])}\n{shares[i, j]:.0%}",
-                    ha="center",
-                    va="center",
-                    color=colour,
-                    fontsize=9,
-                )
-        ax.set_xticks(range(k), result.labels, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
-        ax.set_yticks(range(k), result.labels)
-        ax.set_xlabel("predicted label")
-        ax.set_ylabel("true label")
-        ax.set_title(
-            f"{name}\nmacro-F1 {metrics.macro_f1:.3f} · accuracy {metrics.accuracy:.3f}", fontsize=10
-        )
-    if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="share of the true class")
-    fig.suptitle(f"Confusion matrices on the same test set (n={result.test_rows})", fontsize=11)
-    fig.savefig(path, dpi=110)
+    confusion_matrix_figure(result).savefig(path, dpi=110)
     return path
 
 
@@ -226,8 +432,8 @@ def evaluate(
     """Score the challenger, and the champion when there is one, on the prepared test set.
 
     Args:
-        cfg: The run configuration (labels from ``data.labels``, ``model.max_length``,
-            ``training.eval_batch_size``).
+        cfg: The run configuration (``data.labels``, ``data.slice_columns``, ``data.retention_uri``,
+            ``model.max_length``, ``training.eval_batch_size``, ``evaluation``, ``gate.significance``).
         data_dir: Prepared dataset directory holding ``test.parquet``.
         challenger_dir: The newly fine-tuned model directory.
         champion_dir: The current champion's model directory, or None for the first model.
@@ -238,49 +444,61 @@ def evaluate(
         The EvaluationResult also written to ``out_dir/evaluation.json``.
 
     Raises:
-        DataError: The test set is missing, empty or holds undeclared labels.
+        DataError: The test set (or the retention set) is missing, empty or holds undeclared labels.
         TrainingError: The challenger cannot be loaded or predicts another label set.
         RegistryError: The champion cannot be loaded or predicts another label set.
     """
-    import pandas as pd
-
     labels = tuple(cfg.data.labels)
-    test = read_test_set(Path(data_dir), labels)
+    slice_columns = tuple(cfg.data.slice_columns)
+    test = read_test_set(Path(data_dir), labels, slice_columns)
+    retention = read_retention_set(cfg) if cfg.data.retention_uri else None
     texts = test["text"].tolist()
-    y_true = test["label"].tolist()
-    max_length = cfg.model.max_length
     batch_size = cfg.training.eval_batch_size
+    samples, seed = cfg.evaluation.latency_samples, cfg.gate.significance.seed
 
-    challenger_pred = _predict_labels(
-        Path(challenger_dir), texts, labels, max_length, batch_size, "challenger", None
-    )
-    champion_pred: list[str] | None = None
+    models = {"challenger": _load(Path(challenger_dir), labels, cfg.model.max_length, "challenger", None)}
     if champion_dir is not None:
-        champion_pred = _predict_labels(
-            Path(champion_dir), texts, labels, max_length, batch_size, "champion", champion_version
+        models["champion"] = _load(
+            Path(champion_dir), labels, cfg.model.max_length, "champion", champion_version
         )
-
+    probabilities = {role: _probabilities(m, texts, labels, batch_size) for role, m in models.items()}
+    metrics = {
+        role: score(cfg, test, probabilities[role], _latency(m, texts, samples, seed), slice_columns)
+        for role, m in models.items()
+    }
+    kept: dict[str, ModelMetrics] = {}
+    if retention is not None:
+        kept = {
+            role: score(cfg, retention, _probabilities(m, retention["text"].tolist(), labels, batch_size))
+            for role, m in models.items()
+        }
+    champion_scored = "champion" in models
+    comparison = None
+    if champion_scored and cfg.gate.significance.mode != "off":
+        comparison = compare(cfg, test, probabilities["challenger"], probabilities["champion"])
     result = EvaluationResult(
         labels=labels,
         test_rows=len(test),
-        challenger=classification_metrics(y_true, challenger_pred, labels),
-        champion=classification_metrics(y_true, champion_pred, labels) if champion_pred is not None else None,
-        champion_version=champion_version if champion_pred is not None else None,
+        challenger=metrics["challenger"],
+        champion=metrics.get("champion"),
+        champion_version=champion_version if champion_scored else None,
+        comparison=comparison,
+        retention=RetentionResult(
+            uri=str(cfg.data.retention_uri),
+            n=len(retention),
+            challenger=kept["challenger"],
+            champion=kept.get("champion"),
+        )
+        if retention is not None
+        else None,
     )
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        predictions = pd.DataFrame(
-            {
-                "text": texts,
-                "label": y_true,
-                "challenger_pred": challenger_pred,
-                "champion_pred": pd.Series(
-                    champion_pred if champion_pred is not None else [None] * len(texts), dtype="string"
-                ),
-            }
+        predictions = predictions_frame(
+            test, labels, probabilities["challenger"], probabilities.get("champion"), cfg
         )
         predictions.to_parquet(staging / PREDICTIONS_FILE, index=False)
         plot_confusion_matrices(result, staging / CONFUSION_MATRIX_FILE)

@@ -1,26 +1,40 @@
 """The promotion gate: may the challenger replace the champion?
 
-Two rules, both on test macro-F1: an absolute floor (``gate.min_macro_f1``) and, when a champion
-exists, no regression beyond ``gate.max_regression`` against the champion scored on the same test set.
+Every rule is configurable (``gate`` in the run configuration) and reported with what it observed,
+what it required and whether that held:
+
+- ``min.<metric>`` / ``max.<metric>``: absolute limits on the challenger (macro-F1, accuracy, ROC-AUC,
+  average precision; log loss, calibration error, latency). They are all a first model is judged by.
+- ``max_regression.<metric>``: how much worse than the champion, scored on the same test rows, the
+  challenger may be.
+- ``significance``: a paired bootstrap interval of the challenger-minus-champion macro-F1 difference,
+  and McNemar's test on the rows exactly one model gets right. ``not_worse`` rejects a challenger that
+  is significantly worse; ``better`` accepts only one that is significantly better.
+- ``slices``: per slice (a value of a ``data.slice_columns`` column, or a text-length bucket) with at
+  least ``min_size`` test rows, no regression beyond ``max_regression``; smaller slices are noted.
+- ``retention``: on ``data.retention_uri`` (an earlier domain), no regression beyond
+  ``max_regression``: the check against catastrophic forgetting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.config import LOWER_IS_BETTER
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.results import load_result, to_jsonable, write_json
 
 if TYPE_CHECKING:
     from refinery.config import GateConfig
+    from refinery.evaluation.metrics import ModelMetrics
 
 GATE_FILE = "decision.json"
 
-# Macro-F1 values are ratios of small integers; a threshold computed as champion - tolerance can land a
-# few ulps away from an equal observed value, which must still count as "not worse".
+# Scores are ratios of small integers; a threshold computed as champion - tolerance can land a few ulps
+# away from an equal observed value, which must still count as "not worse".
 _EPSILON = 1e-9
 
 
@@ -29,26 +43,32 @@ class RuleResult:
     """One gate rule's outcome.
 
     Attributes:
-        name: Rule identifier (``min_macro_f1`` or ``no_regression_vs_champion``).
-        observed: The challenger's value the rule looked at.
-        threshold: The smallest value that passes.
-        passed: Whether ``observed >= threshold``.
+        name: Rule identifier, e.g. ``min.macro_f1``, ``max_regression.accuracy``, ``bootstrap.macro_f1``,
+            ``mcnemar.accuracy``, ``slice.category=phones``, ``retention.macro_f1``.
+        observed: The value the rule looked at (None when it could not be measured).
+        threshold: The limit it was compared with.
+        requirement: How observed must relate to threshold, as shown in reports (``>=``, ``<=``, ``>``,
+            or for McNemar's test ``challenger ahead at p <`` / ``champion not ahead at p <``).
+        passed: Whether the requirement held.
         detail: One sentence a person can read in a pipeline log.
     """
 
     name: str
-    observed: float
+    observed: float | None
     threshold: float
+    requirement: str
     passed: bool
     detail: str
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleResult:
         """Rebuild a rule result from its dict form."""
+        observed = data.get("observed")
         return cls(
             name=str(data["name"]),
-            observed=float(data["observed"]),
+            observed=float(observed) if observed is not None else None,
             threshold=float(data["threshold"]),
+            requirement=str(data["requirement"]),
             passed=bool(data["passed"]),
             detail=str(data["detail"]),
         )
@@ -56,18 +76,20 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The gate's verdict.
+    """The gate's verdict: the typed object the pipeline's condition reads.
 
     Attributes:
         passed: True when every rule passed.
         rules: Each rule's outcome, in the order evaluated.
         reasons: Why the decision came out as it did: the failed rules' details when rejected,
             every rule's detail when accepted.
+        notes: What was looked at but not judged (slices too small, a first model without champion).
     """
 
     passed: bool
     rules: list[RuleResult]
     reasons: list[str]
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -84,6 +106,7 @@ class GateDecision:
             passed=bool(data["passed"]),
             rules=[RuleResult.from_dict(r) for r in data["rules"]],
             reasons=[str(r) for r in data["reasons"]],
+            notes=[str(n) for n in data.get("notes", [])],
         )
 
     @classmethod
@@ -95,23 +118,198 @@ class GateDecision:
         """
         return load_result(cls.from_dict, path, default_name=GATE_FILE, what="gate decision")
 
+    def failed(self) -> list[RuleResult]:
+        """The rules that did not hold."""
+        return [rule for rule in self.rules if not rule.passed]
+
     def to_markdown(self) -> str:
-        """A Markdown summary: the decision in the heading, then one table row per rule."""
+        """A Markdown summary: the decision in the heading, one table row per rule, then the reasons."""
         verdict = (
             "PASSED — the challenger may be promoted" if self.passed else "REJECTED — the champion stays"
         )
         lines = [
             f"## Promotion gate: {verdict}",
             "",
-            "| rule | observed | threshold | result |",
-            "| --- | ---: | ---: | --- |",
+            "| rule | observed | required | result |",
+            "| --- | ---: | --- | --- |",
         ]
         for rule in self.rules:
             result = "pass" if rule.passed else "**FAIL**"
-            lines.append(f"| {rule.name} | {rule.observed:.4f} | {rule.threshold:.4f} | {result} |")
+            observed = f"{rule.observed:.4f}" if rule.observed is not None else "not measured"
+            lines.append(f"| {rule.name} | {observed} | {rule.requirement} {rule.threshold:.4f} | {result} |")
         lines.append("")
         lines.extend(f"- {reason}" for reason in self.reasons)
+        if self.notes:
+            lines += ["", "Not judged:", ""]
+            lines.extend(f"- {note}" for note in self.notes)
         return "\n".join(lines) + "\n"
+
+
+def _compare(observed: float | None, requirement: str, threshold: float) -> bool:
+    if observed is None:
+        return False
+    return {
+        ">=": observed + _EPSILON >= threshold,
+        "<=": observed - _EPSILON <= threshold,
+        ">": observed > threshold,
+    }[requirement]
+
+
+def _rule(name: str, observed: float | None, requirement: str, threshold: float, detail: str) -> RuleResult:
+    passed = _compare(observed, requirement, threshold)
+    shown = f"{observed:.4f}" if observed is not None else "not measured"
+    return RuleResult(
+        name=name,
+        observed=observed,
+        threshold=threshold,
+        requirement=requirement,
+        passed=passed,
+        detail=f"{detail}: {shown} {'meets' if passed else 'fails'} {requirement} {threshold:.4f}",
+    )
+
+
+def _absolute_rules(gate: GateConfig, challenger: ModelMetrics) -> list[RuleResult]:
+    rules = [
+        _rule(
+            f"min.{metric}", challenger.value(metric), ">=", floor, f"challenger {metric} (gate.min.{metric})"
+        )
+        for metric, floor in gate.min.items()
+    ]
+    rules += [
+        _rule(
+            f"max.{metric}",
+            challenger.value(metric),
+            "<=",
+            ceiling,
+            f"challenger {metric} (gate.max.{metric})",
+        )
+        for metric, ceiling in gate.max.items()
+    ]
+    return rules
+
+
+def _regression_rules(
+    gate: GateConfig, challenger: ModelMetrics, champion: ModelMetrics, who: str
+) -> list[RuleResult]:
+    rules = []
+    for metric, allowed in gate.max_regression.items():
+        theirs = champion.value(metric)
+        if theirs is None:
+            rules.append(
+                _rule(f"max_regression.{metric}", None, ">=", 0.0, f"{who}'s {metric} was not measured")
+            )
+            continue
+        lower = metric in LOWER_IS_BETTER
+        threshold = theirs + allowed if lower else max(0.0, theirs - allowed)
+        rules.append(
+            _rule(
+                f"max_regression.{metric}",
+                challenger.value(metric),
+                "<=" if lower else ">=",
+                threshold,
+                f"challenger {metric} against {who}'s {theirs:.4f} with gate.max_regression.{metric}={allowed:g}",
+            )
+        )
+    return rules
+
+
+def _significance_rules(gate: GateConfig, evaluation: EvaluationResult, who: str) -> list[RuleResult]:
+    significance = gate.significance
+    comparison = evaluation.comparison
+    if significance.mode == "off" or comparison is None:
+        return []
+    boot, test = comparison.bootstrap, comparison.mcnemar
+    interval = (
+        f"{boot.confidence:.0%} interval of challenger minus {who} macro-F1 "
+        f"[{boot.low:+.4f}, {boot.high:+.4f}] over {boot.resamples} paired resamples"
+    )
+    counts = (
+        f"McNemar ({test.method}): challenger alone right on {test.b} rows, {who} alone on {test.c}, "
+        f"p={test.p_value:.4g}"
+    )
+    if significance.mode == "better":  # the interval above 0, and a McNemar win
+        f1_passed, f1_observed, f1_requirement = boot.low > 0, boot.low, ">"
+        f1_says = "lies above 0" if f1_passed else "does not exclude 0"
+        test_passed = test.b > test.c and test.p_value < significance.alpha
+        test_requirement = "challenger ahead at p <"
+        test_says = "significantly better" if test_passed else "not significantly better"
+    else:  # not_worse: neither the interval below 0 nor a McNemar loss
+        f1_passed, f1_observed, f1_requirement = boot.high >= 0, boot.high, ">="
+        f1_says = "reaches 0 or above" if f1_passed else "lies below 0, significantly worse"
+        test_passed = not (test.c > test.b and test.p_value < significance.alpha)
+        test_requirement = "champion not ahead at p <"
+        test_says = "not significantly worse" if test_passed else "significantly worse"
+    mode = f"gate.significance.mode={significance.mode}"
+    return [
+        RuleResult(
+            name="bootstrap.macro_f1",
+            observed=f1_observed,
+            threshold=0.0,
+            requirement=f1_requirement,
+            passed=f1_passed,
+            detail=f"{interval}: {f1_says} ({mode})",
+        ),
+        RuleResult(
+            name="mcnemar.accuracy",
+            observed=test.p_value,
+            threshold=significance.alpha,
+            requirement=test_requirement,
+            passed=test_passed,
+            detail=f"{counts}: {test_says} at alpha={significance.alpha:g} ({mode})",
+        ),
+    ]
+
+
+def _slice_rules(
+    gate: GateConfig, challenger: ModelMetrics, champion: ModelMetrics, who: str
+) -> tuple[list[RuleResult], list[str]]:
+    rules: list[RuleResult] = []
+    notes: list[str] = []
+    config = gate.slices
+    if not config.enabled:
+        return rules, notes
+    metric = config.metric
+    for column, scores in challenger.slices.items():
+        for value, score in scores.items():
+            name = f"slice.{column}={value}"
+            theirs = champion.slices.get(column, {}).get(value)
+            if theirs is None:
+                notes.append(f"{name}: {who} has no score for it")
+                continue
+            if score.n < config.min_size:
+                notes.append(f"{name}: {score.n} test rows, below gate.slices.min_size={config.min_size}")
+                continue
+            reference = getattr(theirs, metric)
+            rules.append(
+                _rule(
+                    name,
+                    getattr(score, metric),
+                    ">=",
+                    max(0.0, reference - config.max_regression),
+                    f"challenger {metric} on slice {column}={value} ({score.n} rows) against {who}'s"
+                    f" {reference:.4f} with gate.slices.max_regression={config.max_regression:g}",
+                )
+            )
+    return rules, notes
+
+
+def _retention_rule(gate: GateConfig, evaluation: EvaluationResult, who: str) -> list[RuleResult]:
+    retention = evaluation.retention
+    if retention is None or retention.champion is None:
+        return []
+    config = gate.retention
+    reference = retention.champion.value(config.metric)
+    assert reference is not None  # accuracy and macro-F1 are always measured
+    return [
+        _rule(
+            f"retention.{config.metric}",
+            retention.challenger.value(config.metric),
+            ">=",
+            max(0.0, reference - config.max_regression),
+            f"challenger {config.metric} on the retention set ({retention.n} rows) against {who}'s"
+            f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+        )
+    ]
 
 
 def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
@@ -119,50 +317,26 @@ def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
 
     Args:
         gate: The ``gate`` section of the run configuration.
-        evaluation: Challenger (and champion) metrics on one test set.
+        evaluation: Challenger (and champion) metrics on one test set, their comparison, slices and
+            retention-set scores.
 
     Returns:
         The GateDecision; ``passed`` is True only when every rule passed.
     """
-    challenger_f1 = evaluation.challenger.macro_f1
-    rules: list[RuleResult] = []
-
-    floor = gate.min_macro_f1
-    floor_passed = challenger_f1 + _EPSILON >= floor
-    rules.append(
-        RuleResult(
-            name="min_macro_f1",
-            observed=challenger_f1,
-            threshold=floor,
-            passed=floor_passed,
-            detail=(
-                f"challenger macro-F1 {challenger_f1:.4f} "
-                f"{'meets' if floor_passed else 'is below'} the floor gate.min_macro_f1={floor:.4f}"
-            ),
+    challenger, champion = evaluation.challenger, evaluation.champion
+    rules = _absolute_rules(gate, challenger)
+    notes: list[str] = []
+    if champion is None:
+        notes.append(
+            "no champion yet: the challenger is judged by the absolute limits (gate.min, gate.max) alone"
         )
-    )
-
-    if evaluation.champion is not None:
-        champion_f1 = evaluation.champion.macro_f1
+    else:
         who = f"champion v{evaluation.champion_version}" if evaluation.champion_version else "the champion"
-        threshold = max(0.0, champion_f1 - gate.max_regression)
-        passed = challenger_f1 + _EPSILON >= threshold
-        verb = "is within" if passed else "falls more than"
-        rules.append(
-            RuleResult(
-                name="no_regression_vs_champion",
-                observed=challenger_f1,
-                threshold=threshold,
-                passed=passed,
-                detail=(
-                    f"challenger macro-F1 {challenger_f1:.4f} {verb} gate.max_regression={gate.max_regression:.4f} "
-                    f"{'of' if passed else 'below'} {who}'s {champion_f1:.4f} on the same test set"
-                ),
-            )
-        )
-
+        rules += _regression_rules(gate, challenger, champion, who)
+        rules += _significance_rules(gate, evaluation, who)
+        slice_rules, notes = _slice_rules(gate, challenger, champion, who)
+        rules += slice_rules
+        rules += _retention_rule(gate, evaluation, who)
     passed = all(rule.passed for rule in rules)
     reasons = [rule.detail for rule in rules if passed or not rule.passed]
-    if evaluation.champion is None:
-        reasons.append("no champion yet: the challenger is compared against the floor only")
-    return GateDecision(passed=passed, rules=rules, reasons=reasons)
+    return GateDecision(passed=passed, rules=rules, reasons=reasons, notes=notes)

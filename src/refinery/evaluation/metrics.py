@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from refinery.errors import DataError
+from refinery.evaluation.stats import SliceScore
 from refinery.results import to_jsonable, write_json
 
 
@@ -27,6 +28,13 @@ class ModelMetrics:
         confusion_matrix: Counts, rows are true labels and columns predicted labels, both in ``labels`` order.
         n: Number of rows scored.
         labels: The label order used for ``confusion_matrix``.
+        log_loss: Mean negative log-probability of the true class (None without probabilities).
+        ece: Expected calibration error of the top-class probability (None without probabilities).
+        roc_auc: Area under the ROC curve, binary tasks (the second label is the positive class).
+        average_precision: Area under the precision-recall curve, binary tasks.
+        mean_latency_ms: Mean time to predict one text alone (None when not measured).
+        p95_latency_ms: 95th percentile of that time.
+        slices: Slice column (or ``length``) -> value -> the slice's scores.
     """
 
     accuracy: float
@@ -35,6 +43,25 @@ class ModelMetrics:
     confusion_matrix: list[list[int]]
     n: int
     labels: tuple[str, ...] = field(default=())
+    log_loss: float | None = None
+    ece: float | None = None
+    roc_auc: float | None = None
+    average_precision: float | None = None
+    mean_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    slices: dict[str, dict[str, SliceScore]] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float | None:
+        """A headline metric by its gate name (``accuracy``, ``macro_f1``, ``log_loss``, ...)."""
+        if metric not in _HEADLINE:
+            raise KeyError(f"unknown metric {metric!r}; known: {', '.join(_HEADLINE)}")
+        value = getattr(self, metric)
+        return float(value) if value is not None else None
+
+    def headline(self) -> dict[str, float]:
+        """Every headline metric that was measured, flat."""
+        measured = {metric: self.value(metric) for metric in _HEADLINE}
+        return {metric: value for metric, value in measured.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -62,7 +89,20 @@ class ModelMetrics:
             confusion_matrix=[[int(v) for v in row] for row in data["confusion_matrix"]],
             n=int(data["n"]),
             labels=tuple(str(v) for v in data.get("labels", ())),
+            **{name: _optional(data.get(name)) for name in _OPTIONAL},
+            slices={
+                str(column): {str(value): SliceScore.from_dict(score) for value, score in scores.items()}
+                for column, scores in (data.get("slices") or {}).items()
+            },
         )
+
+
+_OPTIONAL = ("log_loss", "ece", "roc_auc", "average_precision", "mean_latency_ms", "p95_latency_ms")
+_HEADLINE = ("accuracy", "macro_f1", *_OPTIONAL)
+
+
+def _optional(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def _indices(values: Sequence[str], index: Mapping[str, int], what: str) -> list[int]:

@@ -137,8 +137,9 @@ class TriggerLog:
     def _create_tables(self) -> None:
         try:
             _metadata.create_all(self._engine, checkfirst=True)
-        except sa.exc.OperationalError:
-            # Two monitors creating the tables at once: the loser sees "already exists".
+        except sa.exc.DBAPIError:
+            # Two monitors creating the tables at once: the loser sees "already exists" (on PostgreSQL
+            # DuplicateTable, or a unique violation in the catalog).
             inspector = sa.inspect(self._engine)
             if not all(inspector.has_table(t.name) for t in (_decisions, _claims)):
                 raise

@@ -141,6 +141,9 @@ class InferenceLog:
                     raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
                 time.sleep(0.05 * (attempt + 1))
             except SQLAlchemyError as exc:
+                # PostgreSQL reports the lost race as DuplicateTable or a unique violation in its catalog.
+                if self._has_table(engine):
+                    return
                 raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
 
     @staticmethod

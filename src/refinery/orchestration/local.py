@@ -147,8 +147,9 @@ class RunSummary:
             lines.append(f"  gate: {verdict}")
             for rule in self.decision["rules"]:
                 mark = "ok " if rule["passed"] else "FAIL"
+                observed = "not measured" if rule["observed"] is None else f"{rule['observed']:.4f}"
                 lines.append(
-                    f"    [{mark}] {rule['name']}: observed {rule['observed']:.4f}, threshold {rule['threshold']:.4f}"
+                    f"    [{mark}] {rule['name']}: {observed}, required {rule['requirement']} {rule['threshold']:.4f}"
                 )
         if reg := self.steps.get("register"):
             lines.append(f"  registered: {reg['name']} version {reg['version']}")

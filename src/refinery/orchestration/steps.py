@@ -85,9 +85,24 @@ def finetune(config: str | dict[str, Any], data_dir: Path, out_dir: Path, run_ke
 
 
 @_records_failure
-def evaluate(config: str | dict[str, Any], data_dir: Path, model_dir: Path, out_dir: Path) -> Any:
-    """Evaluate the challenger and, when one exists, the current champion on the same test set."""
+def evaluate(
+    config: str | dict[str, Any],
+    data_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    predictions_path: Path | None = None,
+    report_path: Path | None = None,
+) -> Any:
+    """Evaluate the challenger and, when one exists, the current champion on the same test set.
+
+    Besides ``out_dir`` (evaluation.json, predictions.parquet, confusion_matrix.png), the predictions
+    go to ``predictions_path`` (a KFP Dataset) and the HTML report to ``report_path`` when given.
+    """
+    import pandas as pd
+
+    from refinery.evaluation.evaluate import PREDICTIONS_FILE
     from refinery.evaluation.evaluate import evaluate as run_evaluate
+    from refinery.evaluation.report import render_html
     from refinery.registry.mlflow_registry import Registry
 
     cfg = from_dict(config)
@@ -95,7 +110,7 @@ def evaluate(config: str | dict[str, Any], data_dir: Path, model_dir: Path, out_
     champion = registry.champion()
     with tempfile.TemporaryDirectory(prefix="refinery-champion-") as tmp:
         champion_dir = registry.download(champion.version, "model", Path(tmp)) if champion else None
-        return run_evaluate(
+        result = run_evaluate(
             cfg,
             Path(data_dir),
             Path(model_dir),
@@ -103,6 +118,17 @@ def evaluate(config: str | dict[str, Any], data_dir: Path, model_dir: Path, out_
             Path(out_dir),
             champion_version=champion.version if champion else None,
         )
+    predictions = Path(out_dir) / PREDICTIONS_FILE
+    if predictions_path is not None:
+        Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(predictions, predictions_path)
+    if report_path is not None:
+        page = render_html(
+            result, pd.read_parquet(predictions), calibration_bins=cfg.evaluation.calibration_bins
+        )
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(page, encoding="utf-8")
+    return result
 
 
 @_records_failure
@@ -126,11 +152,21 @@ def register(
     evaluation_dir: Path,
     run_id: str,
     out_dir: Path,
+    validation_dir: Path | None = None,
+    decision_dir: Path | None = None,
 ) -> Any:
-    """Register the challenger with its lineage; it gets the ``challenger`` alias."""
+    """Register the challenger with its lineage and model card; it gets the ``challenger`` alias."""
     from refinery.registry.register import register_model
 
-    version = register_model(from_dict(config), Path(model_dir), Path(data_dir), Path(evaluation_dir), run_id)
+    version = register_model(
+        from_dict(config),
+        Path(model_dir),
+        Path(data_dir),
+        Path(evaluation_dir),
+        run_id,
+        validation_dir=Path(validation_dir) if validation_dir is not None else None,
+        decision_dir=Path(decision_dir) if decision_dir is not None else None,
+    )
     write_json(version, Path(out_dir) / "registration.json")
     return version
 

@@ -34,6 +34,7 @@ CHALLENGER = "challenger"
 ARTIFACTS = ("model", "reference", "evaluation")
 REFERENCE_FILE = "reference.parquet"
 PROFILE_FILE = "profile.json"
+CARD_FILE = "model_card.md"
 
 # Database back ends get a short connect timeout so an unreachable server fails in seconds, before
 # MLflow's own engine creation, which retries for about 100 s.
@@ -284,6 +285,32 @@ class Registry:
         version = self._aliases().get(CHALLENGER)
         return None if version is None else self.get(version)
 
+    def resolve(self, reference: str | None) -> ModelVersionInfo:
+        """The version a reference names: ``NAME@ALIAS``, ``NAME/VERSION``, ``@ALIAS``, ``VERSION``, or
+        None for the champion. ``NAME``, when given, must be this registry's model name.
+
+        Raises:
+            RegistryError: The name is another model's, the alias points nowhere, the version does not
+                exist, or the registry is unreachable.
+        """
+        ref = (reference or f"@{CHAMPION}").strip()
+        name, at, alias = ref.partition("@")
+        if not at:
+            name, slash, alias = ref.rpartition("/")
+            if not slash:
+                name = ""
+        if name and name != self.name:
+            raise RegistryError(
+                f"{reference!r} names model {name!r}, but this registry holds {self.name!r} (registry.model_name)"
+            )
+        if at:
+            aliases = self._aliases()
+            if alias not in aliases:
+                known = ", ".join(sorted(aliases)) or "none"
+                raise RegistryError(f"{self.name} has no version with alias {alias!r} (aliases: {known})")
+            return self.get(aliases[alias])
+        return self.get(alias)
+
     def download(self, version: str, artifact: str, dst: Path) -> Path:
         """Download one artifact folder of a version.
 
@@ -354,6 +381,7 @@ class Registry:
         tags: dict[str, str],
         metrics: dict[str, float],
         params: Mapping[str, Any] | None = None,
+        card: str | None = None,
     ) -> ModelVersionInfo:
         """Log a trained model as a new version and point the ``challenger`` alias at it.
 
@@ -366,6 +394,8 @@ class Registry:
             tags: Lineage tags set on the version and on its run.
             metrics: Numbers logged as run metrics.
             params: Optional run parameters (hyper-parameters), logged as strings.
+            card: The model card (Markdown): logged as ``model_card.md`` and made the version's
+                description, which the MLflow UI shows.
 
         Returns:
             The new version, with the ``challenger`` alias.
@@ -411,6 +441,8 @@ class Registry:
                 if profile.is_file():
                     client.log_artifact(run_id, str(profile), "reference")
                 client.log_artifacts(run_id, str(evaluation_dir), "evaluation")
+                if card is not None:
+                    client.log_text(run_id, card, CARD_FILE)
             except BaseException:
                 client.set_terminated(run_id, "FAILED")
                 raise
@@ -420,7 +452,7 @@ class Registry:
             # The source is the run's artifact root, so every artifact folder of the version
             # (model/, reference/, evaluation/) hangs off one place.
             mv = client.create_model_version(
-                self.name, source=f"runs:/{run_id}/", run_id=run_id, tags=clean_tags
+                self.name, source=f"runs:/{run_id}/", run_id=run_id, tags=clean_tags, description=card
             )
             client.set_registered_model_alias(self.name, CHALLENGER, str(mv.version))
         return self.get(str(mv.version))

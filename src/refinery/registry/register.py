@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.data.validate import ValidationReport
 from refinery.errors import DataError, RefineryError
 from refinery.evaluation.evaluate import EvaluationResult
+from refinery.evaluation.gate import GateDecision
+from refinery.registry.card import model_card
 from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
 from refinery.results import read_json
-from refinery.version import source_sha
+from refinery.version import image_tag, source_sha
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
@@ -83,7 +86,13 @@ def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
 
 
 def register_model(
-    cfg: RunConfig, model_dir: Path, data_dir: Path, evaluation_dir: Path, run_id: str
+    cfg: RunConfig,
+    model_dir: Path,
+    data_dir: Path,
+    evaluation_dir: Path,
+    run_id: str,
+    validation_dir: Path | None = None,
+    decision_dir: Path | None = None,
 ) -> ModelVersionInfo:
     """Register ``model_dir`` as a new version (alias ``challenger``) with lineage, metrics and artifacts.
 
@@ -94,6 +103,8 @@ def register_model(
             ``reference.parquet`` and ``profile.json`` uploaded as the version's ``reference/``).
         evaluation_dir: The evaluation outputs (``evaluation.json`` gives the test metrics).
         run_id: The pipeline run that produced the model.
+        validation_dir: The validate step's output (``validation.json``): its verdict becomes a tag.
+        decision_dir: The gate's output (``decision.json``): its verdict becomes a tag and goes in the card.
 
     Returns:
         The new version.
@@ -109,12 +120,21 @@ def register_model(
     if not reference.is_file():
         raise DataError(f"drift reference profile not found: {reference} (run prepare_data first)")
     evaluation = EvaluationResult.from_json(evaluation_dir)
+    decision = GateDecision.from_json(decision_dir) if decision_dir is not None else None
+    tags["image_tag"] = image_tag()
+    if validation_dir is not None:
+        report = ValidationReport.read(Path(validation_dir) / "validation.json")
+        tags["validation"] = f"{'passed' if report.success else 'failed'}, {len(report.warnings)} warning(s)"
+    if decision is not None:
+        held = sum(rule.passed for rule in decision.rules)
+        tags["gate"] = (
+            f"{'passed' if decision.passed else 'rejected'}: {held} of {len(decision.rules)} rules held"
+        )
 
     metrics: dict[str, float] = {
-        "test_macro_f1": evaluation.challenger.macro_f1,
-        "test_accuracy": evaluation.challenger.accuracy,
-        "test_rows": float(evaluation.test_rows),
+        f"test_{name}": value for name, value in evaluation.challenger.headline().items()
     }
+    metrics["test_rows"] = float(evaluation.test_rows)
     for label, scores in evaluation.challenger.per_class.items():
         metrics[_metric_key(f"test_f1_{label}")] = float(scores["f1"])
     if evaluation.champion is not None:
@@ -142,7 +162,12 @@ def register_model(
         "warmup_ratio": cfg.training.warmup_ratio,
         "max_steps": cfg.training.max_steps,
         "seed": cfg.training.seed,
-        "gate_min_macro_f1": cfg.gate.min_macro_f1,
-        "gate_max_regression": cfg.gate.max_regression,
+        **{f"gate_min_{metric}": value for metric, value in cfg.gate.min.items()},
+        **{f"gate_max_{metric}": value for metric, value in cfg.gate.max.items()},
+        **{f"gate_max_regression_{metric}": value for metric, value in cfg.gate.max_regression.items()},
+        "gate_significance": cfg.gate.significance.mode,
     }
-    return Registry(cfg.registry).register(model_dir, data_dir, evaluation_dir, tags, metrics, params=params)
+    card = model_card(cfg, tags, evaluation, decision, read_json(data_dir / PREPARED_FILE))
+    return Registry(cfg.registry).register(
+        model_dir, data_dir, evaluation_dir, tags, metrics, params=params, card=card
+    )

@@ -529,3 +529,25 @@ def test_a_failure_while_writing_leaves_nothing(
     with pytest.raises(OSError, match="disk full"):
         prepare_data(run_config(tmp_path, demo_df), tmp_path / "dataset")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
+
+
+def test_slice_columns_stay_in_the_held_out_splits(tmp_path: Path) -> None:
+    frame = reviews(200).assign(category=[("phones", "laptops", None, 3)[i % 4] for i in range(200)])
+    out = tmp_path / "dataset"
+    prepare_data(run_config(tmp_path, frame, slice_columns=["category"]), out)
+    splits = read_splits(out)
+    assert list(splits["train"].columns) == ["text", "label"]
+    for name in ("validation", "test"):
+        part = splits[name]
+        assert list(part.columns) == ["text", "label", "category"]
+        assert set(part["category"]) == {"phones", "laptops", "(missing)", "3"}
+        # Each row keeps its own value: the text's number says which one it was given.
+        number = part["text"].str.extract(r"number (\d+) ")[0].astype(int)
+        expected = number.map(lambda i: ("phones", "laptops", "(missing)", "3")[i % 4])
+        assert (part["category"] == expected).all()
+
+
+def test_a_missing_slice_column_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"column 'category' \(data.slice_columns\) is missing"):
+        prepare_data(run_config(tmp_path, reviews(60), slice_columns=["category"]), tmp_path / "dataset")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]

@@ -283,3 +283,15 @@ def test_a_failure_while_writing_leaves_no_partial_reports(
     with pytest.raises(OSError, match="disk full"):
         validate_csv(tmp_path, demo_df.head(150))
     assert list((tmp_path / "validation").iterdir()) == []
+
+
+def test_slice_columns_are_expected_and_required(tmp_path: Path, demo_df: pd.DataFrame) -> None:
+    frame = demo_df.assign(category="phones")
+    for name in ("with", "without"):
+        (tmp_path / name).mkdir()
+    report, _ = validate_csv(tmp_path / "with", frame, slice_columns=["category"])
+    assert report.success and report.warnings == []  # not an unexpected column
+    report, _ = validate_csv(tmp_path / "without", demo_df, slice_columns=["category"])
+    assert not report.success
+    (missing,) = [f for f in report.failures if f.check == "columns"]
+    assert "column 'category' (data.slice_columns) is missing" in missing.message

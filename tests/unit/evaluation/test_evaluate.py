@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,15 @@ def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
 
     test = pd.read_parquet(data_dir / "test.parquet")
     predictions = pd.read_parquet(out / "predictions.parquet")
-    assert list(predictions.columns) == ["text", "label", "challenger_pred", "champion_pred"]
+    assert list(predictions.columns) == [
+        "text",
+        "label",
+        "length",
+        "challenger_pred",
+        "challenger_proba",
+        "champion_pred",
+        "champion_proba",
+    ]
     assert predictions["text"].tolist() == test["text"].tolist()
     assert predictions["label"].tolist() == test["label"].tolist()
     # The same model as challenger and champion on the same rows gives the same predictions.
@@ -56,13 +65,31 @@ def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
     assert predictions["challenger_pred"].tolist() == expected
 
     assert result.test_rows == len(test) == result.challenger.n == result.champion.n
-    assert result.champion == result.challenger
+    # Same model, same scores; only the measured latencies differ.
+    timing = {"mean_latency_ms": None, "p95_latency_ms": None}
+    assert replace(result.champion, **timing) == replace(result.challenger, **timing)
+    assert result.challenger.p95_latency_ms >= result.challenger.mean_latency_ms > 0
+    assert result.challenger.log_loss > 0 and 0 <= result.challenger.ece <= 1
+    assert 0 <= result.challenger.roc_auc <= 1 and 0 <= result.challenger.average_precision <= 1
+    assert sum(s.n for s in result.challenger.slices["length"].values()) == len(test)
+    # Identical predictions: a zero difference, no discordant rows.
+    assert result.comparison is not None
+    assert (result.comparison.bootstrap.low, result.comparison.bootstrap.high) == (0.0, 0.0)
+    assert (result.comparison.mcnemar.b, result.comparison.mcnemar.c) == (0, 0)
     assert result.champion_version == "4"
     assert result.labels == ("negative", "positive")
     assert sum(map(sum, result.challenger.confusion_matrix)) == len(test)
     assert EvaluationResult.from_json(out / "evaluation.json") == result
     written = json.loads((out / "evaluation.json").read_text())
-    assert set(written) == {"labels", "test_rows", "challenger", "champion", "champion_version"}
+    assert set(written) == {
+        "labels",
+        "test_rows",
+        "challenger",
+        "champion",
+        "champion_version",
+        "comparison",
+        "retention",
+    }
 
 
 def test_first_model_has_no_champion(
@@ -123,3 +150,36 @@ def test_undeclared_label_in_test_set_is_named(
 
     with pytest.raises(DataError, match=r"undeclared label\(s\) \['neutral'\]"):
         evaluate(make_config(), folder, tiny_model_dir, None, tmp_path / "evaluation")
+
+
+def test_retention_set_and_slice_columns_are_scored_for_both_models(
+    make_config: Callable[..., object], tiny_model_dir: Path, demo_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    test = demo_df.sample(n=60, random_state=1).assign(shop=[("north", "south")[i % 2] for i in range(60)])
+    test.to_parquet(folder / "test.parquet", index=False)
+    earlier = tmp_path / "earlier.csv"
+    demo_df.sample(n=40, random_state=2).assign(text=lambda f: "  " + f["text"]).to_csv(earlier, index=False)
+    cfg = make_config(
+        [f"data.retention_uri={earlier}", "data.slice_columns=[shop]", "evaluation.latency_samples=0"]
+    )
+
+    result = evaluate(
+        cfg, folder, tiny_model_dir, tiny_model_dir, tmp_path / "evaluation", champion_version="2"
+    )
+
+    assert result.retention is not None and result.retention.n == 40
+    assert result.retention.champion == result.retention.challenger  # same model
+    assert {name: s.n for name, s in result.challenger.slices["shop"].items()} == {"north": 30, "south": 30}
+    assert result.challenger.mean_latency_ms is None  # latency_samples=0
+    predictions = pd.read_parquet(tmp_path / "evaluation" / "predictions.parquet")
+    assert predictions["shop"].tolist() == test["shop"].tolist()
+
+
+def test_a_slice_column_missing_from_the_test_set_is_named(
+    make_config: Callable[..., object], tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['shop'\].*data.slice_columns"):
+        evaluate(make_config(["data.slice_columns=[shop]"]), data_dir, tiny_model_dir, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -127,8 +127,9 @@ def test_decide_action_needs_a_drift_result_for_a_full_window() -> None:
 # -- TriggerLog ------------------------------------------------------------------------------------------
 
 
-def test_trigger_log_records_every_decision(tmp_path: Path) -> None:
-    log = TriggerLog(f"sqlite:///{tmp_path / 'nested' / 'triggers.db'}")
+def test_trigger_log_records_every_decision(sql_url: str) -> None:
+    # sql_url: a sqlite file, then a database on the session's throwaway PostgreSQL server.
+    log = TriggerLog(sql_url)
     assert log.decisions("m") == []
     assert log.last_fired("m") is None
 
@@ -187,7 +188,7 @@ def test_trigger_log_records_every_decision(tmp_path: Path) -> None:
     log.record(model_name="other", action="no_drift", reason="calm", now=T0, window_rows=100)
 
     # A fresh TriggerLog on the same URL reads the same history: nothing is held in memory.
-    rows = TriggerLog(f"sqlite:///{tmp_path / 'nested' / 'triggers.db'}").decisions("m")
+    rows = TriggerLog(sql_url).decisions("m")
     assert [r.action for r in rows] == [
         "insufficient_data",
         "no_drift",
@@ -206,8 +207,8 @@ def test_trigger_log_records_every_decision(tmp_path: Path) -> None:
     assert json.loads(json.dumps(rows[2].to_dict()))["timestamp"] == "2025-03-01T12:02:00+00:00"
 
 
-def test_trigger_log_claim_respects_the_cooldown(tmp_path: Path) -> None:
-    log = TriggerLog(f"sqlite:///{tmp_path / 'triggers.db'}")
+def test_trigger_log_claim_respects_the_cooldown(sql_url: str) -> None:
+    log = TriggerLog(sql_url)
     first = log.claim(model_name="m", reason="drift", now=T0, cooldown_minutes=60)
     assert first is not None
     assert (
@@ -221,8 +222,8 @@ def test_trigger_log_claim_respects_the_cooldown(tmp_path: Path) -> None:
     assert [r.action for r in log.decisions("m")] == ["fired", "fired"]
 
 
-def test_concurrent_claims_fire_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'triggers.db'}"
+def test_concurrent_claims_fire_once(sql_url: str) -> None:
+    url = sql_url
     TriggerLog(url).decisions("m")  # create the tables up front, as a running system would have them
     barrier = threading.Barrier(6)
     won: list[bool] = []
@@ -244,6 +245,27 @@ def test_concurrent_claims_fire_once(tmp_path: Path) -> None:
     assert not errors
     assert sorted(won) == [False] * 5 + [True]
     assert [r.action for r in TriggerLog(url).decisions("m")] == ["fired"]
+
+
+def test_concurrent_first_use_creates_the_tables_once(sql_url: str) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        log = TriggerLog(sql_url)  # one per monitor; none finds the tables
+        barrier.wait()
+        try:
+            log.record(model_name="m", action="no_drift", reason="calm", now=T0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [r.action for r in TriggerLog(sql_url).decisions("m")] == ["no_drift"] * 4
 
 
 def test_trigger_log_rejects_bad_input(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The inference log on a real sqlite database: append, recent, count, concurrent writers."""
+"""The inference log on real databases: append, recent, count, concurrent writers.
+
+Tests that take ``sql_url`` run on a sqlite file and on the session's throwaway PostgreSQL server.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ def test_first_use_creates_folder_and_table(tmp_path: Path) -> None:
     assert frame.empty
 
 
-def test_append_recent_count_round_trip(tmp_path: Path) -> None:
-    log = InferenceLog(f"sqlite:///{tmp_path / 'log.db'}")
+def test_append_recent_count_round_trip(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
     log.append([_record(i) for i in range(5)])
     log.append([_record(i) for i in range(5, 8)])
     log.append([])
@@ -58,15 +61,15 @@ def test_append_recent_count_round_trip(tmp_path: Path) -> None:
     assert log.recent(0).empty
 
 
-def test_recent_is_newest_by_timestamp_not_insertion(tmp_path: Path) -> None:
-    log = InferenceLog(f"sqlite:///{tmp_path / 'log.db'}")
+def test_recent_is_newest_by_timestamp_not_insertion(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
     log.append([_record(2), _record(0)])
     log.append([_record(1)])
     assert list(log.recent(2)["text"]) == ["review number 1", "review number 2"]
 
 
-def test_timestamps_are_stored_as_utc(tmp_path: Path) -> None:
-    log = InferenceLog(f"sqlite:///{tmp_path / 'log.db'}")
+def test_timestamps_are_stored_as_utc(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
     cet = timezone(timedelta(hours=1))
     log.append([_record(0, when=datetime(2026, 1, 1, 13, 0, tzinfo=cet))])
     stamp = log.recent(1)["timestamp"].iloc[0].to_pydatetime()
@@ -113,8 +116,9 @@ def _append_many(url: str, worker: int, batches: int, per_batch: int, start: obj
         )
 
 
-def test_two_processes_append_concurrently(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared' / 'log.db'}"
+def test_two_processes_append_concurrently(sql_url: str) -> None:
+    # Neither writer finds the table: both create it at once, then append.
+    url = sql_url
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(2)
     workers = [ctx.Process(target=_append_many, args=(url, w, 40, 5, start)) for w in (1, 2)]

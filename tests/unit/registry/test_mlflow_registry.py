@@ -1,19 +1,26 @@
-"""The MLflow registry on a throwaway sqlite file: versions, lineage tags, aliases, downloads, errors.
+"""The MLflow registry on both back ends: versions, lineage tags, aliases, downloads, errors.
 
-Registering costs an MLflow run plus artifact copies, so one registry with two registered versions is
-shared by the tests of this module; tests that need an empty or broken registry get their own.
+Every test that uses a registry runs twice: on a throwaway sqlite file (the embedded default) and on a
+fresh database of the session's throwaway PostgreSQL server (tests/postgres.py). Registering costs an
+MLflow run plus artifact copies, so one registry with two registered versions is shared by the tests of
+this module per back end; tests that need an empty or broken registry get their own.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from tests.conftest import config_in
+from tests.postgres import PostgresServer
+from tests.processes import free_port
 
 from refinery.config import RegistryConfig, RunConfig
 from refinery.errors import DataError, RegistryError
@@ -25,9 +32,36 @@ from refinery.registry.register import register_model
 LINEAGE = ("data_uri", "data_sha256", "config_sha", "base_model", "pipeline_run_id", "git_sha")
 
 
-def _registry_config(folder: Path, name: str = "review-sentiment-test") -> RegistryConfig:
+NewStore = Callable[[Path], str]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest) -> Iterator[NewStore]:
+    """Makes the tracking URI of a new, empty store of one back end, given a folder for its files.
+
+    sqlite: ``mlflow.db`` in the folder. postgres: a new database on the session's server, dropped when
+    the module's tests of this back end are done.
+    """
+    if request.param == "sqlite":
+        yield lambda folder: f"sqlite:///{folder / 'mlflow.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    made: list[str] = []
+
+    def new(_folder: Path) -> str:
+        made.append(server.create_database("mlflow"))
+        return server.url(made[-1])
+
+    yield new
+    for name in made:
+        server.drop_database(name)
+
+
+def _registry_config(
+    folder: Path, name: str = "review-sentiment-test", tracking_uri: str | None = None
+) -> RegistryConfig:
     return RegistryConfig(
-        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        tracking_uri=tracking_uri or f"sqlite:///{folder / 'mlflow.db'}",
         artifact_location=str(folder / "mlartifacts"),
         model_name=name,
         experiment="refinery-test",
@@ -75,10 +109,12 @@ def _write_inputs(root: Path, tiny_model_dir: Path, macro_f1_hint: int) -> tuple
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, new_store: NewStore
+) -> dict[str, Any]:
     """One registry with two versions registered through register_model()."""
     root = tmp_path_factory.mktemp("registry")
-    cfg = config_in(root, tiny_model_dir)
+    cfg = config_in(root, tiny_model_dir, extra=[f"registry.tracking_uri={new_store(root)}"])
     first = _write_inputs(root / "run1", tiny_model_dir, macro_f1_hint=5)
     second = _write_inputs(root / "run2", tiny_model_dir, macro_f1_hint=4)
     v1 = register_model(cfg, *first, run_id="pipeline-run-1")
@@ -227,8 +263,8 @@ def test_register_model_without_prepared_summary_is_refused(
     assert [v.version for v in shared["registry"].versions()] == ["1", "2"]
 
 
-def test_empty_registry_has_no_champion_and_no_versions(tmp_path: Path) -> None:
-    registry = Registry(_registry_config(tmp_path, name="never-registered"))
+def test_empty_registry_has_no_champion_and_no_versions(tmp_path: Path, new_store: NewStore) -> None:
+    registry = Registry(_registry_config(tmp_path, name="never-registered", tracking_uri=new_store(tmp_path)))
 
     assert registry.champion() is None
     assert registry.challenger() is None
@@ -266,3 +302,96 @@ def test_database_server_that_is_down_is_unreachable_and_password_is_masked(tmp_
 def test_unresolved_config_is_refused() -> None:
     with pytest.raises(RegistryError, match=r"registry\.tracking_uri is empty"):
         Registry(RegistryConfig())
+
+
+def test_postgres_that_refuses_connections_fails_fast_naming_the_masked_url(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there: the connection is refused at once
+    cfg = RegistryConfig(
+        tracking_uri=f"postgresql+psycopg://refinery:s3cret@127.0.0.1:{port}/mlflow",
+        artifact_location=str(tmp_path / "mlartifacts"),
+    )
+    began = time.perf_counter()
+
+    with pytest.raises(
+        RegistryError,
+        match=rf"registry unreachable at postgresql\+psycopg://refinery:\*\*\*@127\.0\.0\.1:{port}/mlflow: "
+        r".*Connection refused",
+    ) as info:
+        Registry(cfg).versions()
+    # Not MLflow's own engine creation, which retries for about 100 s.
+    assert time.perf_counter() - began < 5
+    assert "s3cret" not in str(info.value)
+
+
+def test_postgres_that_never_answers_fails_within_the_connect_timeout(tmp_path: Path) -> None:
+    from refinery.registry.mlflow_registry import _CONNECT_TIMEOUT_S
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        # The kernel accepts the TCP connection into the backlog; nothing ever answers the startup packet.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        cfg = RegistryConfig(
+            tracking_uri=f"postgresql+psycopg://refinery@127.0.0.1:{port}/mlflow",
+            artifact_location=str(tmp_path / "mlartifacts"),
+        )
+        began = time.perf_counter()
+        with pytest.raises(
+            RegistryError, match=rf"registry unreachable at .*127\.0\.0\.1:{port}/mlflow: .*time"
+        ):
+            Registry(cfg).champion()
+        assert time.perf_counter() - began < _CONNECT_TIMEOUT_S + 5
+
+
+def test_missing_postgres_database_is_named(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    cfg = _registry_config(tmp_path, tracking_uri=postgres_server.url("no_such_db"))
+
+    with pytest.raises(
+        RegistryError, match=r"registry unreachable at postgresql\+psycopg://.*/no_such_db: .*does not exist"
+    ):
+        Registry(cfg).champion()
+
+
+def test_a_version_carries_its_validation_gate_image_and_model_card(
+    tmp_path: Path, tiny_model_dir: Path, new_store: NewStore, demo_df: pd.DataFrame
+) -> None:
+    from mlflow import MlflowClient
+
+    from refinery.data.validate import validate_data
+    from refinery.evaluation.gate import decide
+    from refinery.version import image_tag
+
+    cfg = config_in(tmp_path, tiny_model_dir, demo_df, [f"registry.tracking_uri={new_store(tmp_path)}"])
+    model_dir, data_dir, eval_dir = _write_inputs(tmp_path / "run", tiny_model_dir, macro_f1_hint=5)
+    validate_data(cfg, tmp_path / "validation")
+    decision = decide(cfg.gate, EvaluationResult.from_json(eval_dir))
+    decision.write_json(tmp_path / "gate" / "decision.json")
+
+    version = register_model(
+        cfg,
+        model_dir,
+        data_dir,
+        eval_dir,
+        run_id="pipeline-run-9",
+        validation_dir=tmp_path / "validation",
+        decision_dir=tmp_path / "gate",
+    )
+
+    assert version.tags["validation"] == "passed, 0 warning(s)"
+    assert version.tags["gate"] == f"passed: {len(decision.rules)} of {len(decision.rules)} rules held"
+    assert version.tags["image_tag"] == image_tag()
+    uri = cfg.registry.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    card = client.get_model_version(cfg.registry.model_name, version.version).description
+    for section in (
+        "## Intended use",
+        "## Data",
+        "## Metrics (test set)",
+        "## Promotion gate",
+        "## Limitations",
+    ):
+        assert section in card
+    assert "| min.macro_f1 | 1.0000 | >= 0.6000 | pass |" in card
+    assert "`pipeline-run-9`" in card and f"`{'ab' * 32}`" in card
+    logged = Path(client.download_artifacts(version.run_id, "model_card.md", str(tmp_path / "dl")))
+    assert logged.read_text() == card
