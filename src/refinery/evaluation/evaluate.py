@@ -283,6 +283,13 @@ def _latency(classifier: Classifier, texts: list[str], samples: int, seed: int) 
     return latency_summary(seconds)
 
 
+def label_indices(frame: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
+    """Each row's ``label`` as its index in the declared ``labels`` (rows already checked to hold them)."""
+    import numpy as np
+
+    return frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+
+
 def score(
     cfg: RunConfig,
     frame: pd.DataFrame,
@@ -299,11 +306,10 @@ def score(
         latency: Per-example latency, when measured.
         slice_columns: Columns of ``frame`` to score each value of; text-length buckets are always scored.
     """
-    import numpy as np
 
     labels = tuple(cfg.data.labels)
     k = len(labels)
-    true_idx = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+    true_idx = label_indices(frame, labels)
     pred_idx = probabilities.argmax(axis=1)
     base = classification_metrics(frame["label"].tolist(), [labels[i] for i in pred_idx], labels)
     auc = ap = None
@@ -330,10 +336,9 @@ def score(
 
 def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray) -> Comparison:
     """The paired bootstrap and McNemar's test of two models' probabilities on the same rows."""
-    import numpy as np
 
     labels = tuple(cfg.data.labels)
-    true_idx = frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+    true_idx = label_indices(frame, labels)
     ours, theirs = challenger.argmax(axis=1), champion.argmax(axis=1)
     significance = cfg.gate.significance
     return Comparison(

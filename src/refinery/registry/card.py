@@ -54,9 +54,7 @@ def model_card(
         "| | |",
         "|---|---|",
     ]
-    for key in sorted(
-        k for k in tags if k.endswith("data_uri") or k.endswith("data_sha256") or k == "data_uri"
-    ):
+    for key in sorted(k for k in tags if k.endswith(("data_uri", "data_sha256"))):
         lines.append(f"| {key} | `{_cell(tags[key])}` |")
     sizes = prepared.get("split_sizes") or {}
     if sizes:
