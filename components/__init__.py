@@ -21,7 +21,6 @@ from components.prepare_data import prepare_data
 from components.promote import promote
 from components.register import register
 from components.search import finetune_trial, merge_round, suggest_trials
-from components.set_champion import set_champion
 from components.validate_data import validate_data
 from refinery.version import Images
 
@@ -38,7 +37,6 @@ class Components:
     register: Any
     package: Any
     promote: Any
-    set_champion: Any
     suggest_trials: Any
     finetune_trial: Any
     merge_round: Any
@@ -59,7 +57,6 @@ def build(images: Images) -> Components:
         register=on(images.project, register),
         package=on(images.project, package),
         promote=on(images.project, promote),
-        set_champion=on(images.project, set_champion),
         suggest_trials=on(images.project, suggest_trials),
         finetune_trial=on(images.gpu, finetune_trial),
         merge_round=on(images.project, merge_round),

@@ -1,4 +1,4 @@
-"""The training pipeline: validate -> prepare -> finetune -> evaluate -> gate -> (register, package, promote, champion)."""
+"""The training pipeline: validate -> prepare -> finetune -> evaluate -> gate -> (register, package, promote)."""
 # No `from __future__ import annotations` here or in components/: KFP reads the annotations as types.
 
 from typing import Any
@@ -96,14 +96,9 @@ def build_training_pipeline(
             )
             version = registered.outputs["Output"]
             packaged = ops.package(config=config, version=version)
+            # One step commits the release to GitOps and then moves the champion alias, refusing when
+            # another run replaced the champion this one was judged against.
             promoted = ops.promote(config=config, version=version, bento_tag=packaged.outputs["Output"])
-            # The champion alias moves last, after the version is registered, packaged and committed.
-            championed = ops.set_champion(
-                config=config,
-                version=version,
-                bento_tag=packaged.outputs["Output"],
-                commit=promoted.outputs["Output"],
-            )
 
         if resources is not None:
             # Fine-tuning on the GPU profile, retried after a failure or a preemption (its checkpoints
@@ -112,7 +107,7 @@ def build_training_pipeline(
                 apply_profile(task, resources.finetune, **mounts)
                 set_finetune_retry(task, resources.finetune_retries)
             steps = [validated, prepared, *search_tasks, evaluated, decided, registered, packaged, promoted]
-            for task in [*steps, championed]:
+            for task in steps:
                 apply_profile(task, resources.steps, **mounts)
 
     return training_pipeline

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from refinery.config import RunConfig, load_config
 from refinery.errors import DataError, DataValidationError, RefineryError
@@ -235,6 +236,41 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_promotion(record: Any) -> None:
+    verb = "rolled back to" if record.action == "rollback" else "promoted"
+    replaced = f", replacing version {record.previous}" if record.previous else ""
+    print(
+        f"{verb} {record.name} version {record.version} in {record.environment}{replaced}: "
+        f"gitops commit {record.commit[:12]}, bento {record.bento_tag}"
+    )
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from refinery.registry.promotion import promote_manually
+
+    if args.force and not args.reason:
+        raise RefineryError("--force needs --reason TEXT: it is recorded with the promotion")
+    outcome = promote_manually(
+        _config(args),
+        args.reference,
+        force_reason=args.reason if args.force else None,
+        data_dir=Path(args.data) if args.data else None,
+    )
+    print("\n".join(outcome.decision.to_lines()))
+    if outcome.record is None:
+        print("not promoted: the gate rejected it (--force --reason TEXT overrides, and is recorded)")
+        return EXIT_FAILED
+    _print_promotion(outcome.record)
+    return EXIT_OK
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from refinery.registry.promotion import rollback
+
+    _print_promotion(rollback(_config(args), args.to, args.reason or ""))
+    return EXIT_OK
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from refinery.packaging.container import containerize
     from refinery.registry.mlflow_registry import Registry
@@ -373,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("models", help="the registered versions: list them, show one")
-    models = p.add_subparsers(dest="models_command", required=True, metavar="{list,show}")
+    p = sub.add_parser("models", help="the registered versions: list, show, promote, roll back")
+    models = p.add_subparsers(dest="models_command", required=True, metavar="{list,show,promote,rollback}")
     m = models.add_parser("list", help="every version with its aliases, test macro-F1 and gate verdict")
     _add_config_args(m)
     m.set_defaults(func=cmd_models_list)
@@ -384,6 +420,27 @@ def build_parser() -> argparse.ArgumentParser:
         "reference", nargs="?", help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION (default: the champion)"
     )
     m.set_defaults(func=cmd_models_show)
+    m = models.add_parser(
+        "promote",
+        help="evaluate a version against the champion, gate it, package it if needed and promote it",
+    )
+    _add_config_args(m)
+    m.add_argument("reference", help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION")
+    m.add_argument(
+        "--data",
+        help="prepared dataset folder whose test.parquet to evaluate on (default: the test set the "
+        "version was evaluated on when registered)",
+    )
+    m.add_argument(
+        "--force", action="store_true", help="promote even if the gate rejects it (needs --reason)"
+    )
+    m.add_argument("--reason", help="why; recorded in the version's tags and the GitOps commit")
+    m.set_defaults(func=cmd_models_promote)
+    m = models.add_parser("rollback", help="make an earlier version champion again, with its GitOps commit")
+    _add_config_args(m)
+    m.add_argument("--to", help="the version to go back to (default: the one the champion replaced)")
+    m.add_argument("--reason", help="why; recorded in the version's tags and the GitOps commit")
+    m.set_defaults(func=cmd_models_rollback)
 
     p = sub.add_parser("package", help="build the serving container image of a registered version's Bento")
     _add_config_args(p)

@@ -42,6 +42,11 @@ class RegistryError(RefineryError):
     """The model registry is unreachable, or a version or alias it should hold is missing or corrupt."""
 
 
+class PromotionConflict(RefineryError):
+    """The champion changed after a challenger was judged against it (another promotion finished or is
+    finishing first); nothing was promoted. Evaluate again against the new champion."""
+
+
 class PackagingError(RefineryError):
     """Building the Bento failed."""
 

@@ -213,7 +213,7 @@ def test_training_pipeline_in_containers_registers_packages_and_promotes(
     shown = console.getvalue()
     assert summary.succeeded, f"{summary.to_text()}\n{shown}"
     assert f"steps run in {project_image}" in shown
-    assert "▶ finetune" in shown and "✓ set-champion success" in shown
+    assert "▶ finetune" in shown and "✓ promote success" in shown
     assert "executor_input" not in shown, "the condensed view hides kfp's executor input"
 
     champion = Registry(cfg.registry).champion()

@@ -188,7 +188,7 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
     assert main(["monitor", *cli_args]) == 0
     assert [d.action for d in triggers.decisions(cfg.registry.model_name)] == ["fired"]
     retrain_run = triggers.decisions(cfg.registry.model_name)[0].retrain_run_id
-    assert retrain_run and any((Path(cfg.state_dir) / "runs").glob(f"*/{retrain_run}/set-champion"))
+    assert retrain_run and any((Path(cfg.state_dir) / "runs").glob(f"*/{retrain_run}/promote"))
     assert main(["monitor", *cli_args]) == 0
     actions = [d.action for d in triggers.decisions(cfg.registry.model_name)]
     assert actions == ["fired", "suppressed_cooldown"]

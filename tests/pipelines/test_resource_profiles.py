@@ -122,7 +122,7 @@ def test_every_other_step_gets_the_steps_profile_and_no_gpu(
     ir, platform = compiled
     steps = prod.resources["prod"].steps
     others = [step for step in _steps(ir) if step != "finetune"]
-    assert len(others) == 8
+    assert len(others) == 7
     for step in others:
         resources = _resources(ir, step)
         assert "accelerator" not in resources, step

@@ -22,7 +22,6 @@ STEPS = [
     "register",
     "package",
     "promote",
-    "set-champion",
 ]
 
 
@@ -111,7 +110,6 @@ def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled:
     assert deps["gate"] == {"evaluate"}
     assert deps["package"] == {"register"}
     assert deps["promote"] == {"register", "package"}
-    assert deps["set-champion"] == {"register", "package", "promote"}
     condition = next(t for t in tasks.values() if "triggerPolicy" in t)
     assert "gate" in condition["dependentTasks"]
     assert (

@@ -122,6 +122,17 @@ class GateDecision:
         """The rules that did not hold."""
         return [rule for rule in self.rules if not rule.passed]
 
+    def to_lines(self) -> list[str]:
+        """The verdict and one line per rule, for a console."""
+        lines = [f"gate: {'PASSED' if self.passed else 'REJECTED'}"]
+        for rule in self.rules:
+            mark = "ok " if rule.passed else "FAIL"
+            observed = "not measured" if rule.observed is None else f"{rule.observed:.4f}"
+            lines.append(
+                f"  [{mark}] {rule.name}: {observed}, required {rule.requirement} {rule.threshold:.4f}"
+            )
+        return lines
+
     def to_markdown(self) -> str:
         """A Markdown summary: the decision in the heading, one table row per rule, then the reasons."""
         verdict = (

@@ -11,8 +11,10 @@ seeded from ``gitops.seed_dir``. It may also be a URL (``ssh://``, ``https://``,
 repository that already holds the tree; then it is only checked, never seeded.
 
 Everything goes through the real git CLI in throwaway clones, with author and committer set from the
-configuration so that no global git configuration is needed. Concurrent promotions are safe: a push
-that loses the race is redone on a fresh clone, so each promotion lands as its own commit.
+configuration so that no global git configuration is needed. A push that loses a race with another is
+redone on a fresh clone, so each promotion lands as its own commit; with ``expected``, :func:`promote` is
+a compare-and-swap instead, which :mod:`refinery.registry.promotion` uses so that of two promotions
+judged against the same champion only the first lands.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 
 from refinery.config import GitOpsConfig
-from refinery.errors import GitOpsError
+from refinery.errors import GitOpsError, PromotionConflict
 from refinery.results import to_jsonable, write_json
 
 #: Image name used in k8s/base; each overlay's ``images`` entry with this name is what promote edits.
@@ -182,23 +184,37 @@ def ensure_repository(cfg: GitOpsConfig) -> str:
     return str(path)
 
 
-def promote(cfg: GitOpsConfig, release: Release) -> PromotionResult:
+def promote(
+    cfg: GitOpsConfig,
+    release: Release,
+    *,
+    expected: tuple[str | None, ...] | None = None,
+    action: str = "promote",
+    reason: str = "",
+) -> PromotionResult:
     """Point ``k8s/overlays/<cfg.environment>`` at ``release`` in one pushed commit.
 
     The commit changes only ``k8s/overlays/<environment>/kustomization.yaml``: the image
     ``cfg.image_repository:<bento version>`` and the release literals of the ``refinery-release``
     ConfigMap. If the overlay already names this release, nothing is committed and the current head is
     returned with empty ``changed_files``. If another promotion pushed in between, the edit is redone
-    on a fresh clone (at most twice), so concurrent promotions land as separate commits and none is lost.
+    on a fresh clone (at most twice), so concurrent promotions land as separate commits and none is lost
+    - unless ``expected`` is given: then the overlay must name one of those model versions (None: never
+    released) on the clone the commit is made on, so a promotion that lost the race to another is
+    refused instead (compare-and-swap on the branch).
 
     Args:
         cfg: The GitOps section of a resolved run configuration.
         release: The model version and Bento to serve.
+        expected: Model versions the overlay may name before this commit; None accepts any.
+        action: ``promote`` or ``rollback``: the commit message's verb.
+        reason: Why, recorded in the commit message.
 
     Returns:
         The commit, the changed files and the release.
 
     Raises:
+        PromotionConflict: The overlay names a version outside ``expected``.
         GitOpsError: The release is malformed, the environment has no overlay (the message lists the
             available ones), the overlay lacks the entries promote edits, or a git command failed (the
             message names the repository and git's error output).
@@ -219,10 +235,18 @@ def promote(cfg: GitOpsConfig, release: Release) -> PromotionResult:
             previous = _release_from_text(text, where)
             if previous == release and _image_of(text, where) == (cfg.image_repository, release.image_tag):
                 return PromotionResult(base, cfg.environment, _redact(location), (), release)
+            named = previous.model_version if previous else None
+            if expected is not None and named not in expected:
+                wanted = " or ".join("nothing released" if v is None else f"version {v}" for v in expected)
+                raise PromotionConflict(
+                    f"cannot {action} {release.model_name} v{release.model_version}: {where} names "
+                    f"{'nothing released' if named is None else f'version {named}'} at {base[:12]}, "
+                    f"expected {wanted}; another promotion got there first"
+                )
             overlay_file.write_text(_apply_release(text, release, cfg, where), encoding="utf-8")
             _git(["add", "--", overlay], cfg, location, cwd=work)
             changed = tuple(_git(["diff", "--cached", "--name-only"], cfg, location, cwd=work).stdout.split())
-            subject, body = _commit_message(cfg, release, previous, overlay)
+            subject, body = _commit_message(cfg, release, previous, overlay, action, reason)
             _git(["commit", "--quiet", "-m", subject, "-m", body], cfg, location, cwd=work)
             commit = _head(work, cfg, location)
             push = _git(
@@ -241,6 +265,34 @@ def promote(cfg: GitOpsConfig, release: Release) -> PromotionResult:
                 continue
             raise _command_error(location, push, "rejected the promotion push")
     raise AssertionError("unreachable: every attempt returns, continues or raises")  # pragma: no cover
+
+
+def revert(cfg: GitOpsConfig, commit: str, reason: str) -> str:
+    """Undo ``commit`` with a new commit on top of it; returns the new commit's sha.
+
+    Only the branch head can be reverted this way: a later commit may depend on it.
+
+    Raises:
+        GitOpsError: ``commit`` is not the head of ``cfg.branch`` (someone pushed since), or a git
+            command failed.
+    """
+    location = ensure_repository(cfg)
+    with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
+        work = Path(tmp) / "work"
+        _clone(cfg, location, work)
+        head = _head(work, cfg, location)
+        if head != commit:
+            raise GitOpsError(
+                f"GitOps repository {_redact(location)}: cannot revert {commit[:12]}, the head of "
+                f"{cfg.branch!r} is now {head[:12]}"
+            )
+        subject = _git(["log", "-1", "--format=%s", commit], cfg, location, cwd=work).stdout.strip()
+        _git(["revert", "--no-edit", "--no-commit", commit], cfg, location, cwd=work)
+        body = f"Reverts {commit}: {_one_line(reason)}\n\nRefinery-Action: revert\nRefinery-Reverts: {commit}"
+        _git(["commit", "--quiet", "-m", f'revert "{subject}"', "-m", body], cfg, location, cwd=work)
+        new = _head(work, cfg, location)
+        _git(["push", "--quiet", "origin", f"HEAD:refs/heads/{cfg.branch}"], cfg, location, cwd=work)
+    return new
 
 
 def current_release(cfg: GitOpsConfig) -> Release | None:
@@ -606,8 +658,12 @@ def _check_release(release: Release) -> None:
         raise GitOpsError("cannot promote release: " + "; ".join(problems))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _commit_message(
-    cfg: GitOpsConfig, release: Release, previous: Release | None, overlay: str
+    cfg: GitOpsConfig, release: Release, previous: Release | None, overlay: str, action: str, reason: str
 ) -> tuple[str, str]:
     image = f"{cfg.image_repository}:{release.image_tag}"
     before = (
@@ -615,8 +671,9 @@ def _commit_message(
         if previous
         else "nothing released"
     )
+    where = "to" if action == "promote" else "in"
     subject = (
-        f"promote {release.model_name} v{release.model_version} to {cfg.environment} "
+        f"{action} {release.model_name} v{release.model_version} {where} {cfg.environment} "
         f"(bento {release.bento_tag})"
     )
     body = (
@@ -628,6 +685,9 @@ def _commit_message(
         f"Refinery-Model-Version: {release.model_version}\n"
         f"Refinery-Bento-Tag: {release.bento_tag}\n"
         f"Refinery-Image: {image}\n"
-        f"Refinery-Previous-Release: {before}"
+        f"Refinery-Previous-Release: {before}\n"
+        f"Refinery-Action: {action}"
     )
+    if reason:
+        body += f"\nRefinery-Reason: {_one_line(reason)}"
     return subject, body

@@ -111,7 +111,7 @@ class RunSummary:
 
     @property
     def promoted(self) -> bool:
-        return "set-champion" in self.steps
+        return "promote" in self.steps
 
     @property
     def decision(self) -> dict[str, Any] | None:
@@ -143,24 +143,16 @@ class RunSummary:
                     f" accuracy {cp['accuracy']:.4f}"
                 )
         if self.decision:
-            verdict = "PASSED" if self.decision["passed"] else "REJECTED"
-            lines.append(f"  gate: {verdict}")
-            for rule in self.decision["rules"]:
-                mark = "ok " if rule["passed"] else "FAIL"
-                observed = "not measured" if rule["observed"] is None else f"{rule['observed']:.4f}"
-                lines.append(
-                    f"    [{mark}] {rule['name']}: {observed}, required {rule['requirement']} {rule['threshold']:.4f}"
-                )
+            from refinery.evaluation.gate import GateDecision
+
+            lines += [f"  {line}" for line in GateDecision.from_dict(self.decision).to_lines()]
         if reg := self.steps.get("register"):
             lines.append(f"  registered: {reg['name']} version {reg['version']}")
         if pkg := self.steps.get("package"):
             lines.append(f"  bento: {pkg['bento_tag']}")
         if promo := self.steps.get("promote"):
-            lines.append(
-                f"  gitops commit: {promo['commit'][:12]} ({promo['environment']}, {promo['repository']})"
-            )
-        if champ := self.steps.get("set-champion"):
-            lines.append(f"  champion: {champ['name']} version {champ['version']}")
+            lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
+            lines.append(f"  champion: {promo['name']} version {promo['version']}")
         elif self.succeeded:
             lines.append("  champion: unchanged")
         return "\n".join(lines)
@@ -176,7 +168,6 @@ _RESULT_FILES = {
     "register": "registration/registration.json",
     "package": "bento/package.json",
     "promote": "promotion/promotion.json",
-    "set-champion": "champion/champion.json",
 }
 
 

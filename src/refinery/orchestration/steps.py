@@ -187,29 +187,25 @@ def package(config: str | dict[str, Any], version: str, out_dir: Path) -> Any:
 
 @_records_failure
 def promote(config: str | dict[str, Any], version: str, bento_tag: str, out_dir: Path) -> Any:
-    """Commit the new release to the GitOps repository's overlay for the configured environment."""
-    from refinery.gitops.repo import Release
-    from refinery.gitops.repo import promote as commit_release
+    """Make the registered, packaged version the champion: a GitOps commit to the configured
+    environment's overlay, then the ``champion`` alias, last - refused when another promotion replaced
+    the champion this version was judged against (see :mod:`refinery.registry.promotion`)."""
+    from refinery.registry.mlflow_registry import Registry
+    from refinery.registry.promotion import evaluated_against, promote_version
 
     cfg = from_dict(config)
-    result = commit_release(cfg.gitops, Release(cfg.registry.model_name, version, bento_tag))
-    write_json(result, Path(out_dir) / "promotion.json")
-    return result
-
-
-@_records_failure
-def set_champion(
-    config: str | dict[str, Any], version: str, bento_tag: str, commit: str, out_dir: Path
-) -> Any:
-    """Move the ``champion`` alias last, once the version is registered, packaged and committed."""
-    from refinery.registry.mlflow_registry import Registry
-
-    registry = Registry(from_dict(config).registry)
-    registry.tag(version, {"bento_tag": bento_tag, "gitops_commit": commit})
-    registry.set_champion(version)
-    champion = registry.get(version)
-    write_json(champion, Path(out_dir) / "champion.json")
-    return champion
+    registry = Registry(cfg.registry)
+    info = registry.get(version)
+    record = promote_version(
+        cfg,
+        version,
+        bento_tag,
+        expected_champion=evaluated_against(info),
+        reason=f"gate {info.tags.get('gate', 'passed')}",
+        registry=registry,
+    )
+    write_json(record, Path(out_dir) / "promotion.json")
+    return record
 
 
 @_records_failure

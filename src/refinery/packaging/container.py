@@ -183,6 +183,37 @@ def _bento_models(info: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def stored_bento(cfg: RunConfig, bento_tag: str) -> tuple[Path, dict[str, Any], list[Path]]:
+    """Find a Bento and the models it serves in ``packaging.bentoml_home``.
+
+    Returns:
+        The Bento's folder, its ``bento.yaml`` and the folder of each model it serves.
+
+    Raises:
+        PackagingError: The tag is malformed, or the Bento or one of its models is not in the store.
+    """
+    if not cfg.packaging.bentoml_home:
+        raise PackagingError("packaging.bentoml_home is empty; load the configuration with load_config")
+    home = Path(cfg.packaging.bentoml_home)
+    name, version = _split_tag(bento_tag)
+    bento_dir = home / "bentos" / name / version
+    if not (bento_dir / "bento.yaml").is_file():
+        raise PackagingError(f"Bento {bento_tag} is not in {home} (packaging.bentoml_home); package it first")
+    try:
+        info = yaml.safe_load((bento_dir / "bento.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PackagingError(f"Bento {bento_tag} in {home} has an unreadable bento.yaml: {exc}") from None
+    model_dirs = []
+    for model_name, model_version in _bento_models(info):
+        model_dir = home / "models" / model_name / model_version
+        if not (model_dir / "model.yaml").is_file():
+            raise PackagingError(
+                f"Bento {bento_tag} serves model {model_name}:{model_version}, not in {home}"
+            )
+        model_dirs.append(model_dir)
+    return bento_dir, info, model_dirs
+
+
 def prepare_context(
     cfg: RunConfig, bento_tag: str, ctx: Path, wheel_folders: list[Path] | None = None
 ) -> dict[str, Any]:
@@ -194,22 +225,10 @@ def prepare_context(
     Raises:
         PackagingError: The Bento or one of its models is not in the BentoML home, or a wheel is missing.
     """
-    if not cfg.packaging.bentoml_home:
-        raise PackagingError("packaging.bentoml_home is empty; load the configuration with load_config")
-    home = Path(cfg.packaging.bentoml_home)
-    name, version = _split_tag(bento_tag)
-    bento_dir = home / "bentos" / name / version
-    if not (bento_dir / "bento.yaml").is_file():
-        raise PackagingError(f"Bento {bento_tag} is not in {home} (packaging.bentoml_home); package it first")
-    info = yaml.safe_load((bento_dir / "bento.yaml").read_text(encoding="utf-8")) or {}
+    bento_dir, info, model_dirs = stored_bento(cfg, bento_tag)
     _copy_readable(bento_dir, ctx / "bento")
-    for model_name, model_version in _bento_models(info):
-        model_dir = home / "models" / model_name / model_version
-        if not (model_dir / "model.yaml").is_file():
-            raise PackagingError(
-                f"Bento {bento_tag} serves model {model_name}:{model_version}, not in {home}"
-            )
-        _copy_readable(model_dir, ctx / "bento" / "models" / model_name / model_version)
+    for model_dir in model_dirs:
+        _copy_readable(model_dir, ctx / "bento" / "models" / model_dir.parent.name / model_dir.name)
 
     requirements = (
         (bento_dir / "env" / "python" / "requirements.txt").read_text(encoding="utf-8").splitlines()

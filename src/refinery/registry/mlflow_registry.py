@@ -67,6 +67,18 @@ def _is_database_uri(uri: str) -> bool:
     return scheme.split("+")[0] in {"sqlite", "postgresql", "postgres", "mysql", "mssql"}
 
 
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether an MLflow error was caused by the database connection failing (MLflow wraps those)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if seen is None:
+            return False
+        if type(seen).__name__ in {"OperationalError", "InterfaceError"}:
+            return True
+    return False
+
+
 def _probe_database(uri: str) -> None:
     """Open and close one connection to a database URI; raise RegistryError naming the URI if that fails."""
     from sqlalchemy.pool import NullPool
@@ -141,6 +153,11 @@ class Registry:
         except RegistryError:
             raise
         except MlflowException as exc:
+            if _lost_connection(exc):
+                cause = str(exc.message).strip().splitlines()[0]  # the driver's line, not SQLAlchemy's links
+                raise RegistryError(
+                    f"registry unreachable at {self.uri} while trying to {action}: {cause}"
+                ) from exc
             raise RegistryError(f"{action} failed at registry {self.uri}: {exc.message}") from exc
         except Exception as exc:
             module = type(exc).__module__ or ""

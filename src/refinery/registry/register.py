@@ -17,6 +17,7 @@ from refinery.evaluation.evaluate import EvaluationResult
 from refinery.evaluation.gate import GateDecision
 from refinery.registry.card import model_card
 from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
+from refinery.registry.promotion import EVALUATED_AGAINST, NO_CHAMPION
 from refinery.results import read_json
 from refinery.version import image_tag, source_sha
 
@@ -137,9 +138,11 @@ def register_model(
     metrics["test_rows"] = float(evaluation.test_rows)
     for label, scores in evaluation.challenger.per_class.items():
         metrics[_metric_key(f"test_f1_{label}")] = float(scores["f1"])
+    # The champion this version was judged against: promotion refuses when it is no longer champion.
+    tags[EVALUATED_AGAINST] = NO_CHAMPION
     if evaluation.champion is not None:
         metrics["champion_test_macro_f1"] = evaluation.champion.macro_f1
-        tags["compared_with_champion"] = evaluation.champion_version or "unknown"
+        tags[EVALUATED_AGAINST] = evaluation.champion_version or "unknown"
 
     training_path = model_dir / TRAINING_FILE
     if training_path.is_file():

@@ -1,0 +1,375 @@
+"""Promotion, rollback and their failures, on the real registry, BentoML store and GitOps repository.
+
+Candidates go through the pipeline's own steps (evaluate, register, package) with the tiny model on
+prepared demo data, so every version has real artifacts and a real Bento. After each scenario the loop's
+state must be consistent: the champion alias, the overlay at the branch head and the champion's
+``gitops_commit`` and ``bento_tag`` tags name the same release, and that Bento is in the store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.conftest import TEST_CONFIG, config_in
+from tests.postgres import PostgresServer
+from tests.processes import TcpProxy
+
+from refinery.cli import main
+from refinery.config import RunConfig, from_dict
+from refinery.errors import PromotionConflict, RefineryError, RegistryError
+from refinery.gitops.repo import Release, current_release
+from refinery.gitops.repo import promote as commit_release
+from refinery.orchestration import steps
+from refinery.packaging.container import stored_bento
+from refinery.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
+from refinery.registry.promotion import EVALUATED_AGAINST, promote_version, rollback
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, demo_df: pd.DataFrame) -> Path:
+    """The demo reviews prepared once (splits, reference profile, prepared.json) for every test here."""
+    root = tmp_path_factory.mktemp("prepared")
+    cfg = config_in(root, tiny_model_dir, demo_df)
+    steps.prepare(cfg.to_json(), root / "dataset")
+    return root / "dataset"
+
+
+class Loop:
+    """One refinement loop's state (registry, Bento store, GitOps repository) and its steps."""
+
+    def __init__(self, root: Path, model: Path, data: Path, extra: tuple[str, ...] = ()) -> None:
+        self.overrides = [f"state_dir={root / 'state'}", f"model.base={model}", "gate.min.macro_f1=0", *extra]
+        self.cfg: RunConfig = config_in(root, model, extra=self.overrides)
+        self.config = self.cfg.to_json()
+        self.root, self.model, self.data = root, model, data
+        self.registry = Registry(self.cfg.registry)
+
+    @property
+    def cli(self) -> list[str]:
+        return ["-c", str(TEST_CONFIG), *(arg for o in self.overrides for arg in ("--set", o))]
+
+    def candidate(self, run: str, *, package: bool = True) -> tuple[str, str]:
+        """Evaluate the model against the current champion, register it and (by default) package it."""
+        out = self.root / run
+        steps.evaluate(self.config, self.data, self.model, out / "evaluation")
+        version = steps.register(
+            self.config, self.model, self.data, out / "evaluation", run, out / "registration"
+        ).version
+        bento = steps.package(self.config, version, out / "bento").bento_tag if package else ""
+        return version, bento
+
+    def promote(self, version: str, bento: str) -> Any:
+        return steps.promote(self.config, version, bento, self.root / f"promote-{version}" / "promotion")
+
+    def head(self) -> str:
+        git = [
+            "git",
+            "--git-dir",
+            self.cfg.gitops.repository,
+            "rev-parse",
+            f"refs/heads/{self.cfg.gitops.branch}",
+        ]
+        return subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
+
+    def commit_message(self) -> str:
+        git = ["git", "--git-dir", self.cfg.gitops.repository, "log", "-1", "--format=%B", self.head()]
+        return subprocess.run(git, capture_output=True, text=True, check=True).stdout
+
+    def aliases(self) -> dict[str, tuple[str, ...]]:
+        return {v.version: v.aliases for v in self.registry.versions()}
+
+    def assert_consistent(self) -> str:
+        """The champion, the overlay at the head, the champion's tags and the Bento store agree;
+        returns the champion version."""
+        champion = self.registry.champion()
+        assert champion is not None
+        owners = [v for v, names in self.aliases().items() if CHAMPION in names]
+        assert owners == [champion.version]
+        release = current_release(self.cfg.gitops)
+        assert release == Release(self.registry.name, champion.version, champion.tags["bento_tag"])
+        # The commit that made it champion names it too (a later revert of a failed promotion may sit on top).
+        overlay = (
+            f"{champion.tags['gitops_commit']}:k8s/overlays/{self.cfg.gitops.environment}/kustomization.yaml"
+        )
+        git = ["git", "--git-dir", self.cfg.gitops.repository, "show", overlay]
+        shown = subprocess.run(git, capture_output=True, text=True, check=True).stdout
+        assert f"REFINERY_MODEL_VERSION={champion.version}" in shown
+        stored_bento(self.cfg, champion.tags["bento_tag"])
+        return champion.version
+
+
+@pytest.fixture
+def loop(tmp_path: Path, tiny_model_dir: Path, prepared: Path) -> Loop:
+    """A loop whose version 1 is champion, promoted through the promote step."""
+    state = Loop(tmp_path, tiny_model_dir, prepared)
+    state.promote(*state.candidate("run1"))
+    return state
+
+
+def test_first_promotion_commits_then_moves_the_alias_with_its_record(loop: Loop) -> None:
+    assert loop.assert_consistent() == "1"
+    v1 = loop.registry.get("1")
+    assert v1.tags[EVALUATED_AGAINST] == "none" and v1.tags["replaced_champion"] == "none"
+    assert v1.tags["champion_reason"].startswith("promote: gate ")
+    assert v1.tags["gitops_commit"] == loop.head()
+    assert "Refinery-Action: promote" in loop.commit_message()
+
+
+def test_a_challenger_judged_against_a_replaced_champion_is_refused(loop: Loop) -> None:
+    stale, stale_bento = loop.candidate("run2")  # judged against version 1
+    winner, winner_bento = loop.candidate("run3")  # judged against version 1
+    loop.promote(winner, winner_bento)
+    head = loop.head()
+
+    with pytest.raises(
+        PromotionConflict, match=r"the champion is now version 3, but the decision was made against version 1"
+    ):
+        loop.promote(stale, stale_bento)
+
+    assert loop.assert_consistent() == winner and loop.head() == head
+    assert CHAMPION not in loop.aliases()[stale]
+    error = (loop.root / f"promote-{stale}" / "error.txt").read_text()
+    assert error.startswith("PromotionConflict:")
+
+
+def test_the_gitops_push_refuses_a_promotion_that_lost_the_race(loop: Loop) -> None:
+    """Another run has pushed its release but not yet moved the alias: the overlay check refuses."""
+    first, first_bento = loop.candidate("run2")
+    second, second_bento = loop.candidate("run3")
+    commit_release(loop.cfg.gitops, Release(loop.registry.name, first, first_bento), expected=("1",))
+    head = loop.head()
+
+    with pytest.raises(PromotionConflict, match=r"names version 2 at .*expected version 1 or version 3"):
+        loop.promote(second, second_bento)
+
+    assert loop.head() == head
+    assert loop.registry.champion().version == "1"  # type: ignore[union-attr]
+    # The first run's step finishes (a retry finds its own commit and only moves the alias).
+    loop.promote(first, first_bento)
+    assert loop.assert_consistent() == first and loop.head() == head
+
+
+def _promote_in_another_process(
+    config: str, version: str, bento: str, out: str, barrier: Any, results: Any
+) -> None:
+    """A pipeline's promote step in its own process, started together with the other's."""
+    Registry(from_dict(config).registry).versions()  # connect and import before the start line
+    barrier.wait(timeout=120)
+    try:
+        record = steps.promote(config, version, bento, Path(out))
+        results.put((version, "promoted", record.commit))
+    except PromotionConflict as exc:
+        results.put((version, "refused", str(exc)))
+
+
+def test_two_runs_finishing_together_leave_one_champion_with_its_bento_and_commit(loop: Loop) -> None:
+    context = multiprocessing.get_context("spawn")
+    for round_number in range(3):
+        champion = loop.assert_consistent()
+        candidates = [loop.candidate(f"round{round_number}-{side}") for side in ("a", "b")]
+        barrier, results = context.Barrier(2), context.Queue()
+        processes = [
+            context.Process(
+                target=_promote_in_another_process,
+                args=(loop.config, version, bento, str(loop.root / f"race-{version}"), barrier, results),
+            )
+            for version, bento in candidates
+        ]
+        for process in processes:
+            process.start()
+        outcomes = sorted(results.get(timeout=300) for _ in processes)
+        for process in processes:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+
+        promoted = [o for o in outcomes if o[1] == "promoted"]
+        refused = [o for o in outcomes if o[1] == "refused"]
+        assert len(promoted) == 1 and len(refused) == 1, outcomes
+        assert loop.assert_consistent() == promoted[0][0]
+        assert loop.head() == promoted[0][2] == loop.registry.get(promoted[0][0]).tags["gitops_commit"]
+        assert f"version {champion}" in refused[0][2]
+        assert CHAMPION not in loop.aliases()[refused[0][0]]
+
+
+def test_rollback_restores_the_previous_champion_with_a_gitops_commit(
+    loop: Loop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, bad_bento = loop.candidate("run2")
+    loop.promote(bad, bad_bento)
+    before = loop.head()
+
+    assert main(["models", "rollback", *loop.cli, "--reason", "p95 latency doubled"]) == 0
+
+    assert "rolled back to review-sentiment-test version 1" in capsys.readouterr().out
+    assert loop.assert_consistent() == "1"
+    assert loop.head() != before
+    message = loop.commit_message()
+    assert message.startswith("rollback review-sentiment-test v1 in dev")
+    assert "Refinery-Reason: from version 2: p95 latency doubled" in message
+    v1 = loop.registry.get("1")
+    assert v1.tags["champion_reason"] == "rollback: from version 2: p95 latency doubled"
+    assert v1.tags["gitops_commit"] == loop.head()
+    # Version 1 replaced no earlier champion: rolling back further needs an explicit target.
+    assert main(["models", "rollback", *loop.cli]) == 2
+    assert "replaced no earlier champion; name the version to go back to with --to" in capsys.readouterr().err
+    # And forward again, by name.
+    assert main(["models", "rollback", *loop.cli, "--to", bad]) == 0
+    assert loop.assert_consistent() == bad
+
+
+def test_rollback_to_a_version_never_served_is_refused_and_nothing_moves(loop: Loop) -> None:
+    unpackaged, _ = loop.candidate("run2", package=False)
+    head = loop.head()
+    with pytest.raises(
+        RefineryError, match=f"version {unpackaged} of review-sentiment-test was never packaged"
+    ):
+        rollback(loop.cfg, unpackaged)
+    assert loop.head() == head and loop.assert_consistent() == "1"
+
+
+def test_manual_promotion_goes_through_the_gate_and_packages_when_needed(
+    loop: Loop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version, _ = loop.candidate("run2", package=False)
+
+    assert main(["models", "promote", *loop.cli, version]) == 0
+
+    out = capsys.readouterr().out
+    assert "gate: PASSED" in out and f"promoted review-sentiment-test version {version}" in out
+    assert loop.assert_consistent() == version
+    info = loop.registry.get(version)
+    assert info.tags["replaced_champion"] == "1"
+    assert info.tags["champion_reason"] == "promote: by refinery models promote, gate passed"
+
+
+def test_manual_promotion_rejected_by_the_gate_moves_nothing_unless_forced_with_a_reason(
+    loop: Loop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version, _ = loop.candidate("run2")
+    strict = [*loop.cli, "--set", "gate.min.macro_f1=0.999"]
+    head = loop.head()
+
+    assert main(["models", "promote", *strict, version]) == 1
+    out = capsys.readouterr().out
+    assert "gate: REJECTED" in out and "[FAIL] min.macro_f1" in out and "not promoted" in out
+    assert loop.head() == head and loop.assert_consistent() == "1"
+
+    assert main(["models", "promote", *strict, version, "--force"]) == 2
+    assert "--force needs --reason" in capsys.readouterr().err
+    assert loop.head() == head
+
+    assert main(["models", "promote", *strict, version, "--force", "--reason", "hotfix for ticket 42"]) == 0
+    assert loop.assert_consistent() == version
+    reason = "promote: by refinery models promote, forced: hotfix for ticket 42 (gate rejected)"
+    assert loop.registry.get(version).tags["champion_reason"] == reason
+    assert "Refinery-Reason: by refinery models promote, forced: hotfix for ticket 42 (gate rejected)" in (
+        loop.commit_message()
+    )
+
+
+def _model_files(loop: Loop, version: str) -> Path:
+    run_id = loop.registry.get(version).run_id
+    root = Path(loop.cfg.registry.artifact_location)
+    [folder] = [
+        p for p in root.rglob("model") if p.parent.name == "artifacts" and p.parent.parent.name == run_id
+    ]
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_champion_with_missing_or_corrupt_artifacts_fails_evaluation_naming_it(
+    loop: Loop, damage: str
+) -> None:
+    folder = _model_files(loop, "1")
+    if damage == "missing":
+        for path in folder.iterdir():
+            path.unlink()
+        expected = "version 1 of review-sentiment-test has no model/ artifacts"
+    else:
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        expected = "champion version 1"
+    aliases, head = loop.aliases(), loop.head()
+
+    with pytest.raises(RegistryError, match=expected):
+        steps.evaluate(loop.config, loop.data, loop.model, loop.root / "run2" / "evaluation")
+
+    error = (loop.root / "run2" / "error.txt").read_text()
+    assert error.startswith("RegistryError:") and expected in error
+    assert loop.aliases() == aliases and loop.head() == head
+
+
+@pytest.fixture
+def postgres_loop(
+    tmp_path: Path, tiny_model_dir: Path, prepared: Path, postgres_server: PostgresServer
+) -> Iterator[tuple[Loop, TcpProxy]]:
+    """A loop on PostgreSQL reached through a proxy the test can cut; version 1 is champion."""
+    database = postgres_server.create_database("promotion")
+    with TcpProxy(postgres_server.port) as proxy:
+        url = postgres_server.url(database).replace(f":{postgres_server.port}/", f":{proxy.port}/")
+        state = Loop(tmp_path, tiny_model_dir, prepared, (f"registry.tracking_uri={url}",))
+        state.promote(*state.candidate("run1"))
+        yield state, proxy
+    postgres_server.drop_database(database)
+
+
+def test_an_unreachable_registry_fails_each_step_naming_it_and_no_alias_moves(
+    postgres_loop: tuple[Loop, TcpProxy],
+) -> None:
+    loop, proxy = postgres_loop
+    version, bento = loop.candidate("run2")
+    aliases, head = loop.aliases(), loop.head()
+    where = re.escape(f"registry unreachable at postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/")
+
+    proxy.cut()
+    with pytest.raises(RegistryError, match=where):
+        steps.evaluate(loop.config, loop.data, loop.model, loop.root / "run3" / "evaluation")
+    with pytest.raises(RegistryError, match=where):
+        loop.promote(version, bento)
+    proxy.restore()
+
+    assert loop.aliases() == aliases and loop.head() == head
+    assert re.match("RegistryError: " + where, (loop.root / f"promote-{version}" / "error.txt").read_text())
+
+
+def test_a_registry_lost_after_the_push_gets_the_commit_reverted(
+    postgres_loop: tuple[Loop, TcpProxy],
+) -> None:
+    loop, proxy = postgres_loop
+    version, bento = loop.candidate("run2")
+    head = loop.head()
+
+    class CutAfterPush(Registry):
+        """The real registry, whose connection goes down just as the alias is about to move."""
+
+        def tag(self, version: str, tags: dict[str, str]) -> None:
+            proxy.cut()
+            super().tag(version, tags)
+
+    with pytest.raises(
+        RegistryError, match=r"registry unreachable.*the GitOps commit [0-9a-f]{12} was reverted"
+    ):
+        promote_version(
+            loop.cfg, version, bento, expected_champion="1", registry=CutAfterPush(loop.cfg.registry)
+        )
+    proxy.restore()
+
+    assert loop.assert_consistent() == "1"
+    message = subprocess.run(
+        ["git", "--git-dir", loop.cfg.gitops.repository, "log", "--format=%s", f"{head}..{loop.head()}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert message == [
+        f'revert "promote review-sentiment-test v{version} to dev (bento {bento})"',
+        f"promote review-sentiment-test v{version} to dev (bento {bento})",
+    ]
+    assert loop.aliases()[version] == (CHALLENGER,)
