@@ -114,10 +114,11 @@ def promote_version(
 
     Raises:
         PromotionConflict: The champion is no longer ``expected_champion`` (another promotion won).
-        RegistryError: The registry is unreachable or the version does not exist; nothing moved.
+        RegistryError: The registry is unreachable or the version does not exist: nothing moved; or it
+            failed after the commit, which was then reverted (the message says so, or says that the
+            revert failed too and how to complete the promotion).
         PackagingError: The Bento is not in the store; nothing moved.
-        GitOpsError: The commit could not be made, or (after it was) moving the alias failed; the
-            message says what was undone.
+        GitOpsError: The commit could not be made; nothing moved.
     """
     from refinery.gitops.repo import Release, revert
     from refinery.gitops.repo import promote as commit_release
