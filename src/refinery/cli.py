@@ -11,10 +11,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from refinery.config import RunConfig, load_config
 from refinery.errors import DataError, DataValidationError, RefineryError
+
+if TYPE_CHECKING:
+    from refinery.registry.promotion import PromotionRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -236,7 +239,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_promotion(record: Any) -> None:
+def _print_promotion(record: PromotionRecord) -> None:
     verb = "rolled back to" if record.action == "rollback" else "promoted"
     replaced = f", replacing version {record.previous}" if record.previous else ""
     print(
@@ -248,12 +251,10 @@ def _print_promotion(record: Any) -> None:
 def cmd_models_promote(args: argparse.Namespace) -> int:
     from refinery.registry.promotion import promote_manually
 
-    if args.force and not args.reason:
-        raise RefineryError("--force needs --reason TEXT: it is recorded with the promotion")
     outcome = promote_manually(
         _config(args),
         args.reference,
-        force_reason=args.reason if args.force else None,
+        force_reason=(args.reason or "") if args.force else None,
         data_dir=Path(args.data) if args.data else None,
     )
     print("\n".join(outcome.decision.to_lines()))

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from refinery.errors import PromotionConflict, RefineryError
+from refinery.errors import PromotionConflict, RefineryError, RegistryError
 from refinery.results import to_jsonable
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def promote_version(
     if current == info.version:
         # Already champion (a retried step, or a repeated command): make sure the overlay agrees.
         result = commit_release(cfg.gitops, release, expected=(info.version,), action=action, reason=reason)
-        return _record(cfg, release, current, result.commit, action, reason, changed=result.changed)
+        return _record(cfg, release, None, result.commit, action, reason, changed=result.changed)
     if current != expected_champion:
         raise PromotionConflict(
             f"cannot {action} version {info.version} of {registry.name}: the champion is now "
@@ -195,7 +195,7 @@ def _record(
     return PromotionRecord(
         name=release.model_name,
         version=release.model_version,
-        previous=previous if previous != release.model_version else None,
+        previous=previous,
         bento_tag=release.bento_tag,
         commit=commit,
         environment=cfg.gitops.environment,
@@ -212,12 +212,10 @@ class ManualPromotion:
     Attributes:
         decision: The gate's decision on the version against the current champion.
         record: The promotion, or None when the gate rejected the version and nothing was forced.
-        forced: Whether a rejected version was promoted on a person's stated reason.
     """
 
     decision: Any
     record: PromotionRecord | None
-    forced: bool = False
 
 
 def _test_set_of(registry: Registry, version: str, slice_columns: tuple[str, ...], into: Path) -> Path:
@@ -225,7 +223,6 @@ def _test_set_of(registry: Registry, version: str, slice_columns: tuple[str, ...
     ``evaluation/predictions.parquet``): text, label and the slice columns."""
     import pandas as pd
 
-    from refinery.errors import RegistryError
     from refinery.evaluation.evaluate import PREDICTIONS_FILE
 
     evaluation = registry.download(version, "evaluation", into)
@@ -269,7 +266,7 @@ def promote_manually(
     from refinery.registry.mlflow_registry import Registry
 
     if force_reason is not None and not force_reason.strip():
-        raise RefineryError("--force needs a --reason: it is recorded with the promotion")
+        raise RefineryError("--force needs --reason TEXT: it is recorded with the promotion")
     registry = Registry(cfg.registry)
     info = registry.resolve(reference)
     champion = registry.champion()
@@ -305,7 +302,7 @@ def promote_manually(
         reason=f"by refinery models promote, {reason}",
         registry=registry,
     )
-    return ManualPromotion(decision, record, forced=force_reason is not None)
+    return ManualPromotion(decision, record)
 
 
 def rollback(cfg: RunConfig, to: str | None = None, reason: str = "") -> PromotionRecord:
