@@ -506,7 +506,7 @@ def report(settings: Settings, results: dict[int, dict[str, Measurement]]) -> bo
     for what, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     if settings.rows is not None:
-        print(f"(a smoke run on {settings.rows} train.csv rows: the targets are meant for all 6920)")
+        print(f"(a smoke run on {settings.rows} train.csv rows: the targets are meant for all of train.csv)")
     if len(names) < len(RUNS):
         print(f"(--only {', '.join(names)}: the targets comparing runs were not checked)")
     return all(checks.values())
