@@ -97,9 +97,10 @@ image-context: install
 # as NAME=..., with the commit baked in. --layers: unchanged layers come from podman's cache.
 define build-image
 	@set -e; tag=$$($(REFINERY) images | sed -n 's/^$(1)=//p'); echo "building $$tag"; \
+	  mkdir -p build; git rev-parse HEAD > build/git-sha 2>/dev/null || : > build/git-sha; \
 	  $(PODMAN) build --layers -f Containerfile -t "$$tag" \
 	    --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_VARIANT=$(2) \
-	    --build-arg GIT_SHA="$$(git rev-parse HEAD 2>/dev/null || true)" .
+	    --build-arg GIT_SHA="$$(cat build/git-sha)" .
 endef
 
 # The project image, CPU variant: localhost/refinery:<version>-<sha>.
