@@ -10,7 +10,10 @@ What it measures
       ``validation.parquet`` in that layout itself rather than calling ``prepare_data``, whose cleaning,
       dedup and leakage removal would give it other rows than the plain scripts. Refinery evaluates on
       its validation rows and saves a checkpoint after every epoch (early stopping, best epoch kept);
-      that time is inside its measurement and nothing is subtracted.
+      that time is inside its measurement and nothing is subtracted. Its head is configs/demo.yaml's:
+      ``model.pooling: auto``, which for this sentence-embedding base classifies the mean of the token
+      vectors (see ``refinery.pooling``); the plain scripts use transformers' ``[CLS]`` head, as a plain
+      script does.
     - **plain-padded** (a): a plain Trainer script, every text padded to 128 tokens, default (random)
       sampler.
     - **plain-dynamic** (b): a plain Trainer script, padding per batch (``DataCollatorWithPadding``) and
@@ -253,6 +256,7 @@ def run_refinery(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from refinery.pooling import apply_saved_pooling
     from refinery.training.finetune import finetune
 
     data_dir = work / "prepared"
@@ -262,10 +266,13 @@ def run_refinery(
     cfg = run_config(settings, state=work / "state")
     result = finetune(cfg, data_dir, work / "model")
     peak = peak_gpu_mib()
-    model = AutoModelForSequenceClassification.from_pretrained(work / "model", local_files_only=True)
+    model = apply_saved_pooling(
+        AutoModelForSequenceClassification.from_pretrained(work / "model", local_files_only=True)
+    )
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(work / "model", local_files_only=True)
-    note = f"own validation accuracy {result.validation_accuracy:.4f}" + (
+    pooling = result.techniques.pooling if result.techniques else "cls"
+    note = f"{pooling} pooling, own validation accuracy {result.validation_accuracy:.4f}" + (
         ", stopped early" if result.stopped_early else ""
     )
     return Measurement(

@@ -248,6 +248,12 @@ class ModelConfig(_Strict):
         description="Directory (or fsspec URI) holding a transformers model saved as safetensors."
     )
     max_length: int = Field(128, ge=8, le=4096)
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto",
+        description="What the classification head reads: cls the model's own head ([CLS] token), mean the"
+        " mean of the real tokens' last hidden states (BERT-style heads); auto is mean for a base trained"
+        " with mean pooling (a sentence-transformers export says so), else cls.",
+    )
     cache_dir: str | None = Field(
         None,
         description="Where a base model given as a URI or hub id is downloaded once; empty means"

@@ -177,6 +177,8 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from refinery.pooling import apply_saved_pooling
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory not found: {model_dir}")
@@ -194,8 +196,10 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
 
             model = load_lora_classifier(model_dir)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, use_safetensors=True, local_files_only=True
+            model = apply_saved_pooling(
+                AutoModelForSequenceClassification.from_pretrained(
+                    model_dir, use_safetensors=True, local_files_only=True
+                )
             )
     except Exception as exc:  # transformers/safetensors raise many unrelated types for a broken dir
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc

@@ -38,6 +38,7 @@ import pandas as pd
 
 from refinery.errors import TrainingError, TrainingPreempted
 from refinery.modeling import effective_max_length
+from refinery.pooling import POOLING_FIELD, PoolingError, resolve_pooling, use_pooling
 from refinery.results import read_json, write_json
 from refinery.training.base_model import resolve_base
 from refinery.training.techniques import AppliedTechniques
@@ -457,6 +458,7 @@ def _applied_techniques(
         precision=settings.precision,
         optimizer=str(getattr(args.optim, "value", args.optim)),
         attention=str(getattr(unwrap_model(model).config, "_attn_implementation", None) or "default"),
+        pooling=str(getattr(unwrap_model(model).config, POOLING_FIELD, "cls")),
         compiled=bool(args.torch_compile),
         lora=lora_summary(model, tcfg.lora) if tcfg.lora.enabled else None,
     )
@@ -581,6 +583,10 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
             # The classification head (and LoRA's adapters) are freshly initialised: seed before building.
             set_seed(tcfg.seed)
             tokenizer, model, dropout = _load_model(base, labels, tcfg.dropout, settings.attn_implementation)
+            try:
+                model = use_pooling(model, resolve_pooling(cfg.model.pooling, base, model))
+            except PoolingError as exc:
+                raise TrainingError(str(exc)) from exc
             if not use_cuda:
                 torch.set_num_threads(cpu_thread_count(model.num_parameters()))
             max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
@@ -665,6 +671,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
                         "precision": settings.precision,
                         "optimizer": str(getattr(args.optim, "value", args.optim)),
                         "class_weighted": str(class_weights is not None),
+                        "pooling": str(model.config.to_dict()[POOLING_FIELD]),
                     },
                     {"base_model": str(base), "config_sha": cfg.digest()},
                 )

@@ -128,6 +128,7 @@ class AppliedTechniques:
         attention: The attention implementation the model ran.
         compiled: Whether the model was compiled with torch.compile.
         lora: The adapters, for a LoRA run.
+        pooling: What the head classified: ``cls`` or ``mean`` (see :mod:`refinery.pooling`).
     """
 
     trainable_parameters: int
@@ -148,6 +149,7 @@ class AppliedTechniques:
     attention: str
     compiled: bool
     lora: LoraSummary | None = None
+    pooling: str = "cls"  # records written before model.pooling existed were all cls
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AppliedTechniques:
@@ -688,6 +690,8 @@ def load_lora_classifier(model_dir: Path) -> Any:
     from peft import PeftConfig, PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from refinery.pooling import apply_saved_pooling
+
     model_dir = Path(model_dir)
     if not is_adapter_dir(model_dir):
         raise TrainingError(f"{model_dir} holds no LoRA adapter ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
@@ -707,6 +711,7 @@ def load_lora_classifier(model_dir: Path) -> Any:
         raise TrainingError(
             f"cannot load the base model {base} of the adapter in {model_dir}: {exc}"
         ) from exc
+    apply_saved_pooling(model)
     merged = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
     merged.eval()
     return merged

@@ -57,6 +57,7 @@ def training_params(cfg: RunConfig) -> dict[str, str]:
         {
             "model.base": cfg.model.base,
             "model.max_length": str(cfg.model.max_length),
+            "model.pooling": cfg.model.pooling,
             "data.labels": ",".join(cfg.data.labels),
         }
     )

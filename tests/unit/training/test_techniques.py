@@ -661,6 +661,7 @@ def test_each_training_is_an_mlflow_run_with_params_and_epoch_curves(
     assert params["training.lora.enabled"] == "False" and params["training.scheduler"] == "linear"
     assert params["model.max_length"] == "32" and params["data.labels"] == "negative,positive"
     assert params["precision"] == "fp32"
+    assert params["model.pooling"] == "auto" and params["pooling"] == "cls"  # the tiny base has no 1_Pooling
 
     client = MlflowClient(tracking_uri=cfg.registry.tracking_uri)
     steps = [int(h["step"]) for h in result.history]
