@@ -26,7 +26,7 @@ import types
 from pathlib import Path
 from typing import Any, Literal
 
-from refinery.errors import RefineryError
+from refinery.errors import RefineryError, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +59,16 @@ def mean_pooling_unsupported(model: Any) -> str | None:
     None when it can."""
     from torch import nn
 
-    from refinery.errors import TrainingError
     from refinery.training.techniques import head_module_names
 
-    encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
     classifier = getattr(model, "classifier", None)
     try:
-        head = list(head_module_names(model))
+        head = list(head_module_names(model))  # raises when the model has no encoder or no head
     except TrainingError:
         head = []
     hidden = getattr(model.config, "hidden_size", None)
     if (
-        isinstance(encoder, nn.Module)
-        and isinstance(classifier, nn.Linear)
+        isinstance(classifier, nn.Linear)
         and isinstance(getattr(model, "dropout", None), nn.Dropout)
         and head == ["classifier"]
         and classifier.in_features == hidden
@@ -104,10 +101,15 @@ def use_pooling(model: Any, pooling: Pooling) -> Any:
     return model
 
 
+def saved_pooling(model: Any) -> str:
+    """The pooling recorded in a model's config (:data:`POOLING_FIELD`); ``cls`` for models saved
+    without one."""
+    return str(getattr(model.config, POOLING_FIELD, "cls"))
+
+
 def apply_saved_pooling(model: Any) -> Any:
-    """Apply the pooling a loaded model was trained with (its config's :data:`POOLING_FIELD`; models
-    saved without one use ``cls``)."""
-    pooling = getattr(model.config, POOLING_FIELD, "cls")
+    """Apply the pooling a loaded model was trained with (:func:`saved_pooling`)."""
+    pooling = saved_pooling(model)
     if pooling == "mean":
         return use_pooling(model, "mean")
     if pooling == "cls":

@@ -38,7 +38,7 @@ import pandas as pd
 
 from refinery.errors import TrainingError, TrainingPreempted
 from refinery.modeling import effective_max_length
-from refinery.pooling import POOLING_FIELD, PoolingError, resolve_pooling, use_pooling
+from refinery.pooling import PoolingError, resolve_pooling, saved_pooling, use_pooling
 from refinery.results import read_json, write_json
 from refinery.training.base_model import resolve_base
 from refinery.training.techniques import AppliedTechniques
@@ -458,7 +458,7 @@ def _applied_techniques(
         precision=settings.precision,
         optimizer=str(getattr(args.optim, "value", args.optim)),
         attention=str(getattr(unwrap_model(model).config, "_attn_implementation", None) or "default"),
-        pooling=str(getattr(unwrap_model(model).config, POOLING_FIELD, "cls")),
+        pooling=saved_pooling(unwrap_model(model)),
         compiled=bool(args.torch_compile),
         lora=lora_summary(model, tcfg.lora) if tcfg.lora.enabled else None,
     )
@@ -671,7 +671,7 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
                         "precision": settings.precision,
                         "optimizer": str(getattr(args.optim, "value", args.optim)),
                         "class_weighted": str(class_weights is not None),
-                        "pooling": str(model.config.to_dict()[POOLING_FIELD]),
+                        "pooling": saved_pooling(model),
                     },
                     {"base_model": str(base), "config_sha": cfg.digest()},
                 )
