@@ -308,6 +308,12 @@ class TrainingConfig(_Strict):
         None, ge=0, lt=1, description="Override the model's hidden and attention dropout."
     )
     early_stopping_patience: int = Field(2, ge=1)
+    refit: bool = Field(
+        False,
+        description="After training picks its best epoch on the validation rows, train a fresh model on"
+        " the train and validation rows together for that many epochs and save that one. About twice the"
+        " training time; the validation scores reported stay those of the first training.",
+    )
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (smoke runs)."
     )

@@ -48,11 +48,55 @@ if TYPE_CHECKING:
 
     from refinery.config import RunConfig, TrainingConfig
     from refinery.training.techniques import DeviceSettings, EncoderParts
+    from refinery.training.tracking import TrainingRun
 
 logger = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
 PREPARED_JSON = "prepared.json"
+# Under a refit run's checkpoint folder: the validation fit's result once it is done, and the refit's
+# own checkpoints.
+FIT_JSON = "fit.json"
+REFIT = "refit"
+
+
+@dataclass(frozen=True)
+class Refit:
+    """What the refit did (``training.refit``): a fresh model trained on the train and validation rows
+    together for the validation fit's best number of epochs. The model saved is this one."""
+
+    epochs: float
+    global_steps: int
+    train_samples: int
+    train_loss: float
+    train_seconds: float
+    train_samples_per_second: float
+    resumed_from_step: int | None = None
+
+    @classmethod
+    def of(cls, trained: _Trained, epochs: float, samples: int) -> Refit:
+        """The record of ``trained``, the refit's training of ``samples`` rows for ``epochs``."""
+        ran = float(trained.trainer.state.epoch or 0.0)
+        return cls(
+            epochs=round(epochs, 4),
+            global_steps=int(trained.trainer.state.global_step),
+            train_samples=samples,
+            train_loss=float(trained.train_output.training_loss),
+            train_seconds=round(trained.train_seconds, 3),
+            train_samples_per_second=round(ran * samples / max(trained.train_seconds, 1e-9), 2),
+            resumed_from_step=trained.resumed_from_step,
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for MLflow and KFP Metrics."""
+        return {
+            "epochs": self.epochs,
+            "global_steps": float(self.global_steps),
+            "train_samples": float(self.train_samples),
+            "train_loss": self.train_loss,
+            "train_seconds": self.train_seconds,
+            "train_samples_per_second": self.train_samples_per_second,
+        }
 
 
 @dataclass(frozen=True)
@@ -85,11 +129,22 @@ class TrainingResult:
     resumed_from_step: int | None = None
     # Data-parallel processes (DDP) that trained it.
     processes: int = 1
+    # The refit on train + validation (training.refit) whose model was saved; None without one. The
+    # fields above are the validation fit's: its validation scores are the last measured on rows the
+    # saved model did not train on.
+    refit: Refit | None = None
 
     @property
     def class_weighted(self) -> bool:
         """Whether the training loss was class-weighted."""
         return self.class_weights is not None
+
+    def best_epoch(self) -> float:
+        """The epoch of the best validation macro-F1 (the first if tied); the epochs run when no
+        evaluation was recorded."""
+        if not self.history:
+            return self.epochs_run
+        return max(self.history, key=lambda row: row["validation_macro_f1"])["epoch"]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form."""
@@ -117,6 +172,7 @@ class TrainingResult:
             "train_samples_per_second": self.train_samples_per_second,
             "class_weighted": float(self.class_weighted),
             **applied,
+            **({f"refit_{k}": v for k, v in self.refit.metrics().items()} if self.refit else {}),
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -130,6 +186,8 @@ class TrainingResult:
         d["labels"] = tuple(d["labels"])
         if d.get("techniques") is not None:
             d["techniques"] = AppliedTechniques.from_dict(d["techniques"])
+        if d.get("refit") is not None:
+            d["refit"] = Refit(**d["refit"])
         return cls(**d)
 
 
@@ -484,6 +542,246 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every training within one :func:`finetune` call shares."""
+
+    cfg: RunConfig
+    base: Path
+    labels: tuple[str, ...]
+    settings: DeviceSettings
+    world_size: int
+    class_weights: dict[str, float] | None
+    run_key: str
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """One training of a fresh model, as :func:`_train` leaves it."""
+
+    setup: _Setup
+    trainer: Any
+    model: Any
+    tokenizer: Any
+    parts: EncoderParts | None
+    dropout: dict[str, float] | None
+    optimizer_groups: list[list[dict[str, Any]]]
+    max_length: int
+    train_output: Any
+    train_seconds: float
+    resumed_from_step: int | None
+    early_stopping: Any
+    unfreezing: Any
+    run: TrainingRun | None
+
+    def applied(self) -> AppliedTechniques:
+        """The record of the techniques this training applied."""
+        from refinery.training.techniques import group_learning_rates
+
+        groups = self.optimizer_groups
+        return _applied_techniques(
+            self.model,
+            self.parts,
+            self.setup.cfg,
+            self.trainer.args,
+            self.setup.settings,
+            self.dropout,
+            group_learning_rates(groups[0]) if groups else None,
+        )
+
+
+def _train(
+    setup: _Setup,
+    root: Path,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame | None,
+    epochs: float,
+    track: bool,
+) -> _Trained:
+    """Build a fresh classifier from the base and train it on ``train_df`` for ``epochs``, resuming from
+    the last checkpoint under ``root``.
+
+    With ``valid_df`` (the validation fit) it is evaluated after every epoch, stops early and keeps the
+    best evaluation's weights in ``root``; without (the refit) it trains the epochs through. With
+    ``track`` (and ``training.tracking``) the first process opens the MLflow run, with the per-epoch
+    curves when there is validation.
+
+    Raises:
+        TrainingError: The base or a technique does not fit (see :func:`finetune`).
+        TrainingPreempted: SIGTERM stopped training after it saved a checkpoint.
+    """
+    import torch
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        PrinterCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from refinery.training import techniques
+    from refinery.training.checkpointing import KeepBestWeights, StopOnSignal, last_checkpoint
+    from refinery.training.tracking import TrainingRun, training_params
+
+    cfg, tcfg, settings, labels = setup.cfg, setup.cfg.training, setup.settings, setup.labels
+    use_cuda = torch.cuda.is_available()
+    label2id = {label: i for i, label in enumerate(labels)}
+    root.mkdir(parents=True, exist_ok=True)
+    resume_from = last_checkpoint(root)
+
+    # The classification head (and LoRA's adapters) are freshly initialised: seed before building.
+    set_seed(tcfg.seed)
+    tokenizer, model, dropout = _load_model(setup.base, labels, tcfg.dropout, settings.attn_implementation)
+    try:
+        model = use_pooling(model, resolve_pooling(cfg.model.pooling, setup.base, model))
+    except PoolingError as exc:
+        raise TrainingError(str(exc)) from exc
+    if not use_cuda:
+        torch.set_num_threads(cpu_thread_count(model.num_parameters()))
+    max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
+    if max_length < cfg.model.max_length:
+        logger.warning(
+            "model.max_length %d exceeds what %s accepts; truncating to %d",
+            cfg.model.max_length,
+            setup.base,
+            max_length,
+        )
+
+    model, parts = _limit_updates(model, tcfg)
+
+    def encode(frame: pd.DataFrame) -> _EncodedTexts:
+        encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
+        return _EncodedTexts(dict(encodings), [label2id[label] for label in frame["label"]])
+
+    train_set = encode(train_df)
+    valid_set = None
+    if valid_df is not None:
+        # Validation rows sorted by length: each evaluation batch pads to similar lengths, which makes
+        # the per-epoch evaluation several times cheaper; metrics do not depend on the order.
+        valid_set = encode(valid_df.loc[valid_df["text"].str.len().sort_values(kind="stable").index])
+    evaluate = valid_set is not None
+    # Left out on CPU: the Trainer's default optimizer, as before.
+    optim: dict[str, Any] = {"optim": settings.optim} if settings.optim else {}
+    every = tcfg.checkpoint.every_steps
+    args = TrainingArguments(
+        output_dir=str(root),
+        num_train_epochs=float(epochs),
+        # A smoke run's step limit applies to the validation fit; the refit follows its epochs.
+        max_steps=tcfg.max_steps if tcfg.max_steps is not None and evaluate else -1,
+        learning_rate=tcfg.learning_rate,
+        # The global batch stays training.batch_size whatever the number of processes.
+        per_device_train_batch_size=tcfg.batch_size // setup.world_size,
+        per_device_eval_batch_size=tcfg.eval_batch_size,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+        weight_decay=tcfg.weight_decay,
+        lr_scheduler_type=tcfg.scheduler,
+        # transformers 5 dropped warmup_ratio: a float below 1 is read as a ratio.
+        warmup_steps=tcfg.warmup_ratio,
+        seed=tcfg.seed,
+        data_seed=tcfg.seed,
+        eval_strategy="epoch" if evaluate else "no",
+        logging_strategy="epoch",
+        # Full checkpoints (optimizer, scheduler, RNG, data position) to resume from; the best
+        # weights are kept apart by KeepBestWeights, so the save schedule is free.
+        save_strategy="steps" if every else "epoch",
+        save_steps=every or 500,
+        save_total_limit=tcfg.checkpoint.keep,
+        load_best_model_at_end=False,
+        restore_callback_states_from_checkpoint=True,
+        metric_for_best_model="macro_f1" if evaluate else None,
+        greater_is_better=True if evaluate else None,
+        train_sampling_strategy="group_by_length",
+        use_cpu=not use_cuda,
+        bf16=settings.bf16,
+        fp16=settings.fp16,
+        torch_compile=settings.torch_compile,
+        **optim,
+        # Under DDP, layers frozen at the first epoch must not stall gradient reduction later.
+        ddp_find_unused_parameters=True if tcfg.gradual_unfreezing else None,
+        report_to=[],
+        # A progress bar on a terminal; in a pipeline step (a pipe) one status line per ~10% instead.
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_num_workers=0,
+    )
+    stop = StopOnSignal()
+    callbacks: list[Any] = [stop]
+    early_stopping = None
+    if evaluate:
+        early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
+        callbacks = [early_stopping, KeepBestWeights(root, "macro_f1"), stop]
+    unfreezing = techniques.gradual_unfreezing(parts) if parts and tcfg.gradual_unfreezing else None
+    if unfreezing is not None:
+        callbacks.append(unfreezing)
+    optimizer_groups: list[list[dict[str, Any]]] = []
+    trainer_class = techniques.trainer_class(
+        class_weights=[setup.class_weights[x] for x in labels] if setup.class_weights is not None else None,
+        label_smoothing=tcfg.label_smoothing,
+        layer_lr_decay=tcfg.layer_lr_decay,
+        parts=parts,
+        on_optimizer=optimizer_groups.append,
+    )
+    run: TrainingRun | None = None
+    if track and tcfg.tracking and args.process_index == 0:  # one run per training, by the first process
+        run = TrainingRun.start(
+            cfg,
+            {
+                **training_params(cfg),
+                "precision": settings.precision,
+                "optimizer": str(getattr(args.optim, "value", args.optim)),
+                "class_weighted": str(setup.class_weights is not None),
+                "pooling": saved_pooling(model),
+            },
+            {"base_model": str(setup.base), "config_sha": cfg.digest()},
+        )
+        if evaluate:
+            callbacks.append(run.callback())
+    try:
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=valid_set,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=_macro_f1_metrics(len(labels)) if evaluate else None,
+            callbacks=callbacks,
+        )
+        if args.disable_tqdm:
+            trainer.remove_callback(PrinterCallback)
+            trainer.add_callback(progress_lines())
+        if resume_from is not None:
+            print(f"resuming from {resume_from} (run key {setup.run_key})", flush=True)
+        started = time.perf_counter()
+        with stop:
+            train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_seconds = time.perf_counter() - started
+        if stop.received is not None:
+            raise TrainingPreempted(
+                f"training stopped by signal {stop.received} at step {trainer.state.global_step}; its "
+                f"checkpoint is in {root}: re-run the step with run key {setup.run_key!r} to resume"
+            )
+    except BaseException:
+        if run is not None:
+            run.finish(succeeded=False)
+        raise
+    return _Trained(
+        setup=setup,
+        trainer=trainer,
+        model=model,
+        tokenizer=tokenizer,
+        parts=parts,
+        dropout=dropout,
+        optimizer_groups=optimizer_groups,
+        max_length=max_length,
+        train_output=train_output,
+        train_seconds=train_seconds,
+        resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from is not None else None,
+        early_stopping=early_stopping,
+        unfreezing=unfreezing,
+        run=run,
+    )
+
+
 def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None = None) -> TrainingResult:
     """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model.
 
@@ -538,23 +836,9 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
     run_key, checkpoint_root = _run_folder(cfg, data_dir, run_key)
 
     import torch
-    from transformers import (
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        PrinterCallback,
-        TrainingArguments,
-        set_seed,
-    )
 
     from refinery.training import techniques
-    from refinery.training.checkpointing import (
-        KeepBestWeights,
-        StopOnSignal,
-        last_checkpoint,
-        load_best_weights,
-        remove_run,
-    )
-    from refinery.training.tracking import TrainingRun, training_params
+    from refinery.training.checkpointing import load_best_weights, remove_run
 
     if not sys.stderr.isatty():
         # Weight loading and saving bars would print one line per redraw into a step's log.
@@ -569,198 +853,99 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
         compile_requested=tcfg.compile,
         precision=tcfg.precision,
     )
-    label2id = {label: i for i, label in enumerate(labels)}
+    setup = _Setup(cfg, base, labels, settings, world_size, class_weights, run_key)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     checkpoint_root.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(checkpoint_root)
-    stop = StopOnSignal()
+    # A refit run records the validation fit's result here once it is done, so that a re-run after a
+    # preemption during the refit resumes the refit instead of fitting again.
+    fitted = checkpoint_root / FIT_JSON
     finished = False
     run: TrainingRun | None = None
     try:
         with _restore_torch_threads():
-            # The classification head (and LoRA's adapters) are freshly initialised: seed before building.
-            set_seed(tcfg.seed)
-            tokenizer, model, dropout = _load_model(base, labels, tcfg.dropout, settings.attn_implementation)
-            try:
-                model = use_pooling(model, resolve_pooling(cfg.model.pooling, base, model))
-            except PoolingError as exc:
-                raise TrainingError(str(exc)) from exc
-            if not use_cuda:
-                torch.set_num_threads(cpu_thread_count(model.num_parameters()))
-            max_length = effective_max_length(cfg.model.max_length, model.config, tokenizer)
-            if max_length < cfg.model.max_length:
-                logger.warning(
-                    "model.max_length %d exceeds what %s accepts; truncating to %d",
-                    cfg.model.max_length,
-                    base,
-                    max_length,
+            if tcfg.refit and fitted.is_file():
+                result = TrainingResult.read_json(fitted)
+                print(f"validation fit done ({fitted}); resuming the refit", flush=True)
+            else:
+                fit = _train(setup, checkpoint_root, train_df, valid_df, float(tcfg.epochs), track=True)
+                run, trainer = fit.run, fit.trainer
+                if world_size > 1:
+                    import torch.distributed as dist
+
+                    dist.barrier()  # rank 0 has written the best weights before anyone loads them
+                load_best_weights(trainer.model, checkpoint_root)
+                # Read these before the final evaluate(), which adds a log entry and runs the callbacks.
+                history = _history(
+                    trainer.state.log_history,
+                    fit.unfreezing.schedule if fit.unfreezing is not None else None,
                 )
-
-            model, parts = _limit_updates(model, tcfg)
-
-            def encode(frame: pd.DataFrame) -> _EncodedTexts:
-                encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length)
-                return _EncodedTexts(dict(encodings), [label2id[label] for label in frame["label"]])
-
-            # Validation rows sorted by length: each evaluation batch pads to similar lengths, which
-            # makes the per-epoch evaluation several times cheaper; metrics do not depend on the order.
-            by_length = valid_df["text"].str.len().sort_values(kind="stable").index
-            train_set, valid_set = encode(train_df), encode(valid_df.loc[by_length])
-            # Left out on CPU: the Trainer's default optimizer, as before.
-            optim: dict[str, Any] = {"optim": settings.optim} if settings.optim else {}
-            every = tcfg.checkpoint.every_steps
-            args = TrainingArguments(
-                output_dir=str(checkpoint_root),
-                num_train_epochs=float(tcfg.epochs),
-                max_steps=tcfg.max_steps if tcfg.max_steps is not None else -1,
-                learning_rate=tcfg.learning_rate,
-                # The global batch stays training.batch_size whatever the number of processes.
-                per_device_train_batch_size=tcfg.batch_size // world_size,
-                per_device_eval_batch_size=tcfg.eval_batch_size,
-                gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-                weight_decay=tcfg.weight_decay,
-                lr_scheduler_type=tcfg.scheduler,
-                # transformers 5 dropped warmup_ratio: a float below 1 is read as a ratio.
-                warmup_steps=tcfg.warmup_ratio,
-                seed=tcfg.seed,
-                data_seed=tcfg.seed,
-                eval_strategy="epoch",
-                logging_strategy="epoch",
-                # Full checkpoints (optimizer, scheduler, RNG, data position) to resume from; the best
-                # weights are kept apart by KeepBestWeights, so the save schedule is free.
-                save_strategy="steps" if every else "epoch",
-                save_steps=every or 500,
-                save_total_limit=tcfg.checkpoint.keep,
-                load_best_model_at_end=False,
-                restore_callback_states_from_checkpoint=True,
-                metric_for_best_model="macro_f1",
-                greater_is_better=True,
-                train_sampling_strategy="group_by_length",
-                use_cpu=not use_cuda,
-                bf16=settings.bf16,
-                fp16=settings.fp16,
-                torch_compile=settings.torch_compile,
-                **optim,
-                # Under DDP, layers frozen at the first epoch must not stall gradient reduction later.
-                ddp_find_unused_parameters=True if tcfg.gradual_unfreezing else None,
-                report_to=[],
-                # A progress bar on a terminal; in a pipeline step (a pipe) one status line per ~10% instead.
-                disable_tqdm=not sys.stderr.isatty(),
-                dataloader_num_workers=0,
-            )
-            early_stopping = EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience)
-            callbacks: list[Any] = [early_stopping, KeepBestWeights(checkpoint_root, "macro_f1"), stop]
-            unfreezing = techniques.gradual_unfreezing(parts) if parts and tcfg.gradual_unfreezing else None
-            if unfreezing is not None:
-                callbacks.append(unfreezing)
-            optimizer_groups: list[list[dict[str, Any]]] = []
-            trainer_class = techniques.trainer_class(
-                class_weights=[class_weights[x] for x in labels] if class_weights is not None else None,
-                label_smoothing=tcfg.label_smoothing,
-                layer_lr_decay=tcfg.layer_lr_decay,
-                parts=parts,
-                on_optimizer=optimizer_groups.append,
-            )
-            if tcfg.tracking and args.process_index == 0:  # one run per training, by the first process
-                run = TrainingRun.start(
-                    cfg,
-                    {
-                        **training_params(cfg),
-                        "precision": settings.precision,
-                        "optimizer": str(getattr(args.optim, "value", args.optim)),
-                        "class_weighted": str(class_weights is not None),
-                        "pooling": saved_pooling(model),
-                    },
-                    {"base_model": str(base), "config_sha": cfg.digest()},
+                stopped_early = (
+                    fit.early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
+                    and trainer.state.global_step < trainer.state.max_steps
                 )
-                callbacks.append(run.callback())
-            trainer = trainer_class(
-                model=model,
-                args=args,
-                train_dataset=train_set,
-                eval_dataset=valid_set,
-                processing_class=tokenizer,
-                data_collator=DataCollatorWithPadding(tokenizer),
-                compute_metrics=_macro_f1_metrics(len(labels)),
-                callbacks=callbacks,
-            )
-            if args.disable_tqdm:
-                trainer.remove_callback(PrinterCallback)
-                trainer.add_callback(progress_lines())
-            if resume_from is not None:
-                print(f"resuming from {resume_from} (run key {run_key})", flush=True)
-            started = time.perf_counter()
-            with stop:
-                train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            train_seconds = time.perf_counter() - started
-            if stop.received is not None:
-                raise TrainingPreempted(
-                    f"training stopped by signal {stop.received} at step {trainer.state.global_step}; its "
-                    f"checkpoint is in {checkpoint_root}: re-run the step with run key {run_key!r} to resume"
+                # The best evaluation's weights are loaded now; score them once more for the record.
+                final = trainer.evaluate()
+                state = trainer.state
+                # The Trainer's own samples/s assumes every planned epoch ran; count what did run.
+                epochs_run = float(state.epoch or 0.0)
+                result = TrainingResult(
+                    base_model=str(base),
+                    labels=labels,
+                    max_length=fit.max_length,
+                    epochs_run=round(epochs_run, 4),
+                    global_steps=int(state.global_step),
+                    stopped_early=stopped_early,
+                    best_validation_macro_f1=float(final["eval_macro_f1"]),
+                    validation_accuracy=float(final["eval_accuracy"]),
+                    validation_loss=float(final["eval_loss"]),
+                    train_loss=float(fit.train_output.training_loss),
+                    train_seconds=round(fit.train_seconds, 3),
+                    train_samples=len(train_df),
+                    validation_samples=len(valid_df),
+                    train_samples_per_second=round(
+                        epochs_run * len(train_df) / max(fit.train_seconds, 1e-9), 2
+                    ),
+                    device=device,
+                    history=history,
+                    class_weights=class_weights,
+                    mlflow_run_id=run.run_id if run is not None else None,
+                    techniques=fit.applied(),
+                    resumed_from_step=fit.resumed_from_step,
+                    processes=world_size,
                 )
-            if world_size > 1:
-                import torch.distributed as dist
-
-                dist.barrier()  # rank 0 has written the best weights before anyone loads them
-            load_best_weights(trainer.model, checkpoint_root)
-            # Read these before the final evaluate(), which adds a log entry and runs the callbacks again.
-            history = _history(
-                trainer.state.log_history, unfreezing.schedule if unfreezing is not None else None
-            )
-            stopped_early = (
-                early_stopping.early_stopping_patience_counter >= tcfg.early_stopping_patience
-                and trainer.state.global_step < trainer.state.max_steps
-            )
-            # The best evaluation's weights are loaded now; score them once more for the record.
-            final = trainer.evaluate()
-
-        state = trainer.state
-        # The Trainer's own samples/s assumes every planned epoch ran; count what did run.
-        epochs_run = float(state.epoch or 0.0)
-        applied = _applied_techniques(
-            model,
-            parts,
-            cfg,
-            args,
-            settings,
-            dropout,
-            techniques.group_learning_rates(optimizer_groups[0]) if optimizer_groups else None,
-        )
-        result = TrainingResult(
-            base_model=str(base),
-            labels=labels,
-            max_length=max_length,
-            epochs_run=round(epochs_run, 4),
-            global_steps=int(state.global_step),
-            stopped_early=stopped_early,
-            best_validation_macro_f1=float(final["eval_macro_f1"]),
-            validation_accuracy=float(final["eval_accuracy"]),
-            validation_loss=float(final["eval_loss"]),
-            train_loss=float(train_output.training_loss),
-            train_seconds=round(train_seconds, 3),
-            train_samples=len(train_set),
-            validation_samples=len(valid_set),
-            train_samples_per_second=round(epochs_run * len(train_set) / max(train_seconds, 1e-9), 2),
-            device=device,
-            history=history,
-            class_weights=class_weights,
-            mlflow_run_id=run.run_id if run is not None else None,
-            techniques=applied,
-            resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from is not None else None,
-            processes=world_size,
-        )
+                shipped = fit
+                if tcfg.refit and rank == 0:
+                    result.write_json(fitted)
+            if tcfg.refit:
+                epochs = result.best_epoch()
+                print(
+                    f"refit: a fresh model on the {len(train_df)} train and {len(valid_df)} validation rows"
+                    f" for {epochs:g} epochs, the validation fit's best",
+                    flush=True,
+                )
+                both = pd.concat([train_df, valid_df], ignore_index=True)
+                shipped = _train(setup, checkpoint_root / REFIT, both, None, epochs, track=run is None)
+                run = run or shipped.run
+                refit = Refit.of(shipped, epochs, len(both))
+                result = dataclasses.replace(
+                    result,
+                    refit=refit,
+                    techniques=shipped.applied(),
+                    mlflow_run_id=run.run_id if run is not None else result.mlflow_run_id,
+                )
         if run is not None:
             run.log_metrics({f"final_{k}": v for k, v in result.metrics().items()}, step=result.global_steps)
         # Saved directly rather than with trainer.save_model, which adds a pickled training_args.bin.
-        # The model holds the best evaluation's weights. Under DDP the first process writes it.
+        # The model holds the best evaluation's weights (or the refit's). Under DDP the first process
+        # writes it.
         if rank == 0:
             if tcfg.lora.enabled:
-                techniques.save_lora(model, staging, merge=tcfg.lora.merge)
+                techniques.save_lora(shipped.model, staging, merge=tcfg.lora.merge)
             else:
-                model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+                shipped.model.save_pretrained(staging)
+            shipped.tokenizer.save_pretrained(staging)
             result.write_json(staging / TRAINING_JSON)
             _move_into_place(staging, out_dir)
         finished = True
@@ -776,10 +961,11 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
     if run is not None:
         run.finish(succeeded=True)
     logger.info(
-        "fine-tuned %s for %.2f epochs (%d steps): validation macro-F1 %.4f, saved to %s (MLflow run %s)",
+        "fine-tuned %s for %.2f epochs (%d steps)%s: validation macro-F1 %.4f, saved to %s (MLflow run %s)",
         base,
         result.epochs_run,
         result.global_steps,
+        f", then refit for {result.refit.epochs:g} epochs on train + validation" if result.refit else "",
         result.best_validation_macro_f1,
         out_dir,
         result.mlflow_run_id,

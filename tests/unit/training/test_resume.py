@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load_file
 
 from refinery.training.checkpointing import last_checkpoint
 from refinery.training.finetune import TrainingResult, finetune
@@ -122,3 +123,42 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(
     weights = (out / "model.safetensors").read_bytes()
     assert len(weights) == len((tmp_path / "reference" / "model.safetensors").read_bytes())
     assert json.loads((out / "training.json").read_text())["resumed_from_step"] == stopped_at
+
+
+def test_a_run_stopped_during_its_refit_resumes_the_refit_only(
+    make_config: Callable[..., object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from refinery.data.prepare import prepare_data
+
+    cfg = make_config([*SETTINGS, "training.epochs=2", "training.refit=true"])
+    data = tmp_path / "data"
+    prepare_data(cfg, data)
+    root = Path(cfg.training.checkpoint.dir) / "preempted-run"  # type: ignore[attr-defined]
+    out = tmp_path / "model"
+    child = _start(cfg, data, out, tmp_path)
+    reached = _wait_for_checkpoint(root / "refit", child, at_least=3)
+    child.send_signal(signal.SIGTERM)
+    output = child.communicate(timeout=120)[0]
+    assert child.returncode == 75, output
+    assert (root / "fit.json").is_file(), "the finished validation fit is recorded"
+    stopped = last_checkpoint(root / "refit")
+    assert stopped is not None and int(stopped.name.split("-")[1]) >= int(reached.name.split("-")[1])
+    assert not out.exists()
+
+    capsys.readouterr()
+    resumed = finetune(cfg, data, out, run_key="preempted-run")  # type: ignore[arg-type]
+    assert "validation fit done" in capsys.readouterr().out, "the validation fit is not run again"
+    assert resumed.resumed_from_step is None
+    assert resumed.refit is not None
+    assert resumed.refit.resumed_from_step == int(stopped.name.split("-")[1])
+    assert not root.exists()
+
+    uninterrupted = finetune(cfg, data, tmp_path / "reference", run_key="reference-run")  # type: ignore[arg-type]
+    assert uninterrupted.refit is not None and uninterrupted.refit.resumed_from_step is None
+    # The validation fit was not repeated: its record is the first attempt's, equal to the reference's.
+    assert resumed.history == uninterrupted.history
+    assert resumed.refit.global_steps == uninterrupted.refit.global_steps
+    assert resumed.refit.epochs == uninterrupted.refit.epochs
+    a = load_file(out / "model.safetensors")
+    b = load_file(tmp_path / "reference" / "model.safetensors")
+    assert max(float(abs(a[k] - b[k]).max()) for k in a) < 1e-4
