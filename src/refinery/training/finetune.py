@@ -8,7 +8,8 @@ loss is a class-weighted cross-entropy; ``training.label_smoothing`` smooths it 
 validation loss stays the plain cross-entropy, so it compares across runs with and without weights or
 smoothing. The model is evaluated on the validation split after every epoch; training stops early once
 validation macro-F1 has not improved for ``training.early_stopping_patience`` epochs, and the best
-epoch's weights are the ones saved. The output directory appears only when everything is written:
+epoch's weights are the ones saved; with ``training.refit``, a fresh model then trains on the train and
+validation rows together for the best epoch count, and that one is saved instead (:class:`Refit`). The output directory appears only when everything is written:
 the model is assembled in a temporary sibling directory and renamed into place.
 
 Every training is one MLflow run in the registry's experiment (parameters, per-epoch curves, final
@@ -783,7 +784,8 @@ def _train(
 
 
 def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None = None) -> TrainingResult:
-    """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model.
+    """Fine-tune ``cfg.model.base`` on the prepared splits and save the best epoch's model (or, with
+    ``training.refit``, a fresh model trained on train + validation for the best epoch count).
 
     Applies the techniques of ``cfg.training`` (see :mod:`refinery.training.techniques`): gradient
     accumulation, the learning-rate schedule, label smoothing, a dropout override, frozen embeddings
