@@ -9,7 +9,8 @@ validation loss stays the plain cross-entropy, so it compares across runs with a
 smoothing. The model is evaluated on the validation split after every epoch; training stops early once
 validation macro-F1 has not improved for ``training.early_stopping_patience`` epochs, and the best
 epoch's weights are the ones saved; with ``training.refit``, a fresh model then trains on the train and
-validation rows together for the best epoch count, and that one is saved instead (:class:`Refit`). The output directory appears only when everything is written:
+validation rows together for the best epoch count, and that one is saved instead (:class:`Refit`). The
+output directory appears only when everything is written:
 the model is assembled in a temporary sibling directory and renamed into place.
 
 Every training is one MLflow run in the registry's experiment (parameters, per-epoch curves, final
@@ -61,6 +62,12 @@ FIT_JSON = "fit.json"
 REFIT = "refit"
 
 
+def _samples_per_second(epochs: float, rows: int, seconds: float) -> float:
+    """Rows x epochs actually run over the seconds (the Trainer's own figure assumes every planned
+    epoch ran)."""
+    return round(epochs * rows / max(seconds, 1e-9), 2)
+
+
 @dataclass(frozen=True)
 class Refit:
     """What the refit did (``training.refit``): a fresh model trained on the train and validation rows
@@ -84,7 +91,7 @@ class Refit:
             train_samples=samples,
             train_loss=float(trained.train_output.training_loss),
             train_seconds=round(trained.train_seconds, 3),
-            train_samples_per_second=round(ran * samples / max(trained.train_seconds, 1e-9), 2),
+            train_samples_per_second=_samples_per_second(ran, samples, trained.train_seconds),
             resumed_from_step=trained.resumed_from_step,
         )
 
@@ -906,8 +913,8 @@ def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None 
                     train_seconds=round(fit.train_seconds, 3),
                     train_samples=len(train_df),
                     validation_samples=len(valid_df),
-                    train_samples_per_second=round(
-                        epochs_run * len(train_df) / max(fit.train_seconds, 1e-9), 2
+                    train_samples_per_second=_samples_per_second(
+                        epochs_run, len(train_df), fit.train_seconds
                     ),
                     device=device,
                     history=history,
