@@ -9,6 +9,7 @@ SQLAlchemy is imported inside the functions, so importing this module stays chea
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 # Back ends whose drivers take a ``connect_timeout`` connect argument.
 _CONNECT_TIMEOUT_BACKENDS = frozenset({"postgresql", "mysql"})
+# How often create_tables checks and creates again after losing a race to another creator.
+_CREATE_ATTEMPTS = 5
 
 
 def mask_url(url: str | URL) -> str:
@@ -136,6 +139,58 @@ def _set_sqlite_pragmas(engine: sqlalchemy.Engine, *, busy_timeout_s: float | No
         if busy_timeout_s is not None:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.close()
+
+
+def is_sqlite_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` (a SQLAlchemy error) is sqlite reporting another connection's lock."""
+    reason = str(getattr(exc, "orig", None) or exc)
+    return "database is locked" in reason or "database table is locked" in reason
+
+
+def create_tables(
+    engine: sqlalchemy.Engine,
+    metadata: sqlalchemy.MetaData,
+    *,
+    what: str,
+    error: type[RefineryError],
+) -> None:
+    """Create the tables of ``metadata`` that the database lacks, safely beside others doing the same.
+
+    Processes (or threads) that all find a table missing all issue ``CREATE TABLE``; the losers fail with
+    "already exists" on sqlite, DuplicateTable or a unique violation in the catalog on PostgreSQL, or a
+    lock on sqlite. ``create_all`` creates one table after another, so a loser may also find some tables
+    made and others not yet. After such a failure the check-and-create runs again, after a short wait,
+    and creates only what is still missing.
+
+    Raises:
+        RefineryError: (as ``error``) the tables cannot be created and no other creator is at work (no
+            lock, none of the tables there), or still after the last attempt; the message names the URL
+            with its password masked.
+    """
+    import sqlalchemy
+
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            racing = is_sqlite_locked(exc) or _has_any_table(engine, metadata)
+            if not racing or attempt == _CREATE_ATTEMPTS - 1:
+                names = ", ".join(sorted(metadata.tables))
+                raise error(
+                    f"{what} at {mask_url(engine.url)}: cannot create the tables {names}: {exc}"
+                ) from exc
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _has_any_table(engine: sqlalchemy.Engine, metadata: sqlalchemy.MetaData) -> bool:
+    import sqlalchemy
+
+    try:
+        inspector = sqlalchemy.inspect(engine)
+        return any(inspector.has_table(name) for name in metadata.tables)
+    except sqlalchemy.exc.SQLAlchemyError:  # the database cannot be read either: no race to wait out
+        return False
 
 
 def ping(engine: sqlalchemy.Engine, *, what: str, error: type[RefineryError]) -> None:

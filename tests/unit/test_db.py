@@ -1,4 +1,5 @@
-"""Opening state databases: sqlite folders, masked passwords, and the caller's error class on failure."""
+"""Opening state databases: sqlite folders, masked passwords, tables created beside other creators, and
+the caller's error class on failure."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from refinery.db import create_engine, mask_url, parse_url, ping
+from refinery.db import create_engine, create_tables, mask_url, parse_url, ping
 from refinery.errors import MonitoringError, RegistryError
 
 
@@ -100,3 +102,49 @@ def test_postgres_without_driver_or_server_raises_with_password_masked(driver: s
         finally:
             engine.dispose()
     assert "s3cret" not in str(info.value)
+
+
+def _two_tables() -> sa.MetaData:
+    metadata = sa.MetaData()
+    for name in ("first", "second"):
+        sa.Table(name, metadata, sa.Column("id", sa.Integer, primary_key=True))
+    return metadata
+
+
+def test_create_tables_finishes_after_losing_a_race_midway(tmp_path: Path) -> None:
+    # Another creator makes "first" between this one's check (neither table there) and its CREATE of
+    # "first": that CREATE fails with "already exists" while "second" is still missing (the other
+    # creator has not got to it); checking again creates it.
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    engine = create_engine(url, what="trigger log", error=MonitoringError)
+    other = create_engine(url, what="trigger log", error=MonitoringError)
+    metadata = _two_tables()
+    raced: list[str] = []
+
+    @sa.event.listens_for(metadata.tables["first"], "before_create")
+    def _other_creator_wins(target: sa.Table, connection: sa.Connection, **kw: object) -> None:
+        if not raced:
+            raced.append(target.name)
+            _two_tables().tables["first"].create(other)
+
+    try:
+        create_tables(engine, metadata, what="trigger log", error=MonitoringError)
+        assert raced == ["first"]
+        assert set(sa.inspect(engine).get_table_names()) == {"first", "second"}
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_create_tables_that_cannot_be_made_raises_the_given_error_naming_the_url(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    db.write_bytes(b"not a sqlite database" * 100)
+    engine = create_engine(f"sqlite:///{db}", what="trigger log", error=MonitoringError)
+    try:
+        with pytest.raises(
+            MonitoringError,
+            match=re.escape(f"trigger log at sqlite:///{db}: cannot create the tables first, second"),
+        ):
+            create_tables(engine, _two_tables(), what="trigger log", error=MonitoringError)
+    finally:
+        engine.dispose()

@@ -30,7 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from refinery.config import MonitoringConfig, RunConfig
-from refinery.db import create_engine, mask_url
+from refinery.db import create_engine, create_tables, mask_url
 from refinery.errors import MonitoringError
 from refinery.monitoring.drift import LABEL_COLUMN, DriftResult, detect_drift
 from refinery.results import to_jsonable, write_json
@@ -134,22 +134,12 @@ class TriggerLog:
         self._where = mask_url(self._engine.url)
         self._ready = False
 
-    def _create_tables(self) -> None:
-        try:
-            _metadata.create_all(self._engine, checkfirst=True)
-        except sa.exc.DBAPIError:
-            # Two monitors creating the tables at once: the loser sees "already exists" (on PostgreSQL
-            # DuplicateTable, or a unique violation in the catalog).
-            inspector = sa.inspect(self._engine)
-            if not all(inspector.has_table(t.name) for t in (_decisions, _claims)):
-                raise
-        self._ready = True
-
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
         try:
             if not self._ready:
-                self._create_tables()
+                create_tables(self._engine, _metadata, what="trigger log", error=MonitoringError)
+                self._ready = True
             with self._engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from refinery.db import create_engine, mask_url, parse_url
+from refinery.db import create_engine, create_tables, is_sqlite_locked, mask_url, parse_url
 from refinery.errors import MonitoringError
 
 if TYPE_CHECKING:
@@ -69,10 +69,6 @@ def _table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("label", sa.String(255), nullable=False),
         sa.Column("scores", sa.JSON, nullable=False),
     )
-
-
-def _is_locked(exc: OperationalError) -> bool:
-    return "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig)
 
 
 class InferenceLog:
@@ -125,33 +121,8 @@ class InferenceLog:
             sqlite_wal=True,
             pre_ping=True,
         )
-        self._create_table(engine)
+        create_tables(engine, self._metadata, what="inference log", error=MonitoringError)
         return engine
-
-    def _create_table(self, engine: Engine) -> None:
-        for attempt in range(_LOCKED_RETRIES):
-            try:
-                self._metadata.create_all(engine, checkfirst=True)
-                return
-            except OperationalError as exc:
-                # Two processes creating the table at once: the loser sees "already exists" or a lock.
-                if self._has_table(engine):
-                    return
-                if not _is_locked(exc) or attempt == _LOCKED_RETRIES - 1:
-                    raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
-                time.sleep(0.05 * (attempt + 1))
-            except SQLAlchemyError as exc:
-                # PostgreSQL reports the lost race as DuplicateTable or a unique violation in its catalog.
-                if self._has_table(engine):
-                    return
-                raise MonitoringError(f"cannot create table {TABLE_NAME!r} in {self.url}: {exc}") from exc
-
-    @staticmethod
-    def _has_table(engine: Engine) -> bool:
-        try:
-            return sa.inspect(engine).has_table(TABLE_NAME)
-        except SQLAlchemyError:
-            return False
 
     def append(self, records: Sequence[PredictionRecord]) -> None:
         """Write predictions in one transaction.
@@ -179,7 +150,7 @@ class InferenceLog:
                     conn.execute(self._table.insert(), rows)
                 return
             except OperationalError as exc:
-                if not (self._is_sqlite() and _is_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
+                if not (self._is_sqlite() and is_sqlite_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
                     raise MonitoringError(
                         f"cannot append {len(rows)} predictions to {self.url}: {exc}"
                     ) from exc
