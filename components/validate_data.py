@@ -2,13 +2,24 @@ from kfp.dsl import HTML, Artifact, Markdown, Output
 
 
 def validate_data(
-    config: str, validation: Output[Artifact], report: Output[Markdown], report_html: Output[HTML]
+    data_config: dict,
+    data_fingerprint: str,
+    validation: Output[Artifact],
+    report: Output[Markdown],
+    report_html: Output[HTML],
 ):
     """The data contract (Great Expectations) over the labelled data; an error-severity failure stops the run.
 
     Outputs: the GX result, Data Docs and reports (validation), the Markdown summary (report) and the
     self-contained HTML page (report_html), both shown in the Kubeflow UI.
     """
+    from refinery.config import step_config
     from refinery.orchestration import steps
 
-    steps.validate(config, out_dir=validation.path, markdown_path=report.path, html_path=report_html.path)
+    steps.validate(
+        step_config(data=data_config),
+        out_dir=validation.path,
+        markdown_path=report.path,
+        html_path=report_html.path,
+        data_fingerprint=data_fingerprint,
+    )

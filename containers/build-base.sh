@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python 3.11 base image from Debian packages, for machines that cannot reach a container
-# registry: mmdebstrap makes a minimal bookworm root filesystem with python3, venv, pip, CA certificates
-# and git (the promote step runs git), and `podman import` turns it into an image.
+# registry: mmdebstrap makes a minimal bookworm root filesystem with python3, venv, pip, CA certificates,
+# git and an ssh client (the promote step runs git, over https or ssh), and `podman import` turns it into
+# an image. The Makefile names the image after this file's hash, so a change here builds a new one.
 #
 #   containers/build-base.sh [IMAGE] [WORKDIR]
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 image="${1:-localhost/refinery-base:bookworm}"
 workdir="${2:-build/base}"
 suite=bookworm
-packages=python3,python3-venv,python3-pip,ca-certificates,git
+packages=python3,python3-venv,python3-pip,ca-certificates,git,openssh-client
 
 if podman image exists "$image"; then
     echo "base image $image exists; reusing it (podman rmi $image to rebuild)"

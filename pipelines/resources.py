@@ -1,9 +1,14 @@
-"""Resource profiles on pipeline tasks: where a step's pod runs on the cluster and what it gets.
+"""Resource profiles, retries, caching and credentials on pipeline tasks: where a step's pod runs on the
+cluster and what it gets.
 
 A :class:`~refinery.config.ResourceProfile` from the run configuration becomes kfp task settings
 (accelerator, CPU and memory) in the pipeline IR and kfp-kubernetes settings (node selector,
 tolerations, volumes, secrets) in the ``platforms.kubernetes`` document of the compiled YAML. An empty
 profile applies nothing, so kfp.local runs (which ignore these settings anyway) are unaffected.
+
+:data:`STEP_SERVICES` says which network services each step calls. It decides which steps get a retry
+policy (every one that calls a service) and which Secrets each step's pod gets (those of its services
+only, from ``resources.<environment>.credentials``).
 """
 
 # No `from __future__ import annotations` in pipelines/: KFP reads annotations as types.
@@ -13,8 +18,31 @@ from typing import Any
 
 from kfp import kubernetes
 
-from refinery.config import EnvironmentResources, ResourceProfile, RunConfig
+from refinery.config import EnvironmentResources, ResourceProfile, RetryPolicy, RunConfig
+from refinery.credentials import SERVICES
 from refinery.errors import ConfigError
+
+#: The network services each step (by component name) calls: the registry (MLflow), the object store
+#: (data, registry artifacts, Bentos), the GitOps remote, the container registry.
+STEP_SERVICES: dict[str, tuple[str, ...]] = {
+    "resolve-config": ("object_store",),
+    "validate-data": ("object_store",),
+    "prepare-data": ("object_store",),
+    "finetune": ("registry", "object_store"),
+    "finetune-trial": ("registry", "object_store"),
+    "suggest-trials": (),
+    "merge-round": (),
+    "evaluate": ("registry", "object_store"),
+    "gate": (),
+    "register": ("registry", "object_store"),
+    "package": ("registry", "object_store"),
+    "promote": ("registry", "object_store", "git", "container_registry"),
+}
+#: Steps never served from kfp's cache: their result depends on more than their inputs (the config file
+#: a URI names, the current champion) or they change the services (register, package, promote).
+UNCACHED = frozenset({"resolve-config", "evaluate", "register", "package", "promote"})
+#: Steps with a retry policy of their own (fine-tuning resumes from checkpoints).
+FINETUNE_STEPS = frozenset({"finetune", "finetune-trial"})
 
 # The memory-backed /dev/shm: PyTorch DataLoader workers and NCCL pass tensors through shared memory,
 # and a container's default /dev/shm is 64Mi.
@@ -178,6 +206,66 @@ def apply_profile(
         keys[secret.key] = secret.env
     for name, key_to_env in reads:
         kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=key_to_env)
+    return task
+
+
+def step_name(task: Any) -> str:
+    """The component name of a pipeline task (``finetune-trial`` for every trial task)."""
+    return str(task.component_spec.name)
+
+
+def apply_run_settings(tasks: list[Any], env: dict[str, str], resources: EnvironmentResources | None) -> None:
+    """What every task gets whatever the profiles: caching off where :data:`UNCACHED` says, ``env`` (the
+    storage endpoint and region); and with ``resources``, the network retry policy on each step that
+    calls a service, the Secrets of exactly those services, and the image pull secret.
+
+    Raises:
+        ConfigError: A task's step is missing from :data:`STEP_SERVICES`.
+    """
+    for task in tasks:
+        name = step_name(task)
+        if name not in STEP_SERVICES:
+            raise ConfigError(f"step {name!r} is not listed in pipelines.resources.STEP_SERVICES")
+        if name in UNCACHED:
+            task.set_caching_options(False)
+        for key, value in env.items():
+            task.set_env_variable(key, value)
+        if resources is None:
+            continue
+        services = STEP_SERVICES[name]
+        if services and name not in FINETUNE_STEPS:
+            set_retry(task, resources.network_retries)
+        credentials = resources.credentials
+        for service in services:
+            secret = getattr(credentials, service)
+            if secret:
+                wanted = SERVICES[service]
+                if wanted.required:
+                    kubernetes.use_secret_as_env(
+                        task, secret_name=secret, secret_key_to_env=_same(wanted.required)
+                    )
+                if wanted.optional:
+                    kubernetes.use_secret_as_env(
+                        task, secret_name=secret, secret_key_to_env=_same(wanted.optional), optional=True
+                    )
+        if credentials.image_pull_secret:
+            kubernetes.set_image_pull_secrets(task, [credentials.image_pull_secret])
+
+
+def _same(names: tuple[str, ...]) -> dict[str, str]:
+    # A Secret's keys are the variable names (refinery.credentials), so each key maps to itself.
+    return {name: name for name in names}
+
+
+def set_retry(task: Any, policy: RetryPolicy) -> Any:
+    """Retry a failed task as ``policy`` says (count 0: no retry policy)."""
+    if policy.count:
+        task.set_retry(
+            num_retries=policy.count,
+            backoff_duration=f"{policy.backoff_seconds}s",
+            backoff_factor=policy.factor,
+            backoff_max_duration=f"{policy.max_seconds}s",
+        )
     return task
 
 

@@ -1,4 +1,5 @@
-"""The training pipeline: validate -> prepare -> finetune -> evaluate -> gate -> (register, package, promote)."""
+"""The training pipeline: resolve -> validate -> prepare -> finetune -> evaluate -> gate -> (register,
+package, promote)."""
 # No `from __future__ import annotations` here or in components/: KFP reads the annotations as types.
 
 from typing import Any
@@ -6,14 +7,14 @@ from typing import Any
 import components
 from kfp import dsl
 
-from pipelines.resources import apply_profile, set_finetune_retry
-from refinery.config import EnvironmentResources, HpoConfig
+from pipelines.resources import apply_profile, apply_run_settings, set_finetune_retry
+from refinery.config import EnvironmentResources, HpoConfig, RunConfig, config_text, run_parameters
 from refinery.version import Images
 
 PIPELINE_NAME = "refinery-training"
 
 
-def _search(ops: Any, config: Any, dataset: Any, hpo: HpoConfig) -> tuple[Any, list[Any], list[Any]]:
+def _search(ops: Any, run: Any, dataset: Any, hpo: HpoConfig) -> tuple[Any, list[Any], list[Any]]:
     """Hyper-parameter search in place of one finetune task: per round (unrolled here, at compile time)
     suggest the trials, train each in a ParallelFor, and merge them into the history and the best model
     so far. Returns the best model's output, the trial tasks and the other search tasks."""
@@ -21,14 +22,21 @@ def _search(ops: Any, config: Any, dataset: Any, hpo: HpoConfig) -> tuple[Any, l
     best: Any = None
     trial_tasks, search_tasks = [], []
     for index in range(len(hpo.rounds())):
-        suggested = ops.suggest_trials(config=config, round_index=index, history=history)
+        suggested = ops.suggest_trials(hpo_config=run.outputs["hpo"], round_index=index, history=history)
         with dsl.ParallelFor(suggested.outputs["Output"], parallelism=hpo.parallelism) as trial:
             trained = ops.finetune_trial(
-                config=config, dataset=dataset, trial=trial, run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+                data_config=run.outputs["data"],
+                model_config=run.outputs["model"],
+                training_config=run.outputs["training"],
+                registry_config=run.outputs["registry"],
+                hpo_config=run.outputs["hpo"],
+                dataset=dataset,
+                trial=trial,
+                run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
         incumbent = {} if best is None else {"incumbent": best}
         merged = ops.merge_round(
-            config=config,
+            hpo_config=run.outputs["hpo"],
             history=history,
             results=dsl.Collected(trained.outputs["Output"]),
             models=dsl.Collected(trained.outputs["model"]),
@@ -41,73 +49,129 @@ def _search(ops: Any, config: Any, dataset: Any, hpo: HpoConfig) -> tuple[Any, l
 
 
 def build_training_pipeline(
-    images: Images | None = None,
-    resources: EnvironmentResources | None = None,
-    *,
-    checkpoint_dir: str | None = None,
-    model_cache_dir: str | None = None,
-    hpo: HpoConfig | None = None,
+    cfg: RunConfig, images: Images | None = None, resources: EnvironmentResources | None = None
 ) -> Any:
-    """The pipeline with its steps on ``images`` and, for a cluster, on ``resources``.
+    """The pipeline for ``cfg``, with its steps on ``images`` and, for a cluster, on ``resources``.
+
+    The run form's parameters are typed and default to ``cfg``'s values: ``config`` (the rest of the
+    configuration as YAML, or the URI of a YAML file), ``data_uri``, ``test_uri``, ``epochs``,
+    ``learning_rate`` and ``environment``. What shapes the pods is fixed here instead: the search's
+    rounds, the storage endpoint, the PVC mount paths, the images and the resource profiles.
 
     Args:
-        images: The project and GPU images (default: this version's).
-        resources: One environment's resource profiles: ``finetune`` for the fine-tuning task,
-            ``steps`` for every other task, and the finetune retry policy. None (kfp.local runs) sets
-            nothing, not even retries: kfp.local honours them, and a local failure is no preemption.
-        checkpoint_dir: Where the checkpoint PVC is mounted (the config's ``training.checkpoint.dir``).
-        model_cache_dir: Where the model cache PVC is mounted (the config's ``model.cache_dir``).
-        hpo: When enabled, a hyper-parameter search replaces the finetune task (its shape, rounds and
-            parallelism, is fixed here, at compile time); the best trial's model goes on.
+        cfg: The configuration: unresolved when compiled for a cluster (its paths then resolve where the
+            steps run), resolved for a local run.
+        images: The project and GPU images (default: this version's, in ``cfg.images.registry``); the
+            project image is also the one promotion names to serve the model.
+        resources: One environment's resource profiles, retry policies and credentials. None sets
+            nothing: no retries, no Kubernetes settings (an embedded run, where a failure is no outage).
 
     Raises:
         ConfigError: A profile is inconsistent (e.g. a PVC without an absolute mount path).
     """
-    ops = components.build(images or Images.default())
-    mounts = {"checkpoint_dir": checkpoint_dir, "model_cache_dir": model_cache_dir}
+    ops = components.build(images or Images.default(registry=cfg.images.registry))
+    serving_image = (images or Images.default(registry=cfg.images.registry)).project
+    defaults = run_parameters(cfg)
+    hpo = cfg.hpo
+    mounts = {"checkpoint_dir": cfg.training.checkpoint.dir, "model_cache_dir": cfg.model.cache_dir}
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Validate labelled data, fine-tune, gate against the champion, then register, package and promote.",
     )
-    def training_pipeline(config: str):
-        """One pass of the refinement loop; ``config`` is a resolved refinery RunConfig as JSON."""
-        validated = ops.validate_data(config=config)
-        prepared = ops.prepare_data(config=config).after(validated)
-        if hpo is not None and hpo.enabled:
-            model, finetune_tasks, search_tasks = _search(ops, config, prepared.outputs["dataset"], hpo)
+    def training_pipeline(
+        config: str = config_text(cfg),
+        data_uri: str = defaults["data_uri"],
+        test_uri: str = defaults["test_uri"],
+        epochs: float = defaults["epochs"],
+        learning_rate: float = defaults["learning_rate"],
+        environment: str = defaults["environment"],
+    ):
+        """One pass of the refinement loop. ``config`` is the configuration as YAML (or a URI of a YAML
+        file); the other parameters override its values; an empty ``test_uri`` splits the test set off."""
+        run = ops.resolve_config(
+            config=config,
+            data_uri=data_uri,
+            test_uri=test_uri,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            environment=environment,
+        )
+        out = run.outputs
+        fingerprint = out["data_fingerprint"]
+        validated = ops.validate_data(data_config=out["data"], data_fingerprint=fingerprint)
+        prepared = ops.prepare_data(data_config=out["data"], data_fingerprint=fingerprint).after(validated)
+        dataset = prepared.outputs["dataset"]
+        if hpo.enabled:
+            model, finetune_tasks, search_tasks = _search(ops, run, dataset, hpo)
         else:
             # Checkpoints keyed by the pipeline run: a retried (preempted) task resumes from them.
             trained = ops.finetune(
-                config=config, dataset=prepared.outputs["dataset"], run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+                data_config=out["data"],
+                model_config=out["model"],
+                training_config=out["training"],
+                registry_config=out["registry"],
+                dataset=dataset,
+                run_key=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
             model, finetune_tasks, search_tasks = trained.outputs["model"], [trained], []
-        evaluated = ops.evaluate(config=config, dataset=prepared.outputs["dataset"], model=model)
-        decided = ops.gate(config=config, evaluation=evaluated.outputs["evaluation"])
+        evaluated = ops.evaluate(
+            data_config=out["data"],
+            model_config=out["model"],
+            training_config=out["training"],
+            evaluation_config=out["evaluation"],
+            gate_config=out["gate"],
+            registry_config=out["registry"],
+            dataset=dataset,
+            model=model,
+        )
+        decided = ops.gate(gate_config=out["gate"], evaluation=evaluated.outputs["evaluation"])
         with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             registered = ops.register(
-                config=config,
+                data_config=out["data"],
+                model_config=out["model"],
+                training_config=out["training"],
+                gate_config=out["gate"],
+                registry_config=out["registry"],
+                config_sha=out["config_sha"],
                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 model=model,
-                dataset=prepared.outputs["dataset"],
+                dataset=dataset,
                 evaluation=evaluated.outputs["evaluation"],
                 validation=validated.outputs["validation"],
                 decision=decided.outputs["decision"],
             )
             version = registered.outputs["Output"]
-            packaged = ops.package(config=config, version=version)
+            packaged = ops.package(
+                data_config=out["data"],
+                model_config=out["model"],
+                registry_config=out["registry"],
+                packaging_config=out["packaging"],
+                version=version,
+            )
             # One step commits the release to GitOps and then moves the champion alias, refusing when
             # another run replaced the champion this one was judged against.
-            promoted = ops.promote(config=config, version=version, bento_tag=packaged.outputs["Output"])
+            promoted = ops.promote(
+                registry_config=out["registry"],
+                gitops_config=out["gitops"],
+                version=version,
+                bento_tag=packaged.outputs["bento_tag"],
+                bento_uri=packaged.outputs["bento_uri"],
+                bento_sha256=packaged.outputs["bento_sha256"],
+                image=serving_image,
+            )
 
+        tasks = [run, validated, prepared, *finetune_tasks, *search_tasks, evaluated, decided]
+        tasks += [registered, packaged, promoted]
+        apply_run_settings(tasks, cfg.storage.env(), resources)
         if resources is not None:
             # Fine-tuning on the GPU profile, retried after a failure or a preemption (its checkpoints
             # are on the checkpoint PVC); every other step on the CPU profile.
             for task in finetune_tasks:
                 apply_profile(task, resources.finetune, **mounts)
                 set_finetune_retry(task, resources.finetune_retries)
-            steps = [validated, prepared, *search_tasks, evaluated, decided, registered, packaged, promoted]
-            for task in steps:
-                apply_profile(task, resources.steps, **mounts)
+            for task in tasks:
+                if task not in finetune_tasks:
+                    apply_profile(task, resources.steps, **mounts)
 
     return training_pipeline

@@ -1,4 +1,4 @@
-"""The BentoML service: POST /classify over a model packaged by ``refinery package``.
+"""The BentoML service: POST /classify over a model packaged by the pipeline's package step.
 
 A thin shell over :class:`refinery.serving.ClassificationService`. Which model it serves is a Bento
 argument, ``model_tag``, given at build time by :func:`refinery.packaging.bento.package`; BentoML records

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-# A throwaway PostgreSQL server and per-test databases: postgres_server, postgres_url, sql_url.
-pytest_plugins = ["tests.postgres"]
+# A throwaway PostgreSQL server and per-test databases: postgres_server, postgres_url, sql_url; and the
+# network services of a cluster on loopback: object_store, mlflow_server, git_server, oci_registry.
+pytest_plugins = ["tests.postgres", "tests.cluster_services"]
 
 # Tests never touch the network or phone home; set before any library reads them.
 for _key, _value in {

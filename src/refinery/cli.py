@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from refinery.config import RunConfig, load_config
-from refinery.errors import DataError, DataValidationError, RefineryError
+from refinery.config import RunConfig, load_config, read_config
+from refinery.errors import ConfigError, DataError, DataValidationError, RefineryError
 
 if TYPE_CHECKING:
     from refinery.registry.promotion import PromotionRecord
@@ -23,7 +23,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    return load_config(args.config, args.overrides)
+    import os
+
+    cfg = load_config(args.config, args.overrides)
+    # The object store's endpoint and region, for what this command reads there (the environment wins).
+    for name, value in cfg.storage.env().items():
+        os.environ.setdefault(name, value)
+    return cfg
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             "error: --image applies to --runner docker (the subprocess runner uses no image)", file=sys.stderr
         )
         return EXIT_USAGE
-    cfg = _config(args)
+    _config(args)  # checked and resolved here, so that a mistake stops the run before it starts
+    # A cluster configuration goes to the pipeline as written: its paths resolve where the steps run.
+    cfg = read_config(args.config, args.overrides)
     images = Images(project=args.image, gpu=args.image) if args.image else None
-    print(f"refinery run: {args.config} -> state in {cfg.state_dir}", flush=True)
+    where = f"state in {cfg.state_dir}" if cfg.embedded else "a cluster configuration: network services only"
+    print(f"refinery run: {args.config} -> {where}", flush=True)
     summary = run_training(cfg, runner=args.runner, images=images, verbose=args.verbose)
     print("\n" + summary.to_text())
     return EXIT_OK if summary.succeeded else EXIT_FAILED
@@ -60,32 +69,40 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.resources import environment_resources
     from pipelines.training import build_training_pipeline
 
-    from refinery.config import EnvironmentResources
+    from refinery.config import resolve
     from refinery.version import Images
 
-    if not args.config and (args.environment or args.overrides):
-        print("error: --environment and --set need a config (-c CONFIG)", file=sys.stderr)
-        return EXIT_USAGE
-    default = Images.default()
+    overrides = list(args.overrides)
+    if args.environment:
+        overrides.append(f"gitops.environment={args.environment}")
+    if args.registry:
+        overrides.append(f"images.registry={args.registry}")
+    # The pipeline carries the configuration as written: its paths resolve where the steps run, and no
+    # path of this machine reaches the cluster. Resolving it here checks it the way the steps will.
+    cfg = read_config(args.config, overrides)
+    if cfg.embedded:
+        raise ConfigError(
+            f"{args.config} is an embedded configuration (state_dir {cfg.state_dir}): its registry, Bento"
+            " store and GitOps repository are files on this machine, which no pod can reach. Compile a"
+            " cluster configuration (state_dir: null, every service named), e.g. configs/prod.yaml"
+        )
+    resolve(cfg)
+    env, resources = environment_resources(cfg, args.environment, source=args.config)
+    default = Images.default(registry=cfg.images.registry)
     images = Images(project=args.image or default.project, gpu=args.gpu_image or default.gpu)
-    # Without a config: no resource profiles, only the finetune retry policy with its default count.
-    resources, where = EnvironmentResources(), "no resource profiles"
-    mounts: dict[str, str | None] = {}
-    hpo = None
-    if args.config:
-        cfg = _config(args)
-        env, resources = environment_resources(cfg, args.environment, source=args.config)
-        mounts = {"checkpoint_dir": cfg.training.checkpoint.dir, "model_cache_dir": cfg.model.cache_dir}
-        hpo = cfg.hpo
-        if env in cfg.resources:
-            where = f"resource profiles of environment {env}"
-    pipeline = build_training_pipeline(images, resources, hpo=hpo, **mounts)
+    if images.local():
+        raise ConfigError(
+            f"{', '.join(images.local())} would be pulled from podman's local storage (localhost/), which a"
+            " cluster cannot reach: name the registry with --registry or images.registry"
+        )
+    pipeline = build_training_pipeline(cfg, images, resources)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(out))
+    where = f"resource profiles of environment {env}" if env in cfg.resources else "no resource profiles"
     print(
         f"wrote {out} (steps on {images.project}, finetune on {images.gpu}; {where};"
-        f" finetune retries {resources.finetune_retries})"
+        f" finetune retries {resources.finetune_retries}, network retries {resources.network_retries.count})"
     )
     return EXIT_OK
 
@@ -93,7 +110,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from refinery.version import Images, image_tag
 
-    images = Images.default()
+    images = Images.default(registry=args.registry)
     print(f"tag={image_tag()}\nproject={images.project}\ngpu={images.gpu}")
     return EXIT_OK
 
@@ -108,6 +125,13 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
+    from refinery.config import config_text, run_parameters
+
+    if args.parameters:
+        # What a pipeline run takes: the run form's fields, as compiled from this configuration.
+        cfg = read_config(args.config, args.overrides)
+        print(json.dumps({**run_parameters(cfg), "config": config_text(cfg)}, indent=2))
+        return EXIT_OK
     print(yaml.safe_dump(_config(args).to_dict(), sort_keys=False), end="")
     return EXIT_OK
 
@@ -117,7 +141,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"data.uri={args.data}"] if args.data else [])
     cfg = load_config(args.config, overrides)
-    out = Path(args.output or Path(cfg.state_dir) / "validation")
+    out = Path(args.output) if args.output else (cfg.state if cfg.embedded else Path.cwd()) / "validation"
     try:
         report = validate_data(cfg, out)
     except DataError as exc:
@@ -147,22 +171,38 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from refinery.registry.mlflow_registry import Registry
-    from refinery.serving import serve_command
+    from refinery.packaging.bento import PackageResult, fetch
+    from refinery.serving import bentoml_serve_argv, release_from_env, serve_command
 
-    cfg = _config(args)
-    champion = Registry(cfg.registry).champion()
-    if champion is None or "bento_tag" not in champion.tags:
-        raise RefineryError(
-            f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
-            " run `refinery run` first"
+    if args.config:
+        from refinery.registry.mlflow_registry import Registry
+
+        cfg = _config(args)
+        champion = Registry(cfg.registry).champion()
+        bento = PackageResult.from_tags(champion.tags) if champion else None
+        if champion is None or bento is None:
+            raise RefineryError(
+                f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
+                " run `refinery run` first"
+            )
+        home = Path(cfg.packaging.bentoml_home or "")
+        what = f"{cfg.registry.model_name} v{champion.version}"
+        argv, env = serve_command(cfg, fetch(bento, home))
+        where = f"http://{cfg.serving.host}:{cfg.serving.port}"
+    else:
+        # In a serving container: the release its overlay names; the service reads its settings from the
+        # environment the Deployment gives it.
+        if not os.environ.get("BENTOML_HOME"):
+            raise RefineryError("BENTOML_HOME is not set: without -c, refinery serve fetches the Bento there")
+        tag, uri, sha256 = release_from_env(os.environ)
+        bento = PackageResult(tag, "", uri, sha256)
+        what = f"the release at {uri}"
+        argv, env = (
+            bentoml_serve_argv(fetch(bento, Path(os.environ["BENTOML_HOME"])), args.host, args.port),
+            {},
         )
-    argv, env = serve_command(cfg, champion.tags["bento_tag"])
-    print(
-        f"serving {cfg.registry.model_name} v{champion.version} ({champion.tags['bento_tag']}) on "
-        f"http://{cfg.serving.host}:{cfg.serving.port}",
-        flush=True,
-    )
+        where = f"http://{args.host}:{args.port}"
+    print(f"serving {what} ({bento.bento_tag}) on {where}", flush=True)
     # Become the server, so that signals (Ctrl-C, SIGTERM from a supervisor) reach BentoML directly.
     os.execve(argv[0], argv, {**os.environ, **env})
 
@@ -272,28 +312,6 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_package(args: argparse.Namespace) -> int:
-    from refinery.packaging.container import containerize
-    from refinery.registry.mlflow_registry import Registry
-
-    cfg = _config(args)
-    registry = Registry(cfg.registry)
-    info = registry.get(args.version) if args.version else registry.champion()
-    which = f"version {args.version}" if args.version else "champion"
-    if info is None or "bento_tag" not in info.tags:
-        raise RefineryError(
-            f"no packaged {which} of {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
-            " run `refinery run` first"
-        )
-    bento_tag = info.tags["bento_tag"]
-    print(
-        f"building the serving image of {cfg.registry.model_name} v{info.version} ({bento_tag})", flush=True
-    )
-    built = containerize(cfg, bento_tag, args.image or None, base_image=args.base_image)
-    print(f"built {built.image} in {built.seconds:.0f} s, {built.size_bytes / 1e9:.2f} GB")
-    return EXIT_OK
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from refinery.client import ServiceClient, read_texts
 
@@ -352,13 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="write the training pipeline's IR YAML for Kubeflow Pipelines")
     p.add_argument("-o", "--output", default="build/training-pipeline.yaml")
     p.add_argument(
-        "--image", help="project image for every step (default: localhost/refinery:<version>-<sha>)"
-    )
-    p.add_argument("--gpu-image", help="image for finetune (default: localhost/refinery-gpu:<version>-<sha>)")
-    p.add_argument(
         "-c",
         "--config",
-        help="YAML run configuration whose resource profiles (resources.<environment>) the steps get",
+        required=True,
+        help="a cluster configuration (state_dir: null): the run form's defaults, the resource profiles"
+        " (resources.<environment>), retry policies and credentials",
+    )
+    p.add_argument(
+        "--registry",
+        help="registry the images are pulled from, e.g. registry.acme.example/ml (default: images.registry)",
+    )
+    p.add_argument(
+        "--image", help="project image for every step (default: <registry>/refinery:<version>-<sha>)"
+    )
+    p.add_argument(
+        "--gpu-image", help="image for finetune (default: <registry>/refinery-gpu:<version>-<sha>)"
     )
     p.add_argument(
         "--set",
@@ -374,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("images", help="print the image names this version builds and runs")
+    p.add_argument(
+        "--registry", default="localhost", help="registry prefix (default: localhost, podman's local storage)"
+    )
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser("config", help="inspect configuration")
@@ -384,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="print a configuration with overrides applied and locations resolved"
     )
     _add_config_args(c)
+    c.add_argument(
+        "--parameters",
+        action="store_true",
+        help="print instead the pipeline parameters compiled from it (JSON): the Kubeflow run form's values",
+    )
     c.set_defaults(func=cmd_config_show)
 
     p = sub.add_parser(
@@ -391,7 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--data", help="dataset path or URI (default: data.uri from the config)")
-    p.add_argument("-o", "--output", help="report folder (default: <state_dir>/validation)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="report folder (default: <state_dir>/validation, or ./validation without a state_dir)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("demo-data", help="generate the demo review dataset and its drifted variant")
@@ -400,8 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("serve", help="serve the champion's Bento with BentoML")
-    _add_config_args(p)
+    p = sub.add_parser(
+        "serve",
+        help="serve the champion's Bento with BentoML (without -c: the release REFINERY_BENTO_URI names,"
+        " as the serving container does)",
+    )
+    p.add_argument(
+        "-c", "--config", help="YAML run configuration (default: serve the release the environment names)"
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--host", default="0.0.0.0", help="without -c: interface to listen on (default: 0.0.0.0)")
+    p.add_argument("--port", type=int, default=3000, help="without -c: port to listen on (default: 3000)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ui", help="browse the registry's versions with the MLflow UI (mlflow server)")
@@ -442,24 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--to", help="the version to go back to (default: the one the champion replaced)")
     m.add_argument("--reason", help="why; recorded in the version's tags and the GitOps commit")
     m.set_defaults(func=cmd_models_rollback)
-
-    p = sub.add_parser("package", help="build the serving container image of a registered version's Bento")
-    _add_config_args(p)
-    p.add_argument("--version", help="registered version (default: the champion)")
-    p.add_argument(
-        "--image",
-        nargs="?",
-        const="",
-        required=True,
-        metavar="NAME",
-        help="build the image with podman (NAME default: <gitops.image_repository>:<Bento version>)",
-    )
-    p.add_argument(
-        "--base-image",
-        help="Python 3.11 image to build on (default: localhost/refinery-base:bookworm, which "
-        "containers/build-base.sh builds)",
-    )
-    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("predict", help="send texts from a CSV file to a running service")
     _add_config_args(p)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -555,9 +558,19 @@ class RegistryConfig(_Strict):
 
 
 class PackagingConfig(_Strict):
-    """BentoML packaging; an empty home means a BentoML store under state_dir."""
+    """BentoML packaging: the Bento is built in a scratch BentoML home and exported to ``bento_store``,
+    the one place promotion and serving read it from."""
 
-    bentoml_home: str | None = None
+    bento_store: str | None = Field(
+        None,
+        description="Folder or fsspec URI (s3://bucket/bentos) the exported Bentos are stored in; empty"
+        " means <state_dir>/bentos (a cluster configuration must name object storage).",
+    )
+    bentoml_home: str | None = Field(
+        None,
+        description="A BentoML home used as scratch space and as the serving cache; empty means"
+        " <state_dir>/bentoml (a temporary folder in a cluster configuration).",
+    )
     service_dir: str = Field("serving", description="Folder holding service.py, the BentoML service.")
 
 
@@ -568,7 +581,6 @@ class GitOpsConfig(_Strict):
     branch: str = "main"
     environment: str = Field("dev", pattern=r"^[a-z0-9][a-z0-9-]*$")
     seed_dir: str = Field("k8s", description="Manifests copied into a new local GitOps repository.")
-    image_repository: str = "localhost/refinery-serving"
     author_name: str = "refinery"
     author_email: str = "refinery@localhost"
 
@@ -598,6 +610,37 @@ class MonitoringConfig(_Strict):
     retrain: bool = True
     report_dir: str | None = None
     trigger_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
+
+
+class StorageConfig(_Strict):
+    """Object storage (S3 API) for s3:// data, registry artifacts and Bentos, as the AWS tools read it.
+
+    Both values become environment variables of every step (and of refinery's own commands) unless the
+    environment already sets them; the access keys come from the environment only (a Secret on a cluster).
+    """
+
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint of a store other than AWS (MinIO, SeaweedFS, Ceph): AWS_ENDPOINT_URL."
+    )
+    region: str | None = Field(None, description="The store's region: AWS_DEFAULT_REGION.")
+
+    def env(self) -> dict[str, str]:
+        """The environment variables these settings become."""
+        values = {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": self.region}
+        return {name: value for name, value in values.items() if value}
+
+
+class ImagesConfig(_Strict):
+    """Where the project images live: ``<registry>/refinery:<tag>`` (every step, and the serving image)
+    and ``<registry>/refinery-gpu:<tag>`` (fine-tuning). ``localhost`` is podman's local storage, not a
+    registry: a cluster configuration names a registry the cluster pulls from."""
+
+    registry: str = Field(
+        "localhost",
+        pattern=r"^[a-z0-9]([a-z0-9._:-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$",
+        description="Registry host and path prefix, e.g. registry.acme.example/ml (refinery compile"
+        " --registry overrides it).",
+    )
 
 
 class Toleration(_Strict):
@@ -634,6 +677,41 @@ class ResourceProfile(_Strict):
     secrets: tuple[SecretEnv, ...] = ()
 
 
+class Credentials(_Strict):
+    """Kubernetes Secrets holding the credentials of each network service, by service. Each step reads
+    only the services it calls (pipelines/resources.py says which); a Secret's keys are the environment
+    variable names the step reads (refinery.credentials lists them), so no value ever passes through the
+    pipeline, a parameter or a log."""
+
+    registry: str | None = Field(
+        None, description="MLflow: MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN; PGPASSWORD."
+    )
+    object_store: str | None = Field(
+        None, description="S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN)."
+    )
+    git: str | None = Field(
+        None,
+        description="GitOps remote: REFINERY_GIT_TOKEN (https) or REFINERY_GIT_SSH_KEY and"
+        " REFINERY_GIT_KNOWN_HOSTS (ssh).",
+    )
+    container_registry: str | None = Field(
+        None, description="The image registry: REFINERY_REGISTRY_USERNAME, REFINERY_REGISTRY_PASSWORD."
+    )
+    image_pull_secret: str | None = Field(
+        None, description="A docker-registry Secret the pods pull the images with (imagePullSecrets)."
+    )
+
+
+class RetryPolicy(_Strict):
+    """How a failed step is retried: ``count`` more attempts, waiting ``backoff_seconds`` times
+    ``factor`` to the power of the attempt, for at most ``max_seconds`` from the first attempt."""
+
+    count: int = Field(3, ge=0)
+    backoff_seconds: int = Field(30, ge=1)
+    factor: float = Field(2.0, ge=1)
+    max_seconds: int = Field(3600, ge=1)
+
+
 class EnvironmentResources(_Strict):
     """The resource profiles of one environment: fine-tuning on GPU nodes, every other step."""
 
@@ -644,13 +722,30 @@ class EnvironmentResources(_Strict):
         ge=0,
         description="Retries of a failed or preempted finetune task (it resumes from its checkpoint).",
     )
+    network_retries: RetryPolicy = Field(
+        RetryPolicy(),
+        description="Retries of every other step that calls a network service (an outage of the"
+        " registry, object store, git remote or image registry).",
+    )
+    credentials: Credentials = Credentials()
 
 
 class RunConfig(_Strict):
-    """One run of the refinement loop."""
+    """One run of the refinement loop.
+
+    ``state_dir`` makes it an embedded configuration: every location left empty defaults to a file or
+    folder under it (a sqlite registry, a local GitOps repository, ...). Without one (``state_dir: null``)
+    it is a cluster configuration: each step shares nothing with another but its pipeline artifacts and
+    the network services named here, so :func:`resolve` requires every service location to be a network
+    service and no data to be a local path (see ARCHITECTURE.md, "The cluster contract").
+    """
 
     task: Literal["text-classification"] = "text-classification"
-    state_dir: str = ".refinery"
+    state_dir: str | None = Field(
+        ".refinery",
+        description="The embedded deployment's folder (registry, Bento store, GitOps repository, logs);"
+        " null for a cluster configuration, which names a network service for each of them.",
+    )
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig = TrainingConfig()
@@ -662,6 +757,8 @@ class RunConfig(_Strict):
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     hpo: HpoConfig = HpoConfig()
+    storage: StorageConfig = StorageConfig()
+    images: ImagesConfig = ImagesConfig()
     resources: dict[str, EnvironmentResources] = Field(
         default_factory=dict,
         description="Resource profiles per environment (the key matches gitops.environment); applied"
@@ -670,50 +767,208 @@ class RunConfig(_Strict):
 
     @property
     def state(self) -> Path:
+        """The embedded deployment's folder.
+
+        Raises:
+            ConfigError: This is a cluster configuration (``state_dir: null``).
+        """
+        if self.state_dir is None:
+            raise ConfigError("state_dir is null (a cluster configuration): there is no local state folder")
         return Path(self.state_dir)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this is an embedded configuration (it has a ``state_dir``)."""
+        return self.state_dir is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
         return self.model_dump(mode="json")
 
-    def to_json(self) -> str:
-        """The form pipeline steps receive (a KFP string parameter: it keeps nulls and integers intact).
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The sections this configuration holds, JSON-safe: all of them, or a step's (:func:`step_config`).
 
-        kfp.local's subprocess runner rewrites every "python3" in a step's arguments to its interpreter's
-        path, values included (kfp 2.17), which corrupts paths such as .venv/lib/python3.11/...; a JSON
-        escape of one letter keeps the text equal after decoding while hiding it from that rewrite.
+        Settings that are None are left out: kfp cannot pass a null inside a struct, and every setting
+        of a section that may be None defaults to None, so :func:`step_config` reads them back the same.
         """
-        return json.dumps(self.to_dict(), sort_keys=True).replace("python3", "pytho\\u006e3")
+        return {
+            name: getattr(self, name).model_dump(mode="json", exclude_none=True)
+            for name in SECTIONS
+            if not isinstance(getattr(self, name), _NotGiven)
+        }
 
     def digest(self) -> str:
         """A stable hash of the whole configuration, recorded as lineage."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: The sections a pipeline step may be given (see :func:`step_config`).
+SECTIONS = (
+    "data",
+    "model",
+    "training",
+    "evaluation",
+    "gate",
+    "registry",
+    "packaging",
+    "gitops",
+    "serving",
+    "monitoring",
+    "hpo",
+    "storage",
+)
+# What stands in for the required sections a step is not given, so that the rest validates.
+_PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    "data": {"uri": "-", "labels": ["0", "1"]},
+    "model": {"base": "-"},
+}
+
+
+class _NotGiven:
+    """A section a pipeline step was not given: reading any of its settings is an error, never a default."""
+
+    def __init__(self, section: str) -> None:
+        self._section = section
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigError(
+            f"this pipeline step reads {self._section}.{name} but is not given the {self._section} section;"
+            f" add it to the step's inputs (pipelines/training.py)"
+        )
+
+
+def step_config(**sections: Mapping[str, Any]) -> RunConfig:
+    """The configuration of one pipeline step, made of the resolved sections it is given.
+
+    A step's component receives only the sections it reads (so the Kubeflow UI shows them and caching
+    keys on them); the rest are absent, and reading one raises instead of silently using a default.
+
+    Raises:
+        ConfigError: A section is unknown or invalid (the message names the key).
+    """
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+        )
+    tree: dict[str, Any] = {name: dict(value) for name, value in sections.items()}
+    for name, placeholder in _PLACEHOLDERS.items():
+        tree.setdefault(name, placeholder)
+    tree["state_dir"] = None
+    cfg = parse_config(tree, "the step's configuration sections")
+    return cfg.model_copy(update={name: _NotGiven(name) for name in SECTIONS if name not in sections})
+
+
 # scheme://... (file, s3, gs, https, ssh, postgresql) or git's scp-like user@host:path
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
 
 
-def _is_uri(value: str) -> bool:
+def is_uri(value: str) -> bool:
+    """Whether ``value`` is a URI (``scheme://...``) or git's scp-like ``user@host:path``, not a path."""
     return bool(_URI.match(value))
 
 
+def is_local(value: str) -> bool:
+    """Whether ``value`` names something on this machine: a path, or a ``file://`` URI."""
+    return not is_uri(value) or value.startswith("file://")
+
+
 def _absolute(value: str, base: Path) -> str:
-    if _is_uri(value):
+    if is_uri(value):
         return value
-    return str((base / Path(value).expanduser()).resolve())
+    # abspath, not resolve(): a symbolic link (models/all-MiniLM-L6-v2) keeps the name it was given.
+    return os.path.abspath(base / Path(value).expanduser())
 
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def _database(url: str | None) -> str:
+    return (url or "").partition("://")[0].split("+")[0].lower()
+
+
+# scheme://user:password@host: a credential written into a URL.
+_PASSWORD_IN_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+
+
+def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, tree
+
+
+def _cluster_problems(d: dict[str, Any]) -> list[str]:
+    """What keeps a configuration without state_dir from running as separate pods (empty: nothing)."""
+    # A configuration travels as a pipeline parameter, shown in the Kubeflow UI: it holds no secret.
+    problems = [
+        f"{key} holds a password; credentials come from the Secrets named in resources.<environment>.credentials"
+        for key, value in _leaves(d)
+        if isinstance(value, str) and _PASSWORD_IN_URL.match(value)
+    ]
+    data = d["data"]
+    for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
+        if data[key] and is_local(data[key]):
+            problems.append(f"data.{key} {data[key]!r} is a local path; a pod reads data from object storage")
+    synonyms = data["prepare"]["augment"]["synonyms"]
+    if synonyms and is_local(synonyms):
+        problems.append(f"data.prepare.augment.synonyms {synonyms!r} is a local path")
+    if is_local(d["model"]["base"]):
+        problems.append(f"model.base {d['model']['base']!r} is a local path; use s3://, gs:// or hf://")
+    reg = d["registry"]
+    if (
+        not reg["tracking_uri"]
+        or _database(reg["tracking_uri"]) in {"sqlite", "file", ""}
+        or is_local(reg["tracking_uri"])
+    ):
+        problems.append("registry.tracking_uri must name an MLflow server (http://...) or a database server")
+    if reg["artifact_location"] and is_local(reg["artifact_location"]):
+        problems.append("registry.artifact_location must be object storage (s3://...), not a local folder")
+    store = d["packaging"]["bento_store"]
+    if not store or is_local(store):
+        problems.append("packaging.bento_store must be object storage (s3://bucket/bentos)")
+    repo = d["gitops"]["repository"]
+    if not repo or is_local(repo):
+        problems.append(
+            "gitops.repository must be the remote Argo CD watches (https://, ssh:// or git@host:path)"
+        )
+    for key, url in (
+        ("serving.inference_log", d["serving"]["inference_log"]),
+        ("monitoring.trigger_log", d["monitoring"]["trigger_log"]),
+    ):
+        if _database(url) in {"", "sqlite"}:
+            problems.append(f"{key} must be a database server (postgresql+psycopg://...)")
+    return problems
+
+
 def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
-    """Make every location concrete: relative paths absolute, empty locations under ``state_dir``."""
+    """Make every location concrete: relative paths absolute; in an embedded configuration, empty
+    locations under ``state_dir``; in a cluster configuration, scratch folders on the step's own disk.
+
+    Raises:
+        ConfigError: A cluster configuration (``state_dir: null``) leaves a service location empty or
+            names a local path where a pod needs a network service; the message lists every such field.
+    """
     base = base or Path.cwd()
-    state = Path(_absolute(config.state_dir, base))
     d = config.to_dict()
-    d["state_dir"] = str(state)
+    embedded = config.state_dir is not None
+    problems = [] if embedded else _cluster_problems(d)
+    if problems:
+        raise ConfigError(
+            "a cluster configuration (state_dir: null) shares nothing between steps but pipeline artifacts"
+            " and network services:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    state = Path(_absolute(config.state_dir, base)) if config.state_dir is not None else None
+    # A cluster configuration's scratch folders are on each step's own disk, never shared.
+    scratch = state if state is not None else Path(tempfile.gettempdir()) / "refinery"
+
+    def local_default(value: str | None, name: str) -> str:
+        return _absolute(value or str(scratch / name), base)
+
+    if state is not None:
+        d["state_dir"] = str(state)
     data = d["data"]
     for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
         if data[key]:
@@ -722,22 +977,24 @@ def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
     if augment["synonyms"]:
         augment["synonyms"] = _absolute(augment["synonyms"], base)
     d["model"]["base"] = _absolute(d["model"]["base"], base)
-    d["model"]["cache_dir"] = _absolute(d["model"]["cache_dir"] or str(state / "model-cache"), base)
+    d["model"]["cache_dir"] = local_default(d["model"]["cache_dir"], "model-cache")
     checkpoint = d["training"]["checkpoint"]
-    checkpoint["dir"] = _absolute(checkpoint["dir"] or str(state / "checkpoints"), base)
-    reg = d["registry"]
-    reg["tracking_uri"] = reg["tracking_uri"] or _sqlite_url(state / "mlflow.db")
-    reg["artifact_location"] = _absolute(reg["artifact_location"] or str(state / "mlartifacts"), base)
+    checkpoint["dir"] = local_default(checkpoint["dir"], "checkpoints")
     pkg = d["packaging"]
-    pkg["bentoml_home"] = _absolute(pkg["bentoml_home"] or str(state / "bentoml"), base)
+    pkg["bentoml_home"] = local_default(pkg["bentoml_home"], "bentoml")
     pkg["service_dir"] = _absolute(pkg["service_dir"], base)
     git = d["gitops"]
-    git["repository"] = _absolute(git["repository"] or str(state / "gitops.git"), base)
     git["seed_dir"] = _absolute(git["seed_dir"], base)
-    d["serving"]["inference_log"] = d["serving"]["inference_log"] or _sqlite_url(state / "inference.db")
     mon = d["monitoring"]
-    mon["report_dir"] = _absolute(mon["report_dir"] or str(state / "monitoring"), base)
-    mon["trigger_log"] = mon["trigger_log"] or _sqlite_url(state / "triggers.db")
+    mon["report_dir"] = local_default(mon["report_dir"], "monitoring")
+    reg = d["registry"]
+    if state is not None:
+        reg["tracking_uri"] = reg["tracking_uri"] or _sqlite_url(state / "mlflow.db")
+        reg["artifact_location"] = _absolute(reg["artifact_location"] or str(state / "mlartifacts"), base)
+        pkg["bento_store"] = _absolute(pkg["bento_store"] or str(state / "bentos"), base)
+        git["repository"] = _absolute(git["repository"] or str(state / "gitops.git"), base)
+        d["serving"]["inference_log"] = d["serving"]["inference_log"] or _sqlite_url(state / "inference.db")
+        mon["trigger_log"] = mon["trigger_log"] or _sqlite_url(state / "triggers.db")
     return RunConfig.model_validate(d)
 
 
@@ -783,6 +1040,16 @@ def parse_config(tree: dict[str, Any], source: str = "<config>") -> RunConfig:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+def _tree(text: str, source: str) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    return tree
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, base: Path | None = None) -> RunConfig:
     """Read a YAML run configuration, apply ``--set`` overrides, validate and resolve it.
 
@@ -794,6 +1061,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None, base: Path
     Raises:
         ConfigError: The file is missing or not YAML, or a key is unknown or mistyped.
     """
+    return resolve(read_config(path, overrides), base)
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read and validate a YAML run configuration with ``--set`` overrides, without resolving it.
+
+    Raises:
+        ConfigError: The file is missing or not YAML, or a key is unknown or mistyped.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -801,26 +1077,120 @@ def load_config(path: str | Path, overrides: list[str] | None = None, base: Path
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    tree = apply_overrides(tree, overrides or [])
-    return resolve(parse_config(tree, str(path)), base)
+    tree = apply_overrides(_tree(text, str(path)), overrides or [])
+    return parse_config(tree, str(path))
 
 
-def from_dict(tree: dict[str, Any] | str) -> RunConfig:
-    """Rebuild a resolved config handed to a pipeline step (as a dict or its JSON text)."""
-    if isinstance(tree, str):
+#: The settings a pipeline run takes as typed parameters (the Kubeflow UI's run form): parameter name
+#: -> dotted configuration key. They are applied on top of the ``config`` parameter.
+RUN_PARAMETERS: dict[str, str] = {
+    "data_uri": "data.uri",
+    "test_uri": "data.test_uri",
+    "epochs": "training.epochs",
+    "learning_rate": "training.learning_rate",
+    "environment": "gitops.environment",
+}
+#: Settings fixed when the pipeline is compiled (they shape the pods, not the run): left out of the
+#: ``config`` parameter.
+COMPILE_TIME_SECTIONS = ("resources", "images", "storage")
+
+
+def _dotted(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def run_parameters(cfg: RunConfig) -> dict[str, Any]:
+    """The typed pipeline parameters of ``cfg``, as the run form shows them (an empty test URI: none)."""
+    tree = cfg.to_dict()
+    values = {name: _dotted(tree, key) for name, key in RUN_PARAMETERS.items()}
+    values["test_uri"] = values["test_uri"] or ""
+    values["epochs"] = float(values["epochs"])
+    return values
+
+
+def _difference(value: Any, default: Any) -> Any:
+    """The parts of a JSON tree that differ from ``default`` (nested mappings compared key by key)."""
+    if not (isinstance(value, dict) and isinstance(default, dict)):
+        return value
+    changed = {}
+    for key, item in value.items():
+        if key not in default:
+            changed[key] = item
+        elif item != default[key]:
+            changed[key] = _difference(item, default[key])
+    return changed
+
+
+def config_text(cfg: RunConfig) -> str:
+    """The ``config`` pipeline parameter: ``cfg`` without the settings at their defaults, the typed run
+    parameters or the compile-time sections, so that the run form shows what is particular to this
+    configuration (a few hundred bytes instead of the whole tree).
+
+    A section is shortened only where the shortened form reads back to the same section (a rule whose
+    default differs from its class's, such as ``data.validation.text_length``, would not); otherwise it
+    is kept whole. It is written as JSON on one line (JSON is YAML): kfp writes each parameter's default
+    into a comment line at the top of the compiled file, and a default spanning lines would break out of
+    it.
+    """
+    full = cfg.model_dump(mode="json")
+    required = {
+        "data": {k: full["data"][k] for k in ("uri", "labels")},
+        "model": {"base": full["model"]["base"]},
+    }
+    default = RunConfig.model_validate(required).model_dump(mode="json")
+    tree: dict[str, Any] = {}
+    for name, value in full.items():
+        if name in COMPILE_TIME_SECTIONS or value == default[name]:
+            continue
+        short = _difference(value, default[name])
+        if isinstance(short, dict):
+            short = {**required.get(name, {}), **short}
+            probe = parse_config({**required, name: short}, "the configuration parameter")
+            if getattr(probe, name) != getattr(cfg, name):
+                short = value
+        tree[name] = short
+    for key in RUN_PARAMETERS.values():
+        section, _, field = key.rpartition(".")
+        tree.get(section, {}).pop(field, None)
+    return json.dumps(tree, separators=(",", ":"))
+
+
+def config_for_run(config: str, parameters: Mapping[str, Any], base: Path | None = None) -> RunConfig:
+    """The configuration a pipeline run uses: the ``config`` parameter with the typed parameters on top.
+
+    Args:
+        config: YAML text, or the URI of a YAML file (``s3://``, ``https://``, an absolute path; read
+            through fsspec).
+        parameters: Values of :data:`RUN_PARAMETERS` (an empty ``test_uri`` means none).
+        base: Directory relative paths are resolved against (default: the working directory).
+
+    Raises:
+        ConfigError: The file cannot be read, is not YAML or is not a valid configuration; a cluster
+            configuration names a local path (see :func:`resolve`).
+    """
+    source = "pipeline parameter 'config'"
+    text = config
+    stripped = config.strip()
+    if "\n" not in stripped and (is_uri(stripped) or stripped.startswith("/")):
+        import fsspec
+
+        source = stripped
         try:
-            tree = json.loads(tree)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"pipeline parameter 'config' is not JSON: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError("pipeline parameter 'config' must be a JSON object")
-    return parse_config(tree, "pipeline parameter 'config'")
+            with fsspec.open(stripped, "r", encoding="utf-8") as fh:
+                text = fh.read()
+        except Exception as exc:  # fsspec back-ends raise their own errors (FileNotFoundError, ClientError)
+            raise ConfigError(
+                f"cannot read the configuration {stripped}: {type(exc).__name__}: {exc}"
+            ) from None
+    tree = _tree(text, source)
+    for name, key in RUN_PARAMETERS.items():
+        if name in parameters:
+            value = parameters[name]
+            _set_dotted(tree, key, None if name == "test_uri" and not value else value)
+    return resolve(parse_config(tree, source), base)
 
 
 def json_schema() -> dict[str, Any]:

@@ -48,7 +48,11 @@ class PromotionConflict(RefineryError):
 
 
 class PackagingError(RefineryError):
-    """Building the Bento failed."""
+    """Building the Bento, or storing it in or fetching it from the Bento store, failed."""
+
+
+class ImageRegistryError(RefineryError):
+    """The container registry is unreachable, refused the credentials, or does not hold an image."""
 
 
 class GitOpsError(RefineryError):

@@ -26,6 +26,13 @@ ENV_INFERENCE_LOG = "REFINERY_INFERENCE_LOG"
 ENV_MAX_TEXT_CHARS = "REFINERY_MAX_TEXT_CHARS"
 ENV_MAX_BATCH_ITEMS = "REFINERY_MAX_BATCH_ITEMS"
 ENV_MAX_LENGTH = "REFINERY_MAX_LENGTH"
+# The release a serving container runs: set by the overlay's refinery-release ConfigMap, which each
+# promotion rewrites (refinery.gitops.repo), and read by `refinery serve` without a configuration.
+ENV_MODEL_NAME = "REFINERY_MODEL_NAME"
+ENV_MODEL_VERSION = "REFINERY_MODEL_VERSION"
+ENV_BENTO_TAG = "REFINERY_BENTO_TAG"
+ENV_BENTO_URI = "REFINERY_BENTO_URI"
+ENV_BENTO_SHA256 = "REFINERY_BENTO_SHA256"
 
 # Labels and metadata recorded on the model in the BentoML store by refinery.packaging.bento.
 MODEL_LABEL_NAME = "refinery.model_name"
@@ -228,7 +235,7 @@ class ClassificationService:
         missing = [key for key in (MODEL_LABEL_NAME, MODEL_LABEL_VERSION) if not labels.get(key)]
         if missing:
             raise ConfigError(
-                f"model in {model_dir} has no label(s) {', '.join(missing)}; package it with `refinery package`"
+                f"model in {model_dir} has no label(s) {', '.join(missing)}; package it with the pipeline's package step"
             )
         recorded = metadata.get(MODEL_METADATA_MAX_LENGTH)
         max_length = settings.max_length or (int(recorded) if recorded else None)
@@ -276,12 +283,23 @@ class ClassificationService:
         return [Classification(r.label, r.scores, self.model_version) for r in records]
 
 
+def bentoml_serve_argv(bento_tag: str, host: str, port: int) -> list[str]:
+    """``bentoml serve`` of a Bento in the BentoML home, with this interpreter's BentoML.
+
+    Raises:
+        ConfigError: The tag is not ``name:version``.
+    """
+    if not bento_tag or ":" not in bento_tag:
+        raise ConfigError(f"bento tag {bento_tag!r} is not of the form name:version")
+    return [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
+
+
 def serve_command(cfg: RunConfig, bento_tag: str) -> tuple[list[str], dict[str, str]]:
-    """The command that serves a built Bento with ``bentoml serve`` on this machine.
+    """The command that serves a Bento, fetched into ``packaging.bentoml_home``, on this machine.
 
     Args:
         cfg: Resolved run configuration (BentoML home, host, port, limits, inference log).
-        bento_tag: The Bento to serve, as :func:`refinery.packaging.bento.package` returned it.
+        bento_tag: The Bento to serve (see :func:`refinery.packaging.bento.fetch`).
 
     Returns:
         ``(argv, env)``: argv runs this interpreter's BentoML; env holds only the variables to set on
@@ -292,18 +310,26 @@ def serve_command(cfg: RunConfig, bento_tag: str) -> tuple[list[str], dict[str, 
     """
     if not cfg.packaging.bentoml_home:
         raise ConfigError("packaging.bentoml_home is empty; load the configuration with load_config")
-    if not bento_tag or ":" not in bento_tag:
-        raise ConfigError(f"bento tag {bento_tag!r} is not of the form name:version")
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        bento_tag,
-        "--host",
-        cfg.serving.host,
-        "--port",
-        str(cfg.serving.port),
-    ]
+    argv = bentoml_serve_argv(bento_tag, cfg.serving.host, cfg.serving.port)
     env = {"BENTOML_HOME": cfg.packaging.bentoml_home, **ServiceSettings.from_config(cfg).to_env()}
     return argv, env
+
+
+def release_from_env(environ: Mapping[str, str]) -> tuple[str, str, str]:
+    """The Bento a serving container runs: its tag, store URI and SHA-256, from the release variables.
+
+    Raises:
+        ConfigError: A variable is missing (the message names it) or says nothing was released yet.
+    """
+    values = {
+        name: environ.get(name, "").strip() for name in (ENV_BENTO_TAG, ENV_BENTO_URI, ENV_BENTO_SHA256)
+    }
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} not set: without -c, refinery serve runs the release these variables name"
+            " (the refinery-release ConfigMap of a promoted overlay sets them)"
+        )
+    if environ.get(ENV_MODEL_VERSION) == "none":
+        raise ConfigError(f"{ENV_MODEL_VERSION} is 'none': nothing has been promoted to this environment yet")
+    return values[ENV_BENTO_TAG], values[ENV_BENTO_URI], values[ENV_BENTO_SHA256]

@@ -54,15 +54,26 @@ def image_tag() -> str:
     return package_version() if sha == "unknown" else f"{package_version()}-{sha[:12]}"
 
 
+#: podman's name for images in its local storage; no registry serves them.
+LOCAL_REGISTRY = "localhost"
+
+
 @dataclass(frozen=True)
 class Images:
-    """The images pipeline steps run on: the project image, and its CUDA variant for fine-tuning."""
+    """The images pipeline steps run on: the project image, which also serves the promoted models, and
+    its CUDA variant for fine-tuning."""
 
     project: str
     gpu: str
 
     @classmethod
-    def default(cls, tag: str | None = None) -> Images:
-        """Fully qualified local names (kfp compares them exactly and would otherwise try to pull)."""
+    def default(cls, tag: str | None = None, registry: str = LOCAL_REGISTRY) -> Images:
+        """This release's images under ``registry`` (default: podman's local storage). Names are fully
+        qualified: kfp compares them exactly and would otherwise try to pull."""
         tag = tag or image_tag()
-        return cls(project=f"localhost/refinery:{tag}", gpu=f"localhost/refinery-gpu:{tag}")
+        prefix = registry.rstrip("/")
+        return cls(project=f"{prefix}/refinery:{tag}", gpu=f"{prefix}/refinery-gpu:{tag}")
+
+    def local(self) -> list[str]:
+        """The names that point at podman's local storage, which no cluster can pull from."""
+        return [image for image in (self.project, self.gpu) if image.startswith(f"{LOCAL_REGISTRY}/")]

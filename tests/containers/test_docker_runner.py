@@ -219,6 +219,7 @@ def test_training_pipeline_in_containers_registers_packages_and_promotes(
     champion = Registry(cfg.registry).champion()
     assert champion is not None and champion.version == summary.steps["register"]["version"]
     assert champion.tags["bento_tag"] == summary.steps["package"]["bento_tag"]
+    assert Path(champion.tags["bento_uri"]).is_relative_to(cfg.packaging.bento_store)
     # Lineage names the commit the image was built from (REFINERY_GIT_SHA; there is no .git inside),
     # which its tag (<version>-<sha12>) names too.
     assert champion.tags["git_sha"][:12] == project_image.rsplit("-", 1)[-1]
@@ -242,7 +243,7 @@ def test_bad_data_fails_validate_data_in_its_container_with_the_expectation(
     assert not summary.succeeded
     assert summary.failed_step == "validate-data"
     assert summary.error and "label" in summary.error
-    assert set(summary.steps) <= {"validate-data"}
+    assert set(summary.steps) <= {"resolve-config", "validate-data"}
 
 
 # ------------------------------------------------------------------------ mounts, without an engine
@@ -273,7 +274,7 @@ def test_writable_locations_outside_the_state_get_their_own_mounts(make_config, 
     cfg = make_config(
         [
             f"gitops.repository={elsewhere / 'gitops' / 'repo.git'}",
-            f"packaging.bentoml_home={elsewhere / 'bentoml'}",
+            f"packaging.bento_store={elsewhere / 'bentos'}",
             "registry.tracking_uri=http://127.0.0.1:5000",
         ]
     )
@@ -282,10 +283,29 @@ def test_writable_locations_outside_the_state_get_their_own_mounts(make_config, 
     # place, so the folder it goes into is created here and mounted writable.
     assert mounts[str(elsewhere / "gitops")] is False
     assert not (elsewhere / "gitops" / "repo.git").exists()
-    # The BentoML store is created empty (BentoML fills an empty home) and mounted itself.
-    assert mounts[str(elsewhere / "bentoml")] is False
-    assert (elsewhere / "bentoml").is_dir()
+    # The Bento store is created empty and mounted itself.
+    assert mounts[str(elsewhere / "bentos")] is False
+    assert (elsewhere / "bentos").is_dir()
     assert str(elsewhere) not in mounts
+
+
+def test_a_cluster_configuration_gets_no_mount_at_all(make_config, tmp_path: Path) -> None:
+    """Its steps share nothing but kfp's artifact root (which kfp mounts) and network services."""
+    cluster = make_config(
+        [
+            "state_dir=null",
+            "data.uri=s3://data/reviews.csv",
+            "model.base=s3://models/tiny",
+            "registry.tracking_uri=http://127.0.0.1:5000",
+            "registry.artifact_location=s3://mlflow/refinery",
+            "packaging.bento_store=s3://bentos/refinery",
+            "gitops.repository=http://127.0.0.1:8000/gitops.git",
+            "serving.inference_log=postgresql+psycopg://refinery@127.0.0.1/inference",
+            "monitoring.trigger_log=postgresql+psycopg://refinery@127.0.0.1/inference",
+        ]
+    )
+    assert not cluster.embedded
+    assert containers.bind_mounts(cluster) == []
 
 
 def test_file_urls_that_do_not_exist_are_not_mounted_nor_created(make_config) -> None:

@@ -110,3 +110,16 @@ def test_project_files_sit_in_the_working_directory(image: str) -> None:
         entrypoint="sh",
     )
     assert out.split() == ["/opt/refinery/app", "present", "read-only", "writable"]
+
+
+def test_git_and_an_ssh_client_are_in_the_image(image: str) -> None:
+    """The promote step pushes to the GitOps remote over https or ssh."""
+    out = _run(image, "-c", "git --version; ssh -V 2>&1", entrypoint="sh")
+    assert out.startswith("git version ") and "OpenSSH" in out
+
+
+def test_serving_without_a_release_says_which_variables_are_missing(image: str) -> None:
+    """The image serves the release its overlay names; without one it refuses, naming what is missing."""
+    proc = _podman("run", "--rm", "--network=none", "--env", "BENTOML_HOME=/tmp/bentoml", image, "serve")
+    assert proc.returncode == 2
+    assert "REFINERY_BENTO_TAG, REFINERY_BENTO_URI, REFINERY_BENTO_SHA256 not set" in proc.stderr

@@ -144,10 +144,10 @@ def test_broken_data_stops_the_run_at_validate_data_and_nothing_is_registered(
     error = "DataError" if case.outcome == "unusable" else "DataValidationError"
     assert summary.error.startswith(f"{error}: "), summary.error
     assert re.search(case.message, summary.error), summary.error
-    assert set(summary.steps) <= {"validate-data"}, "the run stopped before prepare_data"
+    assert set(summary.steps) <= {"resolve-config", "validate-data"}, "the run stopped before prepare_data"
     assert Registry(cfg.registry).versions() == []
     assert not Path(cfg.gitops.repository).exists()
-    assert not (Path(cfg.packaging.bentoml_home) / "bentos").exists()
+    assert not Path(cfg.packaging.bento_store or "").exists()
 
 
 def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: Path) -> None:

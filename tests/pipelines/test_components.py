@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import components
 import pandas as pd
@@ -30,7 +31,7 @@ def test_validate_data_component_writes_reports_then_stops_on_errors(
         (tmp_path / folder).mkdir()
     good = config_in(tmp_path / "good", tmp_path / "model", demo_df)
     outputs = _artifacts(tmp_path / "good-out")
-    op.python_func(config=good.to_json(), **outputs)
+    op.python_func(data_config=good.sections()["data"], data_fingerprint="", **outputs)
     assert "PASSED" in Path(outputs["report"].path).read_text()
     assert "PASSED" in Path(outputs["report_html"].path).read_text()
     assert (Path(outputs["validation"].path) / "validation.json").is_file()
@@ -38,7 +39,7 @@ def test_validate_data_component_writes_reports_then_stops_on_errors(
     bad = config_in(tmp_path / "bad", tmp_path / "model", demo_df.assign(label="neutral"))
     outputs = _artifacts(tmp_path / "bad-out")
     with pytest.raises(DataValidationError, match="labels outside"):
-        op.python_func(config=bad.to_json(), **outputs)
+        op.python_func(data_config=bad.sections()["data"], data_fingerprint="", **outputs)
     # The failed step still shows why, in the Kubeflow UI and beside its outputs.
     assert "labels outside" in Path(outputs["report_html"].path).read_text()
     assert "labels outside" in (tmp_path / "bad-out" / "error.txt").read_text()
@@ -61,8 +62,12 @@ def test_evaluate_component_logs_confusion_matrix_roc_report_and_predictions(
         "metrics": Metrics(uri=str(tmp_path / "out" / "metrics"), name="metrics"),
         "classification": ClassificationMetrics(uri=str(tmp_path / "out" / "cls"), name="classification"),
     }
+    sections = cfg.sections()
     op.python_func(
-        config=cfg.to_json(),
+        **{
+            f"{name}_config": sections[name]
+            for name in ("data", "model", "training", "evaluation", "gate", "registry")
+        },
         dataset=Dataset(uri=str(data), name="dataset"),
         model=Model(uri=str(tiny_model_dir), name="model"),
         **out,
@@ -77,3 +82,40 @@ def test_evaluate_component_logs_confusion_matrix_roc_report_and_predictions(
     assert len(predictions) == 60 and "challenger_proba" in predictions.columns
     page = Path(out["report"].path).read_text()
     assert page.lstrip().lower().startswith("<!doctype html") and "<script" not in page
+
+
+def test_resolve_config_hands_each_section_on_with_the_datas_fingerprint(
+    tmp_path: Path, demo_df: pd.DataFrame
+) -> None:
+    from kfp.dsl import Artifact
+
+    from refinery.config import DataConfig, config_text
+    from refinery.data.load import fingerprint
+
+    op = components.build(Images(project="p", gpu="g")).resolve_config
+    cfg = config_in(tmp_path, tmp_path / "model", demo_df)
+    demo_df.head(150).to_csv(tmp_path / "test.csv", index=False)
+
+    def resolve(test_uri: str, name: str) -> Any:
+        return op.python_func(
+            config=config_text(cfg),
+            data_uri=cfg.data.uri,
+            test_uri=test_uri,
+            epochs=2.0,
+            learning_rate=0.01,
+            environment="prod",
+            resolved=Artifact(uri=str(tmp_path / name), name="resolved"),
+        )
+
+    run = resolve(str(tmp_path / "test.csv"), "first")
+    # The typed parameters win over the configuration's values.
+    assert run.training["epochs"] == 2.0 and run.training["learning_rate"] == 0.01
+    assert run.gitops["environment"] == "prod" and run.data["test_uri"] == str(tmp_path / "test.csv")
+    assert run.data_fingerprint == fingerprint(DataConfig.model_validate(run.data))
+    assert run.config_sha and (tmp_path / "first" / "resolved.json").is_file()
+    # Other files, or the same file with other content: another fingerprint, so no cached data step is reused.
+    without_test = resolve("", "second")
+    assert "test_uri" not in without_test.data and without_test.data_fingerprint != run.data_fingerprint
+    assert resolve("", "third").data_fingerprint == without_test.data_fingerprint
+    demo_df.head(300).to_csv(cfg.data.uri, index=False)
+    assert resolve("", "fourth").data_fingerprint != without_test.data_fingerprint

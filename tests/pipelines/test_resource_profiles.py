@@ -12,12 +12,32 @@ from typing import Any
 
 import pytest
 import yaml
+from pipelines.resources import STEP_SERVICES
 
 from refinery.cli import main
-from refinery.config import ResourceProfile, RunConfig, load_config
+from refinery.config import ResourceProfile, RunConfig, read_config
+from refinery.credentials import SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 PROD = REPO / "configs" / "prod.yaml"
+# The smallest cluster configuration: every service named, no resources.
+MINIMAL_CLUSTER = """
+state_dir: null
+data: {uri: s3://data/reviews.csv, labels: [negative, positive]}
+model: {base: s3://models/base}
+registry: {tracking_uri: http://mlflow.example:5000, artifact_location: s3://mlflow/refinery}
+packaging: {bento_store: s3://bentos/refinery}
+gitops: {repository: https://git.example/acme/gitops.git}
+serving: {inference_log: postgresql+psycopg://refinery@db.example/inference}
+monitoring: {trigger_log: postgresql+psycopg://refinery@db.example/inference}
+images: {registry: registry.example/ml}
+"""
+
+
+def minimal_cluster_config(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(MINIMAL_CLUSTER)
+    return path
 
 
 def _compile(out: Path, *args: str) -> tuple[dict, dict]:
@@ -30,7 +50,7 @@ def _compile(out: Path, *args: str) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def prod() -> RunConfig:
-    return load_config(PROD, base=REPO)
+    return read_config(PROD)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +95,16 @@ def _secret_envs(executor: dict) -> set[tuple[str, str, str]]:
     }
 
 
+def _credential_envs(prod: RunConfig, step: str) -> set[tuple[str, str, str]]:
+    """The Secret keys a step gets for the services it calls (each key is its variable's name)."""
+    credentials = prod.resources["prod"].credentials
+    return {
+        (getattr(credentials, service), name, name)
+        for service in STEP_SERVICES[step]
+        for name in SERVICES[service].names
+    }
+
+
 def test_prod_config_has_a_gpu_profile_for_finetune(prod: RunConfig) -> None:
     # The rest of this file reads its expectations from the config; this pins what prod.yaml promises.
     gpu = prod.resources["prod"].finetune
@@ -112,8 +142,15 @@ def test_finetune_gets_the_gpu_profile_on_kubernetes(compiled: tuple[dict, dict]
         gpu.checkpoint_pvc: prod.training.checkpoint.dir,
         gpu.model_cache_pvc: prod.model.cache_dir,
     }
-    assert _secret_envs(executor) == {(s.secret, s.key, s.env) for s in gpu.secrets}
+    profile_secrets = {(s.secret, s.key, s.env) for s in gpu.secrets}
+    assert _secret_envs(executor) == profile_secrets | _credential_envs(prod, "finetune")
     assert ("refinery-hf", "token", "HF_TOKEN") in _secret_envs(executor)
+    # It logs to MLflow and reads from S3: both services' Secrets, not git's or the image registry's.
+    assert {secret for secret, _, _ in _secret_envs(executor)} == {
+        "refinery-hf",
+        "refinery-mlflow",
+        "refinery-s3",
+    }
 
 
 def test_every_other_step_gets_the_steps_profile_and_no_gpu(
@@ -122,7 +159,8 @@ def test_every_other_step_gets_the_steps_profile_and_no_gpu(
     ir, platform = compiled
     steps = prod.resources["prod"].steps
     others = [step for step in _steps(ir) if step != "finetune"]
-    assert len(others) == 7
+    assert len(others) == 8
+    pull = prod.resources["prod"].credentials.image_pull_secret
     for step in others:
         resources = _resources(ir, step)
         assert "accelerator" not in resources, step
@@ -130,11 +168,19 @@ def test_every_other_step_gets_the_steps_profile_and_no_gpu(
             steps
         ), step
         executor = _platform(platform, step)
-        assert set(executor) == {"secretAsEnv"}, f"{step}: {sorted(executor)}"
-        assert _secret_envs(executor) == {(s.secret, s.key, s.env) for s in steps.secrets}, step
+        assert [s["secretName"] for s in executor["imagePullSecret"]] == [pull], step
+        # Exactly the Secrets of the services the step calls: git's only where the commit is made.
+        assert _secret_envs(executor) == {(s.secret, s.key, s.env) for s in steps.secrets} | _credential_envs(
+            prod, step
+        ), step
+    assert "secretAsEnv" not in _platform(platform, "gate")
+    promote = {secret for secret, _, _ in _secret_envs(_platform(platform, "promote"))}
+    assert promote == {"refinery-mlflow", "refinery-s3", "refinery-git", "refinery-registry"}
 
 
-def test_finetune_alone_is_retried_with_backoff(compiled: tuple[dict, dict], prod: RunConfig) -> None:
+def test_finetune_is_retried_for_preemption_and_every_network_step_for_outages(
+    compiled: tuple[dict, dict], prod: RunConfig
+) -> None:
     tasks = _tasks(compiled[0])
     assert tasks["finetune"]["retryPolicy"] == {
         "maxRetryCount": prod.resources["prod"].finetune_retries,
@@ -142,14 +188,32 @@ def test_finetune_alone_is_retried_with_backoff(compiled: tuple[dict, dict], pro
         "backoffFactor": 2.0,
         "backoffMaxDuration": "86400s",
     }
-    assert [name for name, task in tasks.items() if "retryPolicy" in task] == ["finetune"]
+    network = prod.resources["prod"].network_retries
+    for name in (
+        "resolve-config",
+        "validate-data",
+        "prepare-data",
+        "evaluate",
+        "register",
+        "package",
+        "promote",
+    ):
+        assert tasks[name]["retryPolicy"] == {
+            "maxRetryCount": network.count,
+            "backoffDuration": f"{network.backoff_seconds}s",
+            "backoffFactor": network.factor,
+            "backoffMaxDuration": f"{network.max_seconds}s",
+        }, name
+    # The gate calls no service: a failure there is no outage.
+    assert "retryPolicy" not in tasks["gate"]
 
 
-def test_a_config_without_resources_compiles_with_none(tmp_path: Path) -> None:
-    ir, platform = _compile(tmp_path / "demo.yaml", "-c", str(REPO / "configs" / "demo.yaml"))
+def test_a_cluster_config_without_resources_compiles_with_none(tmp_path: Path) -> None:
+    ir, platform = _compile(tmp_path / "p.yaml", "-c", str(minimal_cluster_config(tmp_path)))
     assert platform == {}
     assert all(_resources(ir, step) == {} for step in _steps(ir))
     assert _tasks(ir)["finetune"]["retryPolicy"]["maxRetryCount"] == 3
+    assert _tasks(ir)["promote"]["retryPolicy"]["maxRetryCount"] == 3
 
 
 def test_retries_follow_the_config(tmp_path: Path) -> None:
@@ -171,11 +235,13 @@ def test_an_unknown_environment_fails_naming_the_known_ones(
     assert main(["compile", "-o", str(out), "-c", str(PROD), "--set", "gitops.environment=dev"]) == 2
     assert "'dev'" in capsys.readouterr().err
     # An environment named explicitly must exist, also in a config without resources.
-    demo = str(REPO / "configs" / "demo.yaml")
-    assert main(["compile", "-o", str(out), "-c", demo, "--environment", "prod"]) == 2
+    minimal = str(minimal_cluster_config(tmp_path))
+    assert main(["compile", "-o", str(out), "-c", minimal, "--environment", "prod"]) == 2
     assert "known environments: none" in capsys.readouterr().err
-    assert main(["compile", "-o", str(out), "--environment", "prod"]) == 2
-    assert "need a config" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["compile", "-o", str(out), "--environment", "prod"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: -c/--config" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -199,13 +265,15 @@ def test_an_inconsistent_profile_is_rejected_naming_the_field(
     assert not out.exists()
 
 
-def test_local_runs_get_no_profile_and_no_retries(tmp_path: Path, prod: RunConfig) -> None:
-    # kfp.local honours retry policies (with their backoff waits); a local failure is no preemption.
+def test_embedded_runs_get_no_profile_and_no_retries(tmp_path: Path) -> None:
+    # kfp.local honours retry policies (with their backoff waits); a local failure is no outage.
     from kfp import compiler
     from pipelines.training import build_training_pipeline
 
     out = tmp_path / "local.yaml"
-    compiler.Compiler().compile(build_training_pipeline(), str(out))
+    compiler.Compiler().compile(
+        build_training_pipeline(read_config(REPO / "configs" / "demo.yaml")), str(out)
+    )
     docs = list(yaml.safe_load_all(out.read_text()))
     assert len(docs) == 1
     assert all("retryPolicy" not in task for task in _tasks(docs[0]).values())
@@ -239,7 +307,5 @@ def test_a_secret_key_read_into_two_variables_keeps_both(tmp_path: Path) -> None
         "resources.prod.finetune.secrets=[{secret: refinery-hf, key: token, env: HF_TOKEN},"
         " {secret: refinery-hf, key: token, env: HUGGING_FACE_HUB_TOKEN}]",
     )
-    assert _secret_envs(_platform(platform, "finetune")) == {
-        ("refinery-hf", "token", "HF_TOKEN"),
-        ("refinery-hf", "token", "HUGGING_FACE_HUB_TOKEN"),
-    }
+    read = {entry for entry in _secret_envs(_platform(platform, "finetune")) if entry[0] == "refinery-hf"}
+    assert read == {("refinery-hf", "token", "HF_TOKEN"), ("refinery-hf", "token", "HUGGING_FACE_HUB_TOKEN")}

@@ -1,6 +1,7 @@
 """The compiled training pipeline: task graph, images, and nothing installed at run time.
 
-Compiled here without a config: no resource profiles (test_resource_profiles.py compiles with them).
+Compiled from configs/prod.yaml (test_resource_profiles.py checks its profiles, test_cluster_compile.py
+what the cluster contract asks of the compiled file).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import yaml
 from refinery.cli import main
 from refinery.version import Images, image_tag, package_version
 
+REPO = Path(__file__).resolve().parents[2]
+PROD = REPO / "configs" / "prod.yaml"
+REGISTRY = "registry.acme.example/ml"
 STEPS = [
+    "resolve-config",
     "validate-data",
     "prepare-data",
     "finetune",
@@ -28,7 +33,7 @@ STEPS = [
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("compiled") / "training.yaml"
-    assert main(["compile", "-o", str(out)]) == 0
+    assert main(["compile", "-c", str(PROD), "-o", str(out)]) == 0
     return out, next(yaml.safe_load_all(out.read_text()))
 
 
@@ -43,6 +48,8 @@ def test_compile_image_options_override_the_default(tmp_path: Path) -> None:
         main(
             [
                 "compile",
+                "-c",
+                str(PROD),
                 "-o",
                 str(out),
                 "--image",
@@ -65,24 +72,19 @@ def _tasks(spec: dict) -> dict[str, dict]:
     return tasks
 
 
-def test_without_a_config_no_step_gets_resources_but_finetune_is_retried(
-    compiled: tuple[Path, dict],
-) -> None:
-    path, spec = compiled
-    assert len(list(yaml.safe_load_all(path.read_text()))) == 1, "no platforms.kubernetes document"
-    executors = spec["deploymentSpec"]["executors"]
-    assert all("resources" not in e["container"] for e in executors.values())
-    retried = {name: t["retryPolicy"] for name, t in _tasks(spec).items() if "retryPolicy" in t}
-    assert list(retried) == ["finetune"]
-    assert retried["finetune"]["maxRetryCount"] == 3
-
-
 def test_compiled_yaml_loads_back_with_kfp(compiled: tuple[Path, dict]) -> None:
     from kfp import components
 
     loaded = components.load_component_from_file(str(compiled[0]))
     assert loaded.name == "refinery-training"
-    assert set(loaded.component_spec.inputs) == {"config"}
+    assert set(loaded.component_spec.inputs) == {
+        "config",
+        "data_uri",
+        "test_uri",
+        "epochs",
+        "learning_rate",
+        "environment",
+    }
 
 
 def test_every_step_runs_on_the_project_image_without_installing_packages(
@@ -90,11 +92,11 @@ def test_every_step_runs_on_the_project_image_without_installing_packages(
 ) -> None:
     images = _images(compiled[1])
     assert set(images) == set(STEPS)
-    default = Images.default()
+    default = Images.default(registry=REGISTRY)
     assert images.pop("finetune") == default.gpu
     assert set(images.values()) == {default.project}
-    # One tag for both, made of the package version and the source commit.
-    assert default.project == f"localhost/refinery:{image_tag()}"
+    # One tag for both, made of the package version and the source commit, in the config's registry.
+    assert default.project == f"{REGISTRY}/refinery:{image_tag()}"
     assert image_tag().startswith(package_version())
     text = compiled[0].read_text()
     assert "pip install" not in text and "packages_to_install" not in text
@@ -103,7 +105,10 @@ def test_every_step_runs_on_the_project_image_without_installing_packages(
 def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled: tuple[Path, dict]) -> None:
     tasks = _tasks(compiled[1])
     assert set(STEPS) <= set(tasks)
-    deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    # Every step takes its configuration sections from resolve-config, the run's first step.
+    deps = {name: set(t.get("dependentTasks", [])) - {"resolve-config"} for name, t in tasks.items()}
+    assert tasks["resolve-config"].get("dependentTasks", []) == []
+    assert deps["validate-data"] == set()
     assert deps["prepare-data"] == {"validate-data"}
     assert deps["finetune"] == {"prepare-data"}
     assert deps["evaluate"] == {"prepare-data", "finetune"}
@@ -130,11 +135,11 @@ def test_validate_data_shows_its_reports_as_html_and_markdown_artifacts(compiled
 
 
 def test_a_search_compiles_to_rounds_of_parallel_trials_on_the_gpu_image(tmp_path: Path) -> None:
+    from tests.pipelines.test_resource_profiles import MINIMAL_CLUSTER
+
     config = tmp_path / "search.yaml"
     config.write_text(
-        "data: {uri: data.csv, labels: [a, b]}\n"
-        "model: {base: models/x}\n"
-        "hpo: {enabled: true, trials: 5, parallelism: 2}\n"
+        MINIMAL_CLUSTER + "hpo: {enabled: true, trials: 5, parallelism: 2}\n"
         "resources: {dev: {finetune: {accelerator_type: nvidia.com/gpu, accelerator_count: 1}}}\n"
     )
     out = tmp_path / "p.yaml"
@@ -146,7 +151,7 @@ def test_a_search_compiles_to_rounds_of_parallel_trials_on_the_gpu_image(tmp_pat
     assert len(loops) == 3, "5 trials, 2 at a time: rounds of 2, 2 and 1"
     assert {tasks[name]["iteratorPolicy"]["parallelismLimit"] for name in loops} == {2}
     # Each round is suggested after the previous one merged: the search learns round by round.
-    assert tasks["suggest-trials-2"]["dependentTasks"] == ["merge-round"]
+    assert set(tasks["suggest-trials-2"]["dependentTasks"]) == {"merge-round", "resolve-config"}
     assert set(tasks["evaluate"]["dependentTasks"]) >= {"merge-round-3"}
     images = _images(spec)
     trials = {name: image for name, image in images.items() if name.startswith("finetune-trial")}

@@ -11,7 +11,7 @@ import pandas as pd
 from tests.conftest import config_in
 
 from refinery.config import RunConfig
-from refinery.packaging.bento import PackageResult, package
+from refinery.packaging.bento import PackageResult, fetch, package
 
 MODEL_VERSION = "7"
 NEWER_VERSION = "8"
@@ -21,7 +21,8 @@ MAX_BATCH_ITEMS = 8
 
 @dataclass(frozen=True)
 class Packaged:
-    """A Bento of model version 7, and a newer model (version 8) packaged after it into the same home."""
+    """A Bento of model version 7, and a newer model (version 8) packaged after it, both fetched from the
+    Bento store into the same BentoML home, as `refinery serve` does."""
 
     cfg: RunConfig
     result: PackageResult
@@ -50,6 +51,8 @@ def package_for_tests(root: Path, tiny_model_dir: Path, demo_df: pd.DataFrame) -
     shutil.copytree(tiny_model_dir, newer_dir)
     (newer_dir / "README.md").write_text("a later model: other files, other digest\n")
     newer = package(cfg, newer_dir, NEWER_VERSION)
+    for bento in (result, newer):
+        fetch(bento, Path(str(cfg.packaging.bentoml_home)))
     return Packaged(cfg, result, newer)
 
 

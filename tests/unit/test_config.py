@@ -90,3 +90,85 @@ def test_a_partial_rule_override_keeps_the_rule_s_other_defaults(tmp_path: Path)
     )
     assert (rules.min_rows_per_class.min, rules.min_rows_per_class.severity) == (7, "error")
     assert rules.min_rows.min == 100, "configs/test.yaml's own value stays"
+
+
+def test_a_cluster_configuration_resolves_without_state_and_keeps_scratch_on_the_steps_disk() -> None:
+    import tempfile
+
+    from refinery.config import read_config, resolve
+
+    cfg = read_config(REPO / "configs" / "prod.yaml")
+    assert not cfg.embedded
+    resolved = resolve(cfg)
+    assert resolved.state_dir is None
+    assert resolved.registry.tracking_uri == cfg.registry.tracking_uri
+    assert resolved.packaging.bento_store == "s3://acme-ml-mlflow/bentos"
+    # Scratch folders are each step's own; PVC mount paths stay as given.
+    assert resolved.packaging.bentoml_home == str(Path(tempfile.gettempdir()) / "refinery" / "bentoml")
+    assert resolved.training.checkpoint.dir == "/mnt/checkpoints"
+    with pytest.raises(ConfigError, match="state_dir is null"):
+        _ = resolved.state
+
+
+def test_a_step_gets_its_sections_back_as_sent_and_nothing_else() -> None:
+    from refinery.config import step_config
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", base=REPO)
+    sections = cfg.sections()
+    # kfp hands dict inputs over as protobuf Structs: every number arrives as a float.
+    as_floats = json.loads(json.dumps(sections), parse_int=float)
+    step = step_config(data=as_floats["data"], training=as_floats["training"])
+    assert step.data == cfg.data and step.training == cfg.training
+    assert step.sections() == {"data": sections["data"], "training": sections["training"]}
+    # A section the step was not given is an error when read, never a silent default.
+    with pytest.raises(ConfigError, match=r"reads gitops\.repository but is not given the gitops section"):
+        _ = step.gitops.repository
+    with pytest.raises(ConfigError, match="unknown configuration section"):
+        step_config(resources={})
+
+
+def test_the_config_parameter_and_the_run_parameters_rebuild_the_configuration(tmp_path: Path) -> None:
+    from refinery.config import config_for_run, config_text, run_parameters
+
+    cfg = load_config(REPO / "configs" / "demo.yaml", base=REPO)
+    text = config_text(cfg)
+    assert "\n" not in text, "one line: kfp writes each default into a comment line"
+    # Settings whose defaults live on the field, not the class, and emptied mappings survive the trip.
+    tricky = load_config(
+        REPO / "configs" / "test.yaml",
+        [
+            "data.validation.conflicting_labels.severity=error",
+            "data.validation.exact_duplicates.severity=warning",
+            "data.validation.text_length.max_chars=1000",
+            "hpo.space.batch_size=[8,16]",
+            "gate.max_regression={}",
+        ],
+        base=REPO,
+    )
+    assert config_for_run(config_text(tricky), run_parameters(tricky), base=REPO) == tricky
+    assert "epochs" not in text and "resources" not in text
+    assert config_for_run(text, run_parameters(cfg), base=REPO) == cfg
+    # The parameters win; an empty test URI means none; a YAML file may be named by its path or URI.
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    changed = config_for_run(
+        f"file://{path}", {**run_parameters(cfg), "epochs": 1.0, "test_uri": ""}, base=REPO
+    )
+    assert changed.training.epochs == 1.0 and changed.data.test_uri is None
+    with pytest.raises(ConfigError, match=r"cannot read the configuration s3://nowhere"):
+        config_for_run("s3://nowhere-refinery-test/x.yaml", run_parameters(cfg))
+
+
+def test_config_show_prints_the_run_forms_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    from refinery.config import COMPILE_TIME_SECTIONS, config_for_run, read_config, resolve
+
+    assert main(["config", "show", "-c", str(REPO / "configs" / "prod.yaml"), "--parameters"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert set(shown) == {"config", "data_uri", "test_uri", "epochs", "learning_rate", "environment"}
+    assert shown["environment"] == "prod" and shown["epochs"] == 4.0
+    parameters = {name: value for name, value in shown.items() if name != "config"}
+    # The run's configuration is the file's, but for what was fixed when compiling (pods, images, storage).
+    run = config_for_run(shown["config"], parameters)
+    expected = resolve(read_config(REPO / "configs" / "prod.yaml"))
+    skip = set(COMPILE_TIME_SECTIONS)
+    assert run.model_dump(exclude=skip) == expected.model_dump(exclude=skip)

@@ -19,7 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S = REPO_ROOT / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 KUSTOMIZATIONS = sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("kustomization.yaml"))
-RELEASE_KEYS = ("REFINERY_MODEL_NAME", "REFINERY_MODEL_VERSION", "REFINERY_BENTO_TAG")
+RELEASE_KEYS = (
+    "REFINERY_MODEL_NAME",
+    "REFINERY_MODEL_VERSION",
+    "REFINERY_BENTO_TAG",
+    "REFINERY_BENTO_URI",
+    "REFINERY_BENTO_SHA256",
+)
+CONFIGS = REPO_ROOT / "configs"
 # kustomize fields that are deprecated (patchesStrategicMerge in particular is banned by STYLE.md).
 DEPRECATED_FIELDS = ("patchesStrategicMerge", "patchesJson6902", "bases", "commonLabels", "vars", "imageTags")
 
@@ -66,7 +73,9 @@ def test_base_serving_contract(kubectl: str) -> None:
     objects = render(kubectl, K8S / "base")
     deployment, service = one(objects, "Deployment"), one(objects, "Service")
     c = container(deployment)
-    assert c["image"] == "refinery-serving"  # rewritten by each overlay's `images:`
+    assert c["image"] == "refinery-serving"  # rewritten by each overlay's `images:` on promotion
+    # The project image's entrypoint is `refinery`: it fetches the release's Bento, then serves it.
+    assert c["args"] == ["serve", "--host", "0.0.0.0", "--port", "3000"]
     assert c["ports"] == [{"name": "http", "containerPort": 3000, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
@@ -84,7 +93,14 @@ def test_base_serving_contract(kubectl: str) -> None:
         "prometheus.io/port": "3000",
         "prometheus.io/path": "/metrics",
     }
-    assert c["envFrom"] == [{"configMapRef": {"name": "refinery-release"}}]
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "refinery-release"}},
+        {"secretRef": {"name": "refinery-s3", "optional": True}},
+    ]
+    # The root file system is read-only: the Bento is fetched into a volume.
+    home = next(e["value"] for e in c["env"] if e["name"] == "BENTOML_HOME")
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert home in {m["mountPath"] for m in c["volumeMounts"]}
     log_env = next(e for e in c["env"] if e["name"] == "REFINERY_INFERENCE_LOG")
     assert "value" not in log_env
     assert log_env["valueFrom"] == {"secretKeyRef": {"name": "refinery-inference-log", "key": "url"}}
@@ -95,20 +111,17 @@ def test_base_serving_contract(kubectl: str) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
-def test_dev_overlay_names_image_and_release_configmap(kubectl: str) -> None:
+def test_dev_overlay_names_nothing_released_and_the_release_configmap(kubectl: str) -> None:
     objects = render(kubectl, K8S / "overlays" / "dev")
     assert {o["metadata"].get("namespace") for o in objects} == {"refinery-dev"}
     deployment, config_map = one(objects, "Deployment"), one(objects, "ConfigMap")
     c = container(deployment)
-    assert c["image"] == "localhost/refinery-serving:unreleased"
+    # Nothing promoted yet: no image, only the base's name, which no registry holds.
+    assert c["image"] == "refinery-serving"
     # The generated name carries a content hash, and the Deployment references that exact name.
     assert config_map["metadata"]["name"].startswith("refinery-release-")
-    assert c["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
-    assert {k: config_map["data"][k] for k in RELEASE_KEYS} == {
-        "REFINERY_MODEL_NAME": "none",
-        "REFINERY_MODEL_VERSION": "none",
-        "REFINERY_BENTO_TAG": "none",
-    }
+    assert c["envFrom"][0] == {"configMapRef": {"name": config_map["metadata"]["name"]}}
+    assert {k: config_map["data"][k] for k in RELEASE_KEYS} == dict.fromkeys(RELEASE_KEYS, "none")
     assert config_map["data"]["REFINERY_ENVIRONMENT"] == "dev"
     assert deployment["spec"]["replicas"] == 1
 
@@ -130,15 +143,14 @@ def test_prod_overlay_patches_replicas_and_resources(kubectl: str) -> None:
     )
 
 
-@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "dev"])
-def test_no_latest_or_missing_tag_outside_dev(kubectl: str, overlay: str) -> None:
-    for obj in render(kubectl, K8S / "overlays" / overlay):
-        if obj["kind"] != "Deployment":
-            continue
-        for c in obj["spec"]["template"]["spec"]["containers"]:
-            name, _, tag = c["image"].rpartition(":")
-            assert name and "/" not in tag, f"{overlay}: image {c['image']} has no tag"
-            assert tag != "latest", f"{overlay}: image {c['image']} uses the latest tag"
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_name_images_only_by_digest(overlay: str) -> None:
+    """No overlay names an image by a tag, which can move: the seed names none (nothing released), and
+    promotion writes the serving image by digest (tests/unit/gitops, tests/cluster)."""
+    kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+    for entry in kustomization.get("images") or []:
+        assert "newTag" not in entry, f"{overlay}: image {entry} is named by tag"
+        assert str(entry.get("digest", "")).startswith("sha256:"), f"{overlay}: image {entry} has no digest"
 
 
 def test_no_deprecated_kustomize_fields() -> None:
@@ -166,6 +178,17 @@ def test_no_plaintext_secrets(kubectl: str) -> None:
             assert "secretGenerator" not in doc, f"{path} generates a Secret from committed values"
     for directory in KUSTOMIZATIONS:
         assert not _secrets_with_values(render(kubectl, K8S / directory)), directory
+
+
+def test_argocd_watches_the_repository_the_cluster_configurations_push_to(kubectl: str) -> None:
+    from refinery.config import read_config
+
+    apps = render(kubectl, K8S / "argocd")
+    watched = {a["spec"]["source"]["repoURL"] for a in apps}
+    cluster = [read_config(path) for path in sorted(CONFIGS.glob("*.yaml"))]
+    pushed = {cfg.gitops.repository for cfg in cluster if not cfg.embedded}
+    assert pushed, "configs/ has a cluster configuration (configs/prod.yaml)"
+    assert watched == pushed, f"Argo CD watches {watched}, the configurations push to {pushed}"
 
 
 def test_argocd_application_per_overlay(kubectl: str) -> None:

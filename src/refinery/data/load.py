@@ -19,6 +19,7 @@ import pandas as pd
 
 from refinery.config import DataConfig
 from refinery.errors import DataError
+from refinery.hashing import stream_sha256
 
 FORMATS_BY_SUFFIX = {
     ".csv": "csv",
@@ -100,18 +101,15 @@ def file_sha256(uri: str) -> str:
     import fsspec
 
     fs, path = _filesystem(uri)
-    digest = hashlib.sha256()
     try:
         if not fs.exists(path) or fs.isdir(path):
             raise DataError(f"data file not found: {uri}")
         with fsspec.open(uri, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+            return stream_sha256(fh)
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"cannot read data file {uri}: {type(exc).__name__}: {exc}") from exc
-    return digest.hexdigest()
 
 
 def _decode(raw: bytes, encoding: str, uri: str) -> str:
@@ -245,3 +243,45 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
     if cfg.label_column in frame.columns:
         frame[cfg.label_column] = stringify(frame[cfg.label_column])
     return frame.reset_index(drop=True)
+
+
+def fingerprint(data: DataConfig) -> str:
+    """A hash of the content of every file validation and preparation read (the splits' files, and the
+    synonym file when augmentation uses one), named by split.
+
+    The pipeline computes it when a run starts and hands it to the data steps, so that a step cached for
+    other data is never reused: the same URI with new content is a new fingerprint.
+
+    Raises:
+        DataError: A file cannot be read (a missing one is fingerprinted as missing).
+    """
+    files = dict(data.split_uris())
+    augment = data.prepare.augment
+    if augment.enabled and augment.synonyms:
+        files["synonyms"] = augment.synonyms
+    lines = [f"{name}={_content_id(uri)}" for name, uri in sorted(files.items())]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _content_id(uri: str) -> str:
+    """The file's SHA-256, or ``missing``: a missing file is the data contract's to report, with its rules."""
+    fs, path = _filesystem(uri)
+    try:
+        missing = not fs.exists(path) or fs.isdir(path)
+    except Exception as exc:  # fsspec back-ends raise their own errors (ClientError, OSError, ...)
+        raise DataError(f"cannot read data file {uri}: {type(exc).__name__}: {exc}") from exc
+    return "missing" if missing else file_sha256(uri)
+
+
+def check_fingerprint(data: DataConfig, expected: str) -> None:
+    """Stop when the data changed since the run took its :func:`fingerprint` (``expected``).
+
+    Raises:
+        DataError: The files' content is not what it was when the run started.
+    """
+    actual = fingerprint(data)
+    if actual != expected:
+        raise DataError(
+            f"the data changed during the run (fingerprint {expected[:12]} when it started, {actual[:12]} now;"
+            f" files: {', '.join(data.split_uris().values())}): start the run again"
+        )

@@ -2,13 +2,18 @@
 
 The repository holds the kustomize tree of ``k8s/`` under ``k8s/``. A promotion rewrites exactly one
 file, ``k8s/overlays/<environment>/kustomization.yaml``: the ``images`` entry named
-``refinery-serving`` (``newName``/``newTag``) and the ``REFINERY_MODEL_NAME``,
-``REFINERY_MODEL_VERSION`` and ``REFINERY_BENTO_TAG`` literals of the ``refinery-release``
-ConfigMap generator. Argo CD then syncs the overlay.
+``refinery-serving`` (the serving image, pinned by digest when it comes from a registry) and the
+release literals of the ``refinery-release`` ConfigMap generator (model name and version, and the
+Bento's tag, store URI and SHA-256, which the serving container fetches at start). Argo CD then syncs
+the overlay.
 
 By default ``gitops.repository`` is the path of a local *bare* repository, created on first use and
-seeded from ``gitops.seed_dir``. It may also be a URL (``ssh://``, ``https://``, ``file://``) of a
-repository that already holds the tree; then it is only checked, never seeded.
+seeded from ``gitops.seed_dir``. It may also be a remote (``https://``, ``ssh://``, git's scp-like
+``git@host:path``, or ``file://``) that already holds the tree; then it is only checked, never seeded.
+Credentials come from the environment only (:mod:`refinery.credentials`): ``REFINERY_GIT_TOKEN`` is
+handed to git by a credential helper that reads the variable (the token is in no URL, argument or
+file), and ``REFINERY_GIT_SSH_KEY`` with ``REFINERY_GIT_KNOWN_HOSTS`` are written to a private folder
+that lives as long as the operation, for ssh to use with strict host key checking.
 
 Everything goes through the real git CLI in throwaway clones, with author and committer set from the
 configuration so that no global git configuration is needed. A push that loses a race with another is
@@ -19,6 +24,9 @@ judged against the same champion only the first lands.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import os
 import re
 import shlex
@@ -26,15 +34,18 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import yaml
 
 from refinery.config import GitOpsConfig
+from refinery.credentials import GIT_KNOWN_HOSTS, GIT_SSH_KEY, GIT_TOKEN, GIT_USERNAME
 from refinery.errors import GitOpsError, PromotionConflict
 from refinery.results import to_jsonable, write_json
+from refinery.serving import ENV_BENTO_SHA256, ENV_BENTO_TAG, ENV_BENTO_URI, ENV_MODEL_NAME, ENV_MODEL_VERSION
 
 #: Image name used in k8s/base; each overlay's ``images`` entry with this name is what promote edits.
 IMAGE_NAME = "refinery-serving"
@@ -45,9 +56,14 @@ UNRELEASED = "none"
 #: Where the overlays live inside the GitOps repository.
 OVERLAYS_DIR = "k8s/overlays"
 
-_MODEL_NAME_KEY = "REFINERY_MODEL_NAME"
-_MODEL_VERSION_KEY = "REFINERY_MODEL_VERSION"
-_BENTO_TAG_KEY = "REFINERY_BENTO_TAG"
+# The release literals, by Release field: the serving container reads them as environment variables.
+_LITERALS = {
+    "model_name": ENV_MODEL_NAME,
+    "model_version": ENV_MODEL_VERSION,
+    "bento_tag": ENV_BENTO_TAG,
+    "bento_uri": ENV_BENTO_URI,
+    "bento_sha256": ENV_BENTO_SHA256,
+}
 
 # Attempts on a fresh clone when another promotion moved (or was moving) the branch between our clone
 # and our push: one retry covers two concurrent promotions, a second covers a push that only hit the
@@ -64,6 +80,8 @@ _GIT_TIMEOUT_S = 300
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # An OCI image tag: https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
 _IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Environment variables that would make git operate on some other repository than the one we name.
 _REPO_LOCATING_ENV = (
     "GIT_DIR",
@@ -76,26 +94,43 @@ _REPO_LOCATING_ENV = (
     "GIT_PREFIX",
 )
 _CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# git's scp-like remote syntax: [user@]host:path, where host has no slash before the colon.
+_SCP_LIKE_RE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:(?!//)")
+# A git credential helper that answers with the token from the environment: the token itself never
+# appears in git's configuration, its arguments or a URL.
+_TOKEN_HELPER = (
+    f'!f() {{ test "$1" = get || exit 0; echo "username=${{{GIT_USERNAME}:-git}}"; '
+    f'echo "password=${GIT_TOKEN}"; }}; f'
+)
+# Extra environment for git while an operation runs (set by _credentials).
+P = ParamSpec("P")
+R = TypeVar("R")
+_CREDENTIAL_ENV: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "credential_env", default=None
+)
 
 
 @dataclass(frozen=True)
 class Release:
-    """What an overlay serves: a registered model version and the Bento built from it.
+    """What an overlay serves: a registered model version, the Bento built from it and the image that
+    serves it.
 
     Attributes:
         model_name: Registered model name, e.g. ``review-sentiment``.
         model_version: Registry version, e.g. ``3``.
-        bento_tag: ``NAME:VERSION`` of the Bento; its version is also the image tag.
+        bento_tag: ``NAME:VERSION`` of the Bento.
+        bento_uri: Where the Bento is stored; the serving container fetches it from there.
+        bento_sha256: The stored Bento's SHA-256, checked by the serving container.
+        image: The serving image: ``registry/repository@sha256:...`` (or ``localhost/name:tag`` for
+            podman's local storage, which has no digests a cluster could pull by).
     """
 
     model_name: str
     model_version: str
     bento_tag: str
-
-    @property
-    def image_tag(self) -> str:
-        """The container image tag of this release: the version part of the Bento tag."""
-        return self.bento_tag.partition(":")[2]
+    bento_uri: str
+    bento_sha256: str
+    image: str
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the fields."""
@@ -135,9 +170,80 @@ class PromotionResult:
         return write_json(self, path)
 
 
+# ---------------------------------------------------------------------------------------- credentials
+
+
+@contextlib.contextmanager
+def _credentials() -> Iterator[None]:
+    """For the block, git authenticates with the credentials in the environment, if any (see the module).
+
+    Re-entrant: an operation inside another keeps the outer one's files.
+
+    Raises:
+        GitOpsError: An ssh key is given without the host keys to trust.
+    """
+    if _CREDENTIAL_ENV.get() is not None:
+        yield
+        return
+    env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if os.environ.get(GIT_TOKEN):
+            env.update(
+                GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="credential.helper", GIT_CONFIG_VALUE_0=_TOKEN_HELPER
+            )
+        key = os.environ.get(GIT_SSH_KEY, "")
+        if key.strip():
+            known_hosts = os.environ.get(GIT_KNOWN_HOSTS, "")
+            if not known_hosts.strip():
+                raise GitOpsError(
+                    f"{GIT_SSH_KEY} is set but {GIT_KNOWN_HOSTS} is empty: refinery trusts only the host keys"
+                    " it is given (ssh-keyscan HOST, checked by hand, is one way to get them)"
+                )
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="refinery-ssh-")))
+            key_file, hosts_file = folder / "key", folder / "known_hosts"
+            for path, text in ((key_file, key), (hosts_file, known_hosts)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text.strip() + "\n")
+            env["GIT_SSH_COMMAND"] = shlex.join(
+                [
+                    "ssh",
+                    "-F",
+                    "/dev/null",
+                    "-i",
+                    str(key_file),
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    f"UserKnownHostsFile={hosts_file}",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    "BatchMode=yes",
+                ]
+            )
+        token = _CREDENTIAL_ENV.set(env)
+        try:
+            yield
+        finally:
+            _CREDENTIAL_ENV.reset(token)
+
+
+def _authenticated(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` inside :func:`_credentials`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _credentials():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------------------------- public
 
 
+@_authenticated
 def ensure_repository(cfg: GitOpsConfig) -> str:
     """Make sure the GitOps repository exists and holds ``cfg.branch``; return its location.
 
@@ -184,6 +290,7 @@ def ensure_repository(cfg: GitOpsConfig) -> str:
     return str(path)
 
 
+@_authenticated
 def promote(
     cfg: GitOpsConfig,
     release: Release,
@@ -195,8 +302,7 @@ def promote(
     """Point ``k8s/overlays/<cfg.environment>`` at ``release`` in one pushed commit.
 
     The commit changes only ``k8s/overlays/<environment>/kustomization.yaml``: the image
-    ``cfg.image_repository:<bento version>`` and the release literals of the ``refinery-release``
-    ConfigMap. If the overlay already names this release, nothing is committed and the current head is
+    ``release.image`` and the release literals of the ``refinery-release`` ConfigMap. If the overlay already names this release, nothing is committed and the current head is
     returned with empty ``changed_files``. If another promotion pushed in between, the edit is redone
     on a fresh clone (at most twice), so concurrent promotions land as separate commits and none is lost
     - unless ``expected`` is given: then the overlay must name one of those model versions (None: never
@@ -233,7 +339,7 @@ def promote(
             where = f"{_redact(location)}:{overlay}"
             text = overlay_file.read_text(encoding="utf-8")
             previous = _release_from_text(text, where)
-            if previous == release and _image_of(text, where) == (cfg.image_repository, release.image_tag):
+            if previous == release:
                 return PromotionResult(base, cfg.environment, _redact(location), (), release)
             named = previous.model_version if previous else None
             if expected is not None and named not in expected:
@@ -243,10 +349,10 @@ def promote(
                     f"{'nothing released' if named is None else f'version {named}'} at {base[:12]}, "
                     f"expected {wanted}; another promotion got there first"
                 )
-            overlay_file.write_text(_apply_release(text, release, cfg, where), encoding="utf-8")
+            overlay_file.write_text(_apply_release(text, release, where), encoding="utf-8")
             _git(["add", "--", overlay], cfg, location, cwd=work)
             changed = tuple(_git(["diff", "--cached", "--name-only"], cfg, location, cwd=work).stdout.split())
-            subject, body = _commit_message(cfg, release, previous, overlay, action, reason)
+            subject, body = _commit_message(cfg.environment, release, previous, overlay, action, reason)
             _git(["commit", "--quiet", "-m", subject, "-m", body], cfg, location, cwd=work)
             commit = _head(work, cfg, location)
             push = _git(
@@ -267,6 +373,7 @@ def promote(
     raise AssertionError("unreachable: every attempt returns, continues or raises")  # pragma: no cover
 
 
+@_authenticated
 def revert(cfg: GitOpsConfig, commit: str, reason: str) -> str:
     """Undo ``commit`` with a new commit on top of it; returns the new commit's sha.
 
@@ -295,6 +402,7 @@ def revert(cfg: GitOpsConfig, commit: str, reason: str) -> str:
     return new
 
 
+@_authenticated
 def current_release(cfg: GitOpsConfig) -> Release | None:
     """Read the release that ``k8s/overlays/<cfg.environment>`` names at the head of ``cfg.branch``.
 
@@ -348,6 +456,7 @@ def _git_env(cfg: GitOpsConfig) -> dict[str, str]:
         # English messages, so errors read the same in every locale.
         LC_ALL="C",
     )
+    env.update(_CREDENTIAL_ENV.get() or {})
     return env
 
 
@@ -407,7 +516,8 @@ def _location(cfg: GitOpsConfig) -> str:
 
 
 def _is_remote(location: str) -> bool:
-    return "://" in location
+    """A URL (``https://``, ``ssh://``, ``file://``) or git's scp-like ``[user@]host:path``."""
+    return "://" in location or bool(_SCP_LIKE_RE.match(location))
 
 
 def _is_bare_repository(path: Path, cfg: GitOpsConfig) -> bool:
@@ -570,13 +680,6 @@ def _load_kustomization(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _image_entry(data: dict[str, Any], where: str) -> dict[str, Any]:
-    for entry in data.get("images") or []:
-        if isinstance(entry, dict) and entry.get("name") == IMAGE_NAME:
-            return entry
-    raise GitOpsError(f"{where}: no `images` entry with name {IMAGE_NAME!r}, which promote rewrites")
-
-
 def _release_literals(data: dict[str, Any], where: str) -> list[Any]:
     for entry in data.get("configMapGenerator") or []:
         if isinstance(entry, dict) and entry.get("name") == RELEASE_CONFIGMAP:
@@ -591,38 +694,54 @@ def _release_literals(data: dict[str, Any], where: str) -> list[Any]:
     )
 
 
-def _image_of(text: str, where: str) -> tuple[str | None, str | None]:
-    entry = _image_entry(_load_kustomization(text, where), where)
-    return entry.get("newName"), (None if entry.get("newTag") is None else str(entry["newTag"]))
+def _image_entry(data: dict[str, Any]) -> dict[str, Any] | None:
+    for entry in data.get("images") or []:
+        if isinstance(entry, dict) and entry.get("name") == IMAGE_NAME:
+            return entry
+    return None
+
+
+def _image_of(entry: dict[str, Any] | None) -> str:
+    """The image an ``images`` entry names, as ``name@digest`` or ``name:tag`` ("" for none)."""
+    if entry is None or not entry.get("newName"):
+        return ""
+    if entry.get("digest"):
+        return f"{entry['newName']}@{entry['digest']}"
+    return f"{entry['newName']}:{entry.get('newTag', '')}"
 
 
 def _release_from_text(text: str, where: str) -> Release | None:
-    literals = _release_literals(_load_kustomization(text, where), where)
+    data = _load_kustomization(text, where)
+    literals = _release_literals(data, where)
     values = dict(str(item).partition("=")[::2] for item in literals)
-    missing = [k for k in (_MODEL_NAME_KEY, _MODEL_VERSION_KEY, _BENTO_TAG_KEY) if k not in values]
+    if values.get(ENV_MODEL_VERSION) == UNRELEASED:
+        return None
+    missing = [key for key in _LITERALS.values() if key not in values]
     if missing:
         raise GitOpsError(
             f"{where}: configMapGenerator {RELEASE_CONFIGMAP!r} lacks the literal(s) {', '.join(missing)}"
         )
-    if values[_MODEL_VERSION_KEY] == UNRELEASED:
-        return None
-    return Release(values[_MODEL_NAME_KEY], values[_MODEL_VERSION_KEY], values[_BENTO_TAG_KEY])
+    fields = {field: values[key] for field, key in _LITERALS.items()}
+    return Release(**fields, image=_image_of(_image_entry(data)))
 
 
-def _apply_release(text: str, release: Release, cfg: GitOpsConfig, where: str) -> str:
+def _apply_release(text: str, release: Release, where: str) -> str:
     header, body = _split_header(text)
     data = _load_kustomization(body, where)
-    image = _image_entry(data, where)
-    image["newName"] = cfg.image_repository
-    image["newTag"] = release.image_tag
-    # A digest would win over the tag and keep serving the old image.
-    image.pop("digest", None)
+    image = _image_entry(data)
+    if image is None:
+        image = {"name": IMAGE_NAME}
+        data["images"] = [*(data.get("images") or []), image]
+    name, at, digest = release.image.partition("@")
+    if at:
+        # By digest: the cluster runs exactly the image the registry held when this was committed.
+        image["newName"], image["digest"] = name, digest
+        image.pop("newTag", None)
+    else:
+        image["newName"], _, image["newTag"] = name.rpartition(":")
+        image.pop("digest", None)
     literals = _release_literals(data, where)
-    wanted = {
-        _MODEL_NAME_KEY: release.model_name,
-        _MODEL_VERSION_KEY: release.model_version,
-        _BENTO_TAG_KEY: release.bento_tag,
-    }
+    wanted = {key: getattr(release, field) for field, key in _LITERALS.items()}
     for i, item in enumerate(literals):
         key = str(item).partition("=")[0]
         if key in wanted:
@@ -648,12 +767,20 @@ def _check_release(release: Release) -> None:
             f"and not be {UNRELEASED!r} (which marks an overlay that was never promoted)"
         )
     name, sep, version = release.bento_tag.partition(":")
-    if not sep or not _NAME_RE.match(name) or not _IMAGE_TAG_RE.match(version):
+    if not sep or not _NAME_RE.match(name) or not _IMAGE_TAG_RE.match(version) or version == "latest":
+        problems.append(f"bento_tag {release.bento_tag!r} must be NAME:VERSION with a concrete VERSION")
+    if not release.bento_uri or any(c.isspace() for c in release.bento_uri):
+        problems.append(f"bento_uri {release.bento_uri!r} must be a URI without spaces")
+    if not _SHA256_RE.match(release.bento_sha256):
+        problems.append(f"bento_sha256 {release.bento_sha256!r} must be 64 hexadecimal digits")
+    image, at, digest = release.image.partition("@")
+    tag = image.rpartition(":")[2] if "/" in image and ":" in image.rpartition("/")[2] else ""
+    if at and not _DIGEST_RE.match(digest):
+        problems.append(f"image {release.image!r} has a malformed digest")
+    elif not at and (not tag or tag == "latest"):
         problems.append(
-            f"bento_tag {release.bento_tag!r} must be NAME:VERSION with a VERSION usable as an image tag"
+            f"image {release.image!r} must be pinned by digest, or (local storage) by a concrete tag"
         )
-    elif version == "latest":
-        problems.append(f"bento_tag {release.bento_tag!r} must name a concrete version, not 'latest'")
     if problems:
         raise GitOpsError("cannot promote release: " + "; ".join(problems))
 
@@ -663,9 +790,8 @@ def _one_line(text: str) -> str:
 
 
 def _commit_message(
-    cfg: GitOpsConfig, release: Release, previous: Release | None, overlay: str, action: str, reason: str
+    environment: str, release: Release, previous: Release | None, overlay: str, action: str, reason: str
 ) -> tuple[str, str]:
-    image = f"{cfg.image_repository}:{release.image_tag}"
     before = (
         f"{previous.model_name} v{previous.model_version} (bento {previous.bento_tag})"
         if previous
@@ -673,18 +799,19 @@ def _commit_message(
     )
     where = "to" if action == "promote" else "in"
     subject = (
-        f"{action} {release.model_name} v{release.model_version} {where} {cfg.environment} "
+        f"{action} {release.model_name} v{release.model_version} {where} {environment} "
         f"(bento {release.bento_tag})"
     )
     body = (
-        f"Sets {overlay} to image {image} and the {RELEASE_CONFIGMAP} ConfigMap to "
+        f"Sets {overlay} to image {release.image} and the {RELEASE_CONFIGMAP} ConfigMap to "
         f"{release.model_name} v{release.model_version}; replaces {before}.\n"
         f"\n"
-        f"Refinery-Environment: {cfg.environment}\n"
+        f"Refinery-Environment: {environment}\n"
         f"Refinery-Model-Name: {release.model_name}\n"
         f"Refinery-Model-Version: {release.model_version}\n"
         f"Refinery-Bento-Tag: {release.bento_tag}\n"
-        f"Refinery-Image: {image}\n"
+        f"Refinery-Bento-Uri: {release.bento_uri}\n"
+        f"Refinery-Image: {release.image}\n"
         f"Refinery-Previous-Release: {before}\n"
         f"Refinery-Action: {action}"
     )

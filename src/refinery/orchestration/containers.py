@@ -5,10 +5,11 @@ This module holds what that needs besides kfp:
 
 * :func:`container_engine` uses the engine ``DOCKER_HOST`` names, or starts ``podman system service``
   for the duration of the run when it is unset.
-* :func:`bind_mounts` lists the host paths the resolved configuration names (state folder, data, base
-  model, registry, BentoML store, service and GitOps folders), each mounted at the same path inside the
-  container, so the configuration a step receives holds paths that work on both sides. kfp mounts the
-  pipeline root itself.
+* :func:`bind_mounts` lists the host paths an embedded configuration names (state folder, data, base
+  model, registry, Bento store, service and GitOps folders), each mounted at the same path inside the
+  container, so the configuration a step receives holds paths that work on both sides. A cluster
+  configuration gets no mount at all: its steps share nothing but kfp's pipeline root (the stand-in for
+  the cluster's artifact store, which kfp mounts itself) and the network services it names.
 * :func:`docker_runner` runs each container as the invoking user (files written into the state folder
   belong to whoever ran ``refinery run``; the image's own user stays non-root for the cluster), with a
   writable ``HOME`` and the environment the subprocess runner gives its steps.
@@ -242,7 +243,8 @@ def _sqlite_file(url: str | None) -> Path | None:
 
 
 def bind_mounts(cfg: RunConfig) -> list[BindMount]:
-    """The host paths a resolved configuration names, as the pipeline's steps use them.
+    """The host paths a resolved embedded configuration names, as the pipeline's steps use them; none
+    for a cluster configuration (its steps reach only network services).
 
     Read-only (when they exist): the data file itself (not its folder, which may be /tmp or hold other
     things), the base model, the service folder and the GitOps seed folder. Writable: the
@@ -286,7 +288,9 @@ def bind_mounts(cfg: RunConfig) -> list[BindMount]:
             path.mkdir(parents=True, exist_ok=True)
             add(path, False, field)
 
-    state = Path(cfg.state_dir)
+    if not cfg.embedded:
+        return []
+    state = cfg.state
     state.mkdir(parents=True, exist_ok=True)
     add(state, False, "state_dir")
     for value, field in (
@@ -301,7 +305,7 @@ def bind_mounts(cfg: RunConfig) -> list[BindMount]:
     db = _sqlite_file(cfg.registry.tracking_uri)
     add_writable(str(db.parent) if db else cfg.registry.tracking_uri, "registry.tracking_uri")
     add_writable(cfg.registry.artifact_location, "registry.artifact_location")
-    add_writable(cfg.packaging.bentoml_home, "packaging.bentoml_home")
+    add_writable(cfg.packaging.bento_store, "packaging.bento_store")
     add_writable(cfg.gitops.repository, "gitops.repository", renamed_into_place=True)
     return _without_covered([BindMount(path, ro) for path, ro in wanted.items()])
 

@@ -2,6 +2,8 @@
 
 Steps run either as subprocesses in this environment (``runner="subprocess"``) or each in the project
 image through kfp.local's DockerRunner (``runner="docker"``, see :mod:`refinery.orchestration.containers`).
+A cluster configuration (no ``state_dir``) runs with its environment's retry policies, as on the
+cluster; an embedded one without (a local failure is no outage).
 kfp.local prints every step's executor input and output in full; ``refinery run`` keeps that in
 ``run.log`` under the run's folder and shows a line per step status instead, plus whatever the step
 itself reports (validation findings, training progress). At the end the results the steps wrote as
@@ -11,6 +13,7 @@ JSON are collected into a :class:`RunSummary`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import os
 import re
@@ -24,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from refinery.config import RunConfig
+from refinery.config import RunConfig, resolve
+from refinery.credentials import ENV_NAMES
 from refinery.errors import PipelineError
 from refinery.orchestration.steps import ERROR_FILE
 from refinery.results import read_json, write_json
@@ -45,6 +49,8 @@ _EXECUTING = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 
 RUNNERS = ("subprocess", "docker")
+# Where a cluster configuration's local runs go (an embedded one keeps them under its state_dir).
+LOCAL_RUNS = Path(".refinery") / "runs"
 
 
 class _ConsoleFilter(io.TextIOBase):
@@ -160,6 +166,7 @@ class RunSummary:
 
 # Where each step leaves its JSON result inside its task folder.
 _RESULT_FILES = {
+    "resolve-config": "resolved/resolved.json",
     "validate-data": "validation/validation.json",
     "prepare-data": "dataset/prepared.json",
     "finetune": "model/training.json",
@@ -198,6 +205,83 @@ def collect_summary(run_dir: Path, seconds: float, failed_step: str | None = Non
 
 
 @contextlib.contextmanager
+def _keeping_arguments() -> Iterator[None]:
+    """Within the block, kfp.local's subprocess runner leaves the executor input alone.
+
+    kfp 2.17's SubprocessRunner replaces every "python3" in a step's command line with its interpreter's
+    path, values included: a configuration holding a path such as .venv/lib/python3.11/... reached the
+    step corrupted. The replacement below does what kfp's does everywhere but in the argument after
+    ``--executor_input`` (the JSON carrying the step's inputs). kfp calls the function by its
+    module-global name; its signature is checked before it is replaced, so a kfp release that changes
+    it fails loudly.
+
+    Raises:
+        PipelineError: The installed kfp no longer has the function, with its signature.
+    """
+    from kfp.local import subprocess_task_handler
+
+    original = getattr(subprocess_task_handler, "replace_python_executable", None)
+    if original is None or list(inspect.signature(original).parameters) != ["full_command", "new_executable"]:
+        raise PipelineError(
+            "kfp.local.subprocess_task_handler.replace_python_executable is missing or has changed: the"
+            " argument fix in refinery.orchestration.local must be updated for this kfp release"
+        )
+
+    def replace(full_command: list[str], new_executable: str) -> list[str]:
+        replaced = original(full_command, new_executable)
+        return [
+            given if i and full_command[i - 1] == "--executor_input" else new
+            for i, (given, new) in enumerate(zip(full_command, replaced, strict=True))
+        ]
+
+    subprocess_task_handler.replace_python_executable = replace
+    try:
+        yield
+    finally:
+        subprocess_task_handler.replace_python_executable = original
+
+
+@contextlib.contextmanager
+def _loop_inputs_kept() -> Iterator[None]:
+    """Within the block, kfp.local hands a ParallelFor's body the outputs of earlier tasks unchanged.
+
+    kfp 2.17 builds each iteration of a loop with ``create_parameter_loop_iteration_task_spec``, which
+    replaces every input the loop takes from another task's output parameter with the loop item, not
+    only the item itself: a search trial received its trial's ``{"number", "params"}`` as its data,
+    model and training configuration. The replacement below lets kfp build the iteration, then puts
+    back each such input but the loop item. kfp calls the function by its module-global name; its
+    signature is checked before it is replaced, so a kfp release that changes it fails loudly.
+
+    Raises:
+        PipelineError: The installed kfp no longer has the function, with its signature.
+    """
+    from kfp.local.orchestrator import task_spec_utils
+
+    name = "create_parameter_loop_iteration_task_spec"
+    original = getattr(task_spec_utils, name, None)
+    expected = ["original_task_spec", "loop_item", "loop_task_name"]
+    if original is None or list(inspect.signature(original).parameters) != expected:
+        raise PipelineError(
+            f"kfp.local.orchestrator.task_spec_utils.{name} is missing or has changed: the loop fix in"
+            " refinery.orchestration.local must be updated for this kfp release"
+        )
+
+    def iteration(original_task_spec: Any, loop_item: Any, loop_task_name: str) -> Any:
+        spec = original(original_task_spec, loop_item, loop_task_name)
+        item = original_task_spec.parameter_iterator.item_input
+        for key, given in original_task_spec.inputs.parameters.items():
+            if key != item and given.HasField("task_output_parameter"):
+                spec.inputs.parameters[key].CopyFrom(given)
+        return spec
+
+    setattr(task_spec_utils, name, iteration)
+    try:
+        yield
+    finally:
+        setattr(task_spec_utils, name, original)
+
+
+@contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -222,11 +306,17 @@ def run_training(
     """Run the training pipeline locally through kfp.local.
 
     Args:
-        cfg: A resolved run configuration.
+        cfg: An embedded configuration (resolved here, if it is not yet), or a cluster configuration as
+            written (checked here and resolved by the run's first step, where the steps run: a path such
+            as ``packaging.service_dir`` names a folder of the step's image, not of this machine).
         runner: ``"subprocess"`` runs the steps in this Python environment; ``"docker"`` runs each step
             in its image on the engine ``DOCKER_HOST`` names (or a podman service started for the run).
-        images: The images the steps name. Default: this version's images; with the docker runner,
-            the project image for every step, fine-tuning included (the containers get no GPU here).
+            An embedded configuration's local folders are mounted into the containers; a cluster
+            configuration's steps get nothing but kfp.local's artifact root and the network, plus the
+            credential variables of this environment (standing in for the cluster's Secrets).
+        images: The images the steps name. Default: this version's images in ``images.registry``;
+            with the docker runner, the project image for every step, fine-tuning included (the
+            containers get no GPU here).
         verbose: Show kfp.local's full output instead of the condensed view.
         console: Where the progress goes (default: standard output).
 
@@ -235,44 +325,56 @@ def run_training(
 
     Raises:
         PipelineError: The runner is unknown, or (docker) no engine answers or an image is missing.
+        ConfigError: A cluster configuration has no resources for its environment, or an inconsistent one.
     """
     from kfp import local
+    from pipelines.resources import environment_resources
     from pipelines.training import build_training_pipeline
 
     if runner not in RUNNERS:
         raise PipelineError(f"unknown runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    resolved = resolve(cfg)
+    if cfg.embedded:
+        cfg = resolved
     console = console or sys.stdout
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    root = cfg.state / "runs" / f"{stamp}-{uuid.uuid4().hex[:6]}"
-    env = {**QUIET_ENV, "BENTOML_HOME": cfg.packaging.bentoml_home or ""}
+    runs = cfg.state / "runs" if cfg.embedded else Path.cwd() / LOCAL_RUNS
+    root = runs / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    # A cluster configuration runs with its environment's retries; its Kubernetes settings have no
+    # effect here.
+    resources = None if cfg.embedded else environment_resources(cfg)[1]
     failed_step = None
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_loop_inputs_kept())
         if runner == "docker":
             from refinery.orchestration import containers
 
             if images is None:
-                project = Images.default().project
+                project = Images.default(registry=cfg.images.registry).project
                 images = Images(project=project, gpu=project)
-            engine = stack.enter_context(containers.container_engine(cfg.state))
+            engine = stack.enter_context(containers.container_engine(runs))
             containers.require_images({images.project, images.gpu})
             stack.enter_context(containers.reporting_exit_codes())
-            kfp_runner = containers.docker_runner(containers.bind_mounts(cfg), env)
+            secrets = {name: os.environ[name] for name in ENV_NAMES if name in os.environ}
+            kfp_runner = containers.docker_runner(containers.bind_mounts(cfg), {**QUIET_ENV, **secrets})
             console.write(f"steps run in {images.project} on {engine}\n")
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
-            stack.enter_context(_environment(env))
+            stack.enter_context(_environment(QUIET_ENV))
+            stack.enter_context(_keeping_arguments())
         root.mkdir(parents=True, exist_ok=True)
         local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
         log = stack.enter_context(open(root / "run.log", "w", encoding="utf-8"))
         tee = _ConsoleFilter(console, log, verbose)
+        pipeline = build_training_pipeline(cfg, images, resources)
         try:
             with contextlib.redirect_stdout(tee), warnings.catch_warnings():  # type: ignore[type-var]
                 # Under the subprocess runner the steps run in this environment, not in the images they
                 # name; that is the point of it.
                 warnings.filterwarnings("ignore", message=".*base image.*", category=RuntimeWarning)
                 warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-                build_training_pipeline(images, hpo=cfg.hpo)(config=cfg.to_json())
+                pipeline()
         except RuntimeError as exc:
             m = re.search(r"Inner task failed: '([^']+)'", _ANSI.sub("", str(exc)))
             failed_step = m.group(1) if m else "pipeline"

@@ -1,9 +1,13 @@
 """The pipeline's steps as plain functions over paths: what each KFP component body calls.
 
-A component adapts KFP artifacts to paths and calls exactly one function here; everything a step does
-is therefore testable without KFP. Each step writes its typed result as JSON into its primary output
+A component adapts KFP artifacts to paths, its configuration sections to a :class:`RunConfig`
+(:func:`refinery.config.step_config`) and calls exactly one function here; everything a step does is
+therefore testable without KFP. Each step writes its typed result as JSON into its primary output
 folder, and when it fails with a :class:`RefineryError` it leaves the message in ``error.txt`` beside
 its outputs so that ``refinery run`` can say which step failed and why.
+
+The steps share nothing but their arguments and artifacts, and the network services the configuration
+names (the cluster contract, ARCHITECTURE.md): no step reads what another left anywhere else.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from refinery.config import from_dict
+from refinery.config import RunConfig
 from refinery.errors import RefineryError
 from refinery.results import write_json
 
@@ -32,34 +37,66 @@ _CHATTY_LOGGERS = ("great_expectations", "mlflow", "alembic", "bentoml", "eviden
 
 
 def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
-    """On a RefineryError, write its message to ``error.txt`` in the step's output folder, then re-raise."""
+    """On a RefineryError, write its message to ``error.txt`` beside the step's output folder, then re-raise;
+    a new attempt removes an earlier attempt's."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        error_file = Path(signature.bind(*args, **kwargs).arguments["out_dir"]).parent / ERROR_FILE
+        # A retried step starts afresh: an earlier attempt's error is no longer the step's outcome.
+        error_file.unlink(missing_ok=True)
         try:
             return fn(*args, **kwargs)
         except RefineryError as exc:
-            bound = signature.bind(*args, **kwargs)
-            out = Path(bound.arguments["out_dir"])
-            out.parent.mkdir(parents=True, exist_ok=True)
-            (out.parent / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+            error_file.parent.mkdir(parents=True, exist_ok=True)
+            error_file.write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
             raise
 
     return wrapper
 
 
+@dataclass(frozen=True)
+class ResolvedRun:
+    """What the first step of a run hands on: the resolved configuration, its digest and the data's
+    fingerprint (written as resolved.json; the sections become the other steps' inputs)."""
+
+    sections: dict[str, dict[str, Any]]
+    config_sha: str
+    data_fingerprint: str
+
+
 @_records_failure
-def validate(config: str | dict[str, Any], out_dir: Path, markdown_path: Path, html_path: Path) -> Any:
+def resolve_config(config: str, parameters: dict[str, Any], out_dir: Path) -> ResolvedRun:
+    """Read the run's configuration (YAML text or a URI), apply the typed run parameters, resolve it
+    where the steps run, and fingerprint the data it names."""
+    from refinery.config import config_for_run
+    from refinery.data.load import fingerprint
+
+    cfg = config_for_run(config, parameters)
+    resolved = ResolvedRun(cfg.sections(), cfg.digest(), fingerprint(cfg.data))
+    write_json(resolved, Path(out_dir) / "resolved.json")
+    return resolved
+
+
+@_records_failure
+def validate(
+    cfg: RunConfig, out_dir: Path, markdown_path: Path, html_path: Path, data_fingerprint: str = ""
+) -> Any:
     """Run the data contract; the run stops here (DataValidationError) when an ``error`` rule fails.
 
-    The Markdown and HTML reports are copied to their artifact paths first, so the failed step shows them.
+    With ``data_fingerprint`` (the run's), it first checks that the data is still what the run started
+    with. The Markdown and HTML reports are copied to their artifact paths first, so the failed step
+    shows them.
     """
+    from refinery.data.load import check_fingerprint
     from refinery.data.validate import validate_data
 
-    report = validate_data(from_dict(config), Path(out_dir))
+    if data_fingerprint:
+        check_fingerprint(cfg.data, data_fingerprint)
+    report = validate_data(cfg, Path(out_dir))
     for name, path in (("markdown", markdown_path), ("html", html_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report.paths[name], path)
@@ -68,25 +105,29 @@ def validate(config: str | dict[str, Any], out_dir: Path, markdown_path: Path, h
 
 
 @_records_failure
-def prepare(config: str | dict[str, Any], out_dir: Path) -> Any:
-    """Clean, deduplicate and split the data; record the drift reference profile."""
+def prepare(cfg: RunConfig, out_dir: Path, data_fingerprint: str = "") -> Any:
+    """Clean, deduplicate and split the data; record the drift reference profile. With
+    ``data_fingerprint``, it first checks that the data is still what the run started with."""
+    from refinery.data.load import check_fingerprint
     from refinery.data.prepare import prepare_data
 
-    return prepare_data(from_dict(config), Path(out_dir))
+    if data_fingerprint:
+        check_fingerprint(cfg.data, data_fingerprint)
+    return prepare_data(cfg, Path(out_dir))
 
 
 @_records_failure
-def finetune(config: str | dict[str, Any], data_dir: Path, out_dir: Path, run_key: str = "") -> Any:
+def finetune(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str = "") -> Any:
     """Fine-tune the base model on the prepared data, data-parallel when ``training.processes_per_node``
     says so; ``run_key`` names its checkpoints (a retry with the same key resumes)."""
     from refinery.training.distributed import train
 
-    return train(from_dict(config), Path(data_dir), Path(out_dir), run_key or None)
+    return train(cfg, Path(data_dir), Path(out_dir), run_key or None)
 
 
 @_records_failure
 def evaluate(
-    config: str | dict[str, Any],
+    cfg: RunConfig,
     data_dir: Path,
     model_dir: Path,
     out_dir: Path,
@@ -105,7 +146,6 @@ def evaluate(
     from refinery.evaluation.report import render_html
     from refinery.registry.mlflow_registry import Registry
 
-    cfg = from_dict(config)
     registry = Registry(cfg.registry)
     champion = registry.champion()
     with tempfile.TemporaryDirectory(prefix="refinery-champion-") as tmp:
@@ -132,13 +172,13 @@ def evaluate(
 
 
 @_records_failure
-def gate(config: str | dict[str, Any], evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
+def gate(cfg: RunConfig, evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
     """Decide whether the challenger may be promoted; writes decision.json and the Markdown report."""
     from refinery.evaluation.evaluate import EvaluationResult
     from refinery.evaluation.gate import decide
 
     evaluation = EvaluationResult.from_json(Path(evaluation_dir) / "evaluation.json")
-    decision = decide(from_dict(config).gate, evaluation)
+    decision = decide(cfg.gate, evaluation)
     write_json(decision, Path(out_dir) / "decision.json")
     Path(report_path).write_text(decision.to_markdown(), encoding="utf-8")
     return decision
@@ -146,7 +186,7 @@ def gate(config: str | dict[str, Any], evaluation_dir: Path, out_dir: Path, repo
 
 @_records_failure
 def register(
-    config: str | dict[str, Any],
+    cfg: RunConfig,
     model_dir: Path,
     data_dir: Path,
     evaluation_dir: Path,
@@ -154,52 +194,55 @@ def register(
     out_dir: Path,
     validation_dir: Path | None = None,
     decision_dir: Path | None = None,
+    config_sha: str | None = None,
 ) -> Any:
-    """Register the challenger with its lineage and model card; it gets the ``challenger`` alias."""
+    """Register the challenger with its lineage and model card; it gets the ``challenger`` alias. A
+    retried step finds the version its run registered and registers no second one."""
     from refinery.registry.register import register_model
 
     version = register_model(
-        from_dict(config),
+        cfg,
         Path(model_dir),
         Path(data_dir),
         Path(evaluation_dir),
         run_id,
         validation_dir=Path(validation_dir) if validation_dir is not None else None,
         decision_dir=Path(decision_dir) if decision_dir is not None else None,
+        config_sha=config_sha,
     )
     write_json(version, Path(out_dir) / "registration.json")
     return version
 
 
 @_records_failure
-def package(config: str | dict[str, Any], version: str, out_dir: Path) -> Any:
-    """Build a Bento from the registered version's model, as the registry holds it."""
-    from refinery.packaging.bento import package as build_bento
+def package(cfg: RunConfig, version: str, out_dir: Path) -> Any:
+    """Build the registered version's Bento from its model as the registry holds it, publish it to the
+    Bento store and tag the version with it (a version packaged before keeps its Bento)."""
     from refinery.registry.mlflow_registry import Registry
+    from refinery.registry.promotion import package_registered
 
-    cfg = from_dict(config)
-    with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
-        model_dir = Registry(cfg.registry).download(version, "model", Path(tmp))
-        result = build_bento(cfg, model_dir, version)
+    result = package_registered(cfg, Registry(cfg.registry), version)
     write_json(result, Path(out_dir) / "package.json")
     return result
 
 
 @_records_failure
-def promote(config: str | dict[str, Any], version: str, bento_tag: str, out_dir: Path) -> Any:
-    """Make the registered, packaged version the champion: a GitOps commit to the configured
-    environment's overlay, then the ``champion`` alias, last - refused when another promotion replaced
-    the champion this version was judged against (see :mod:`refinery.registry.promotion`)."""
+def promote(cfg: RunConfig, version: str, bento: Any, image: str, out_dir: Path) -> Any:
+    """Make the registered version the champion, served from ``bento`` (a
+    :class:`~refinery.packaging.bento.PackageResult` in the Bento store) by ``image``: a GitOps commit to
+    the configured environment's overlay (the image pinned by digest), then the ``champion`` alias,
+    last - refused when another promotion replaced the champion this version was judged against (see
+    :mod:`refinery.registry.promotion`)."""
     from refinery.registry.mlflow_registry import Registry
     from refinery.registry.promotion import evaluated_against, promote_version
 
-    cfg = from_dict(config)
     registry = Registry(cfg.registry)
     info = registry.get(version)
     record = promote_version(
         cfg,
         version,
-        bento_tag,
+        bento,
+        image=image,
         expected_champion=evaluated_against(info),
         reason=f"gate {info.tags.get('gate', 'passed')}",
         registry=registry,
@@ -210,12 +253,12 @@ def promote(config: str | dict[str, Any], version: str, bento_tag: str, out_dir:
 
 @_records_failure
 def suggest_trials(
-    config: str | dict[str, Any], round_index: int, history: list[dict[str, Any]], out_dir: Path
+    cfg: RunConfig, round_index: int, history: list[dict[str, Any]], out_dir: Path
 ) -> list[dict[str, Any]]:
     """The trials of search round ``round_index``: ``{"number", "params"}`` each, also written as trials.json."""
     from refinery.training.hpo import TrialRecord, suggest
 
-    hpo = from_dict(config).hpo
+    hpo = cfg.hpo
     done = [TrialRecord.from_dict(t) for t in history]
     params = suggest(hpo, done, hpo.rounds()[round_index])
     trials = [{"number": len(done) + i, "params": p} for i, p in enumerate(params)]
@@ -225,7 +268,7 @@ def suggest_trials(
 
 @_records_failure
 def finetune_trial(
-    config: str | dict[str, Any], data_dir: Path, trial: dict[str, Any], out_dir: Path, run_key: str = ""
+    cfg: RunConfig, data_dir: Path, trial: dict[str, Any], out_dir: Path, run_key: str = ""
 ) -> dict[str, Any]:
     """Fine-tune with one trial's settings; a trial that fails to train is recorded, not fatal to the
     search, but a preempted one fails the task so that its retry resumes it."""
@@ -233,7 +276,6 @@ def finetune_trial(
     from refinery.training.distributed import train
     from refinery.training.hpo import TrialRecord, record, trial_config
 
-    cfg = from_dict(config)
     number, params = int(trial["number"]), dict(trial["params"])
     print(f"search trial {number}: {params}", flush=True)
     try:
@@ -249,7 +291,7 @@ def finetune_trial(
 
 @_records_failure
 def merge_round(
-    config: str | dict[str, Any],
+    cfg: RunConfig,
     history: list[dict[str, Any]],
     results: list[dict[str, Any]],
     model_dirs: list[Path],
@@ -265,7 +307,7 @@ def merge_round(
     """
     from refinery.training.hpo import TrialRecord, best_trial, trials_table
 
-    metric = from_dict(config).hpo.metric
+    metric = cfg.hpo.metric
     earlier = [TrialRecord.from_dict(t) for t in history]
     new = [TrialRecord.from_dict(t) for t in results]
     everything = sorted(earlier + new, key=lambda t: t.number)

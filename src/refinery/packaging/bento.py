@@ -1,4 +1,12 @@
-"""Packaging a model as a Bento: import it into the BentoML model store, build the serving Bento.
+"""Packaging a model as a Bento: build the serving Bento around it and publish it to the Bento store.
+
+The Bento is built in a scratch BentoML home, exported as one ``.bento`` archive (service, refinery
+sources, the model, pinned requirements) and published to ``packaging.bento_store``
+(:mod:`refinery.packaging.store`): a folder in the embedded default, object storage on a cluster.
+Promotion and serving read it from there, never from the disk it was built on. Its version is derived
+from the model's files and the build context (``v<model version>-<hash>``), so packaging the same model
+with the same release again finds the Bento already stored and builds nothing: a retried step leaves no
+second Bento.
 
 The build runs offline: ``serving/bentofile.yaml`` turns off BentoML's package locking (which resolves
 against PyPI) and lists the distributions the service imports; packaging pins them, and everything they
@@ -8,8 +16,9 @@ refinery sources the service imports are copied next to ``service.py``, so the B
 but its pip packages.
 
 BentoML reads ``BENTOML_HOME`` once per process and caches the service module it imports, so the
-BentoML part runs in a child process with ``BENTOML_HOME`` set to ``cfg.packaging.bentoml_home``:
-:func:`package` can be called any number of times, with different homes, from one process.
+BentoML part (build and export, or import) runs in a child process with its own ``BENTOML_HOME``:
+:func:`package` and :func:`fetch` can be called any number of times, with different homes, from one
+process.
 """
 
 from __future__ import annotations
@@ -48,10 +57,21 @@ _SPECIFIED = re.compile(r"[<>=!~@ ;]")
 
 @dataclass(frozen=True)
 class PackageResult:
-    """A built Bento and the store model it serves."""
+    """A Bento in the Bento store and the model it serves.
+
+    Attributes:
+        bento_tag: ``NAME:VERSION`` of the Bento.
+        model_tag: The BentoML model inside it.
+        bento_uri: Where the exported Bento is stored.
+        bento_sha256: SHA-256 of the stored file, checked by whoever fetches it.
+        reused: True when the Bento was already stored and nothing was built.
+    """
 
     bento_tag: str
     model_tag: str
+    bento_uri: str
+    bento_sha256: str
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -60,6 +80,26 @@ class PackageResult:
     def write_json(self, path: Path) -> Path:
         """Write this result as JSON, atomically."""
         return write_json(self, path)
+
+    def tags(self) -> dict[str, str]:
+        """The registry version tags that record this Bento (:meth:`from_tags` reads them back)."""
+        return {
+            BENTO_TAG: self.bento_tag,
+            BENTO_URI: self.bento_uri,
+            BENTO_SHA256: self.bento_sha256,
+            MODEL_TAG: self.model_tag,
+        }
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> PackageResult | None:
+        """The Bento a registry version's tags record, or None when it was never packaged."""
+        if not all(tags.get(key) for key in (BENTO_TAG, BENTO_URI, BENTO_SHA256)):
+            return None
+        return cls(tags[BENTO_TAG], tags.get(MODEL_TAG, ""), tags[BENTO_URI], tags[BENTO_SHA256])
+
+
+# Registry version tags naming the version's Bento.
+BENTO_TAG, BENTO_URI, BENTO_SHA256, MODEL_TAG = "bento_tag", "bento_uri", "bento_sha256", "bento_model_tag"
 
 
 def _tag_part(value: str, what: str) -> str:
@@ -244,43 +284,53 @@ def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -
 
 
 def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResult:
-    """Import ``model_dir`` into the BentoML model store and build the serving Bento around it.
+    """Build the serving Bento around ``model_dir`` and publish it to ``packaging.bento_store``.
 
-    The store model is named ``cfg.registry.model_name`` with version ``v<model_version>-<digest>``,
-    labelled with the registered name and version; packaging the same model files again reuses it.
-    The Bento is named ``<model_name>-service`` and records the model as its ``model_tag`` argument.
+    The model is named ``cfg.registry.model_name`` with version ``v<model_version>-<digest>``, labelled
+    with the registered name and version. The Bento is named ``<model_name>-service``; its version
+    ``v<model_version>-<hash>`` hashes the model and the whole build context, so the same model packaged
+    by the same release gets the same tag, and a Bento already in the store is reused, not rebuilt.
 
     Args:
-        cfg: Resolved run configuration (``packaging.bentoml_home``, ``packaging.service_dir``,
-            ``registry.model_name``, ``data.labels``, ``model.max_length``).
+        cfg: Resolved run configuration (``packaging``, ``registry.model_name``, ``data.labels``,
+            ``model.max_length``).
         model_dir: The model directory (``save_pretrained`` output with safetensors weights).
         model_version: The registered version the model directory holds.
 
     Returns:
-        The Bento tag and the store model tag.
+        The Bento's tag, its model's tag, and where it is stored with its SHA-256.
 
     Raises:
-        PackagingError: The model directory or build spec is unusable, or BentoML failed; the message
-            names the file or the BentoML error.
+        PackagingError: The model directory or build spec is unusable, BentoML failed, or the store
+            cannot be read or written; the message names the file, the BentoML error or the store URI.
     """
+    from refinery.packaging import store
     from refinery.serving import MODEL_LABEL_NAME, MODEL_LABEL_VERSION, MODEL_METADATA_MAX_LENGTH
 
-    if not cfg.packaging.bentoml_home:
-        raise PackagingError("packaging.bentoml_home is empty; load the configuration with load_config")
+    if not cfg.packaging.bento_store:
+        raise PackagingError("packaging.bento_store is empty; load the configuration with load_config")
     model_dir = Path(model_dir)
-    home = Path(cfg.packaging.bentoml_home)
     service_dir = Path(cfg.packaging.service_dir)
     name = _tag_part(cfg.registry.model_name, "registry.model_name")
     bento_name = _tag_part(f"{name}-service", "bento name")
     _check_model_dir(model_dir, tuple(cfg.data.labels))
     spec = read_build_spec(service_dir)
     digest = directory_digest(model_dir)
-    model_tag = f"{name}:v{_version_part(model_version)}-{digest[:12]}"
+    version = _version_part(model_version)
+    model_tag = f"{name}:v{version}-{digest[:12]}"
 
     with tempfile.TemporaryDirectory(prefix="refinery-bento-") as tmp:
         ctx = Path(tmp) / "context"
         _prepare_build_context(service_dir, spec, ctx)
+        build = hashlib.sha256(f"{digest}\0{directory_digest(ctx)}".encode()).hexdigest()
+        bento_tag = f"{bento_name}:v{version}-{build[:12]}"
+        uri = store.bento_uri(cfg.packaging.bento_store, bento_tag)
+        if store.exists(uri):
+            logger.info("Bento %s is already in the store at %s", bento_tag, uri)
+            return PackageResult(bento_tag, model_tag, uri, store.sha256(uri), reused=True)
+        export = Path(tmp) / "export.bento"
         request = {
+            "action": "build",
             "model_dir": str(model_dir),
             "model_tag": model_tag,
             "model_labels": {
@@ -293,19 +343,55 @@ def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResul
                 "sha256": digest,
             },
             "build_ctx": str(ctx),
-            "bento_name": bento_name,
+            "bento_tag": bento_tag,
             "bento_labels": {
                 "model_name": cfg.registry.model_name,
                 "model_version": str(model_version),
                 "model_tag": model_tag,
             },
+            "export_path": str(export),
         }
+        logger.info("building Bento %s for model %s", bento_tag, model_tag)
+        _in_child_process(request, Path(tmp) / "home", f"building the Bento for model {model_tag}")
+        sha = store.file_sha256(export)
+        store.publish(export, uri)
+    logger.info("stored Bento %s at %s", bento_tag, uri)
+    return PackageResult(bento_tag, model_tag, uri, sha)
+
+
+def fetch(bento: PackageResult, home: Path) -> str:
+    """Make a stored Bento servable from the BentoML home ``home``: download it, check its SHA-256 and
+    import it, unless the home holds it already (a restarted server, a second ``refinery serve``).
+
+    Returns:
+        The Bento's tag, for ``bentoml serve``.
+
+    Raises:
+        PackagingError: The Bento is missing from the store, its content differs from what was
+            packaged, or BentoML cannot import it.
+    """
+    from refinery.packaging import store
+
+    name, _, version = bento.bento_tag.partition(":")
+    if (Path(home) / "bentos" / name / version / "bento.yaml").is_file():
+        return bento.bento_tag
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="refinery-fetch-") as tmp:
+        archive = store.fetch(bento.bento_uri, Path(tmp) / "bento.bento", bento.bento_sha256)
+        request = {"action": "import", "path": str(archive), "bento_tag": bento.bento_tag}
+        _in_child_process(request, Path(home), f"importing Bento {bento.bento_tag} from {bento.bento_uri}")
+    return bento.bento_tag
+
+
+def _in_child_process(request: dict[str, Any], home: Path, what: str) -> dict[str, Any]:
+    """Run the BentoML part of a request (build and export, or import) in a child process whose
+    ``BENTOML_HOME`` is ``home``; its outcome, or a PackagingError naming ``what`` failed."""
+    with tempfile.TemporaryDirectory(prefix="refinery-bentoml-") as tmp:
         request_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request), encoding="utf-8")
         home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "UV_OFFLINE": "1"}
-        logger.info("building Bento %s for model %s in %s", bento_name, model_tag, home)
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "refinery.packaging.bento", str(request_path), str(result_path)],
@@ -316,63 +402,62 @@ def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResul
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise PackagingError(
-                f"building the Bento for {model_tag} took longer than {BUILD_TIMEOUT_S} s"
-            ) from None
+            raise PackagingError(f"{what} took longer than {BUILD_TIMEOUT_S} s") from None
         outcome: dict[str, Any] = {}
         if result_path.is_file():
             outcome = json.loads(result_path.read_text(encoding="utf-8"))
-        if proc.returncode != 0 or "bento_tag" not in outcome:
+        if proc.returncode != 0 or "error" in outcome or not outcome:
             tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
-            cause = outcome.get("error") or f"the build process exited with code {proc.returncode}"
-            raise PackagingError(f"building the Bento for model {model_tag} failed: {cause}\n{tail}".rstrip())
-    result = PackageResult(bento_tag=outcome["bento_tag"], model_tag=outcome["model_tag"])
-    logger.info("built Bento %s serving %s", result.bento_tag, result.model_tag)
-    return result
+            cause = outcome.get("error") or f"the process exited with code {proc.returncode}"
+            raise PackagingError(f"{what} failed: {cause}\n{tail}".rstrip())
+    return outcome
 
 
 def _build_in_this_process(request: dict[str, Any]) -> dict[str, str]:
-    """The BentoML part of :func:`package`; runs in a child process whose BENTOML_HOME is set."""
+    """The BentoML part of :func:`package`: import the model, build the Bento, export it to one file."""
     import bentoml
-    from bentoml.exceptions import NotFound
 
     model_tag = request["model_tag"]
-    created = False
-    try:
-        bentoml.models.get(model_tag)
-    except NotFound:
-        with bentoml.models.create(
-            model_tag, labels=request["model_labels"], metadata=request["model_metadata"]
-        ) as model:
-            shutil.copytree(request["model_dir"], model.path, dirs_exist_ok=True)
-        created = True
-    try:
-        bento = bentoml.bentos.build_bentofile(
-            str(Path(request["build_ctx"]) / BENTOFILE),
-            build_ctx=request["build_ctx"],
-            name=request["bento_name"],
-            labels=request["bento_labels"],
-            args={"model_tag": model_tag},
-        )
-    except BaseException:
-        if created:
-            bentoml.models.delete(model_tag)
-        raise
+    with bentoml.models.create(
+        model_tag, labels=request["model_labels"], metadata=request["model_metadata"]
+    ) as model:
+        shutil.copytree(request["model_dir"], model.path, dirs_exist_ok=True)
+    name, _, version = request["bento_tag"].partition(":")
+    bento = bentoml.bentos.build_bentofile(
+        str(Path(request["build_ctx"]) / BENTOFILE),
+        build_ctx=request["build_ctx"],
+        name=name,
+        version=version,
+        labels=request["bento_labels"],
+        args={"model_tag": model_tag},
+    )
     served = [str(m.tag) for m in bento.info.all_models]
     if model_tag not in served:
-        bentoml.bentos.delete(str(bento.tag))
         raise PackagingError(f"Bento {bento.tag} records models {served}, not {model_tag}")
+    bentoml.bentos.export_bento(str(bento.tag), request["export_path"])
     return {"bento_tag": str(bento.tag), "model_tag": model_tag}
+
+
+def _import_in_this_process(request: dict[str, Any]) -> dict[str, str]:
+    """The BentoML part of :func:`fetch`: import an exported Bento (with its model) into the home."""
+    import bentoml
+
+    bento = bentoml.bentos.import_bento(request["path"])
+    if str(bento.tag) != request["bento_tag"]:
+        raise PackagingError(f"the stored file holds Bento {bento.tag}, not {request['bento_tag']}")
+    return {"bento_tag": str(bento.tag)}
 
 
 def _main(argv: list[str]) -> int:
     request_path, result_path = Path(argv[0]), Path(argv[1])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        outcome: dict[str, str] = _build_in_this_process(json.loads(request_path.read_text(encoding="utf-8")))
+        request = json.loads(request_path.read_text(encoding="utf-8"))
+        run = _build_in_this_process if request["action"] == "build" else _import_in_this_process
+        outcome: dict[str, str] = run(request)
         code = 0
     except Exception as exc:
-        logger.exception("Bento build failed")
+        logger.exception("BentoML failed")
         outcome = {"error": f"{type(exc).__name__}: {exc}"}
         code = 1
     write_json(outcome, result_path)

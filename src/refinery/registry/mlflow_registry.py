@@ -474,6 +474,23 @@ class Registry:
             client.set_registered_model_alias(self.name, CHALLENGER, str(mv.version))
         return self.get(str(mv.version))
 
+    def find(self, tag: str, value: str) -> ModelVersionInfo | None:
+        """The newest version whose tag ``tag`` is ``value``, or None.
+
+        Raises:
+            RegistryError: The registry is unreachable.
+        """
+        found = [info for info in self.versions() if info.tags.get(tag) == value]
+        return found[-1] if found else None
+
+    def set_challenger(self, version: str) -> None:
+        """Point the ``challenger`` alias at ``version``.
+
+        Raises:
+            RegistryError: The version does not exist, or the registry is unreachable.
+        """
+        self._set_alias(CHALLENGER, version)
+
     def tag(self, version: str, tags: dict[str, str]) -> None:
         """Set tags on an existing version (e.g. ``bento_tag``, ``gitops_commit``).
 
@@ -492,7 +509,10 @@ class Registry:
         Raises:
             RegistryError: The version does not exist, or the registry is unreachable.
         """
+        self._set_alias(CHAMPION, version)
+
+    def _set_alias(self, alias: str, version: str) -> None:
         info = self.get(version)
         client = self._connect()
-        with self._errors(f"move the champion alias of {self.name} to version {info.version}"):
-            client.set_registered_model_alias(self.name, CHAMPION, info.version)
+        with self._errors(f"move the {alias} alias of {self.name} to version {info.version}"):
+            client.set_registered_model_alias(self.name, alias, info.version)

@@ -5,12 +5,14 @@ the same champion. Only one may replace it: the other was judged against a champ
 the one serving. The GitOps push orders them, because git lands a push only on the branch head it was
 built on (the ref is locked and compared; non-fast-forward pushes are refused). A promotion
 
-1. checks that the version has its Bento in the store, and that the registry's champion is the version
-   the challenger was evaluated against (else another promotion has already finished);
+1. pins the serving image by the digest the container registry holds for its tag (a commit can only
+   name an image that exists), checks that the version's Bento is in the Bento store with the SHA-256
+   recorded at packaging, and that the registry's champion is the version the challenger was
+   evaluated against (else another promotion has already finished);
 2. commits the release to the overlay on a fresh clone, after checking that the overlay also names
    that champion, and pushes; a push that lost a race is redone on a new clone, which now names the
    other release, so it is refused (another promotion is finishing);
-3. tags the version (Bento, commit, time, reason, the champion it replaced) and moves the ``champion``
+3. tags the version (image, commit, time, reason, the champion it replaced) and moves the ``champion``
    alias, last.
 
 Should step 3 fail (the registry went away after the push), the commit is reverted by a second one, so
@@ -31,11 +33,15 @@ from refinery.results import to_jsonable
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
+    from refinery.gitops.repo import Release
+    from refinery.packaging.bento import PackageResult
     from refinery.registry.mlflow_registry import ModelVersionInfo, Registry
 
 #: Version tag naming the champion a version was evaluated against (``none`` for the first model).
 EVALUATED_AGAINST = "compared_with_champion"
 NO_CHAMPION = "none"
+#: Version tag naming the serving image (pinned by digest) the version was promoted with.
+SERVING_IMAGE = "serving_image"
 
 Action = Literal["promote", "rollback"]
 
@@ -49,6 +55,7 @@ class PromotionRecord:
         version: The new champion.
         previous: The champion it replaced, or None for the first one.
         bento_tag: The Bento the overlay now serves.
+        image: The serving image the overlay names (by digest, when it comes from a registry).
         commit: The GitOps commit naming the release (the existing head when it was already there).
         environment: The overlay promoted.
         action: ``promote`` or ``rollback``.
@@ -60,6 +67,7 @@ class PromotionRecord:
     version: str
     previous: str | None
     bento_tag: str
+    image: str
     commit: str
     environment: str
     action: str
@@ -87,11 +95,61 @@ def evaluated_against(info: ModelVersionInfo) -> str | None:
     return None if value == NO_CHAMPION else value
 
 
+def serving_image(cfg: RunConfig) -> str:
+    """The serving image of the refinery release running this: the project image in ``images.registry``."""
+    from refinery.version import Images
+
+    return Images.default(registry=cfg.images.registry).project
+
+
+def pin_image(image: str) -> str:
+    """``image`` pinned by the digest its registry holds for the tag (podman's local storage has no
+    registry: such a name is kept by tag).
+
+    Raises:
+        ImageRegistryError: The registry is unreachable, refuses the credentials or lacks the image.
+    """
+    from refinery.packaging.oci import ImageReference, resolve
+
+    return image if ImageReference.parse(image).local else resolve(image).pinned
+
+
+def package_registered(
+    cfg: RunConfig, registry: Registry, version: str, model_dir: Path | None = None
+) -> PackageResult:
+    """The Bento of a registered version, packaged and published when it has none yet.
+
+    A version whose tags name a Bento still in the store keeps it. Otherwise the model (``model_dir``,
+    or downloaded from the registry) is packaged (:func:`refinery.packaging.bento.package`, which reuses
+    a Bento already stored for the same model and release) and the version is tagged with it. Running
+    it again after a crash anywhere leaves one Bento and one set of tags.
+
+    Raises:
+        RegistryError: The version cannot be read, downloaded or tagged.
+        PackagingError: Packaging failed, or the store cannot be reached.
+    """
+    import tempfile
+
+    from refinery.packaging import store
+    from refinery.packaging.bento import PackageResult, package
+
+    info = registry.get(version)
+    recorded = PackageResult.from_tags(info.tags)
+    if recorded is not None and store.exists(recorded.bento_uri):
+        return PackageResult(**{**recorded.to_dict(), "reused": True})
+    with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
+        source = model_dir or registry.download(info.version, "model", Path(tmp))
+        result = package(cfg, source, info.version)
+    registry.tag(info.version, result.tags())
+    return result
+
+
 def promote_version(
     cfg: RunConfig,
     version: str,
-    bento_tag: str,
+    bento: PackageResult,
     *,
+    image: str,
     expected_champion: str | None,
     action: Action = "promote",
     reason: str = "",
@@ -100,9 +158,10 @@ def promote_version(
     """Make ``version`` the champion: one GitOps commit, then the ``champion`` alias (see the module).
 
     Args:
-        cfg: The run configuration (registry, GitOps repository and environment, BentoML store).
+        cfg: The run configuration (registry, GitOps repository and environment).
         version: The version to serve.
-        bento_tag: Its Bento, which must be in ``packaging.bentoml_home``.
+        bento: Its Bento, which must be in the Bento store with the recorded SHA-256.
+        image: The serving image; pinned by its registry digest before anything moves.
         expected_champion: The champion the decision was made against (None: there was none). The
             promotion is refused when the registry or the overlay names another.
         action: ``promote`` (a challenger replaces the champion) or ``rollback``.
@@ -114,23 +173,33 @@ def promote_version(
 
     Raises:
         PromotionConflict: The champion is no longer ``expected_champion`` (another promotion won).
+        ImageRegistryError: The serving image is not in its registry, or the registry is unreachable;
+            nothing moved.
+        PackagingError: The Bento is not in the store, or differs from what was packaged; nothing moved.
         RegistryError: The registry is unreachable or the version does not exist: nothing moved; or it
             failed after the commit, which was then reverted (the message says so, or says that the
             revert failed too and how to complete the promotion).
-        PackagingError: The Bento is not in the store; nothing moved.
         GitOpsError: The commit could not be made; nothing moved.
     """
+    from refinery.errors import PackagingError
     from refinery.gitops.repo import Release, revert
     from refinery.gitops.repo import promote as commit_release
-    from refinery.packaging.container import stored_bento
+    from refinery.packaging import store
     from refinery.registry.mlflow_registry import Registry
 
     registry = registry or Registry(cfg.registry)
     info = registry.get(version)
-    stored_bento(cfg, bento_tag)
+    pinned = pin_image(image)
+    if store.sha256(bento.bento_uri) != bento.bento_sha256:
+        raise PackagingError(
+            f"Bento {bento.bento_tag} at {bento.bento_uri} differs from what was packaged (SHA-256"
+            f" {bento.bento_sha256[:12]}...); package version {info.version} again"
+        )
     champion = registry.champion()
     current = champion.version if champion else None
-    release = Release(registry.name, info.version, bento_tag)
+    release = Release(
+        registry.name, info.version, bento.bento_tag, bento.bento_uri, bento.bento_sha256, pinned
+    )
     if current == info.version:
         # Already champion (a retried step, or a repeated command): make sure the overlay agrees.
         result = commit_release(cfg.gitops, release, expected=(info.version,), action=action, reason=reason)
@@ -146,7 +215,8 @@ def promote_version(
         cfg.gitops, release, expected=(expected_champion, info.version), action=action, reason=reason
     )
     tags = {
-        "bento_tag": bento_tag,
+        **bento.tags(),
+        SERVING_IMAGE: pinned,
         "gitops_commit": result.commit,
         "champion_since": datetime.now(UTC).isoformat(timespec="seconds"),
         "champion_reason": f"{action}: {reason or '-'}",
@@ -184,7 +254,7 @@ def _named(version: str | None) -> str:
 
 def _record(
     cfg: RunConfig,
-    release: Any,
+    release: Release,
     previous: str | None,
     commit: str,
     action: str,
@@ -197,6 +267,7 @@ def _record(
         version=release.model_version,
         previous=previous,
         bento_tag=release.bento_tag,
+        image=release.image,
         commit=commit,
         environment=cfg.gitops.environment,
         action=action,
@@ -262,7 +333,6 @@ def promote_manually(
 
     from refinery.evaluation.evaluate import evaluate
     from refinery.evaluation.gate import decide
-    from refinery.packaging.bento import package
     from refinery.registry.mlflow_registry import Registry
 
     if force_reason is not None and not force_reason.strip():
@@ -288,16 +358,14 @@ def promote_manually(
         decision = decide(cfg.gate, result)
         if not decision.passed and force_reason is None:
             return ManualPromotion(decision, None)
-        bento_tag = info.tags.get("bento_tag")
-        if bento_tag is None:
-            bento_tag = package(cfg, model_dir, info.version).bento_tag
-            registry.tag(info.version, {"bento_tag": bento_tag})
+        bento = package_registered(cfg, registry, info.version, model_dir)
     verdict = "passed" if decision.passed else "rejected"
     reason = f"forced: {force_reason.strip()} (gate {verdict})" if force_reason else f"gate {verdict}"
     record = promote_version(
         cfg,
         info.version,
-        bento_tag,
+        bento,
+        image=serving_image(cfg),
         expected_champion=champion.version if champion else None,
         reason=f"by refinery models promote, {reason}",
         registry=registry,
@@ -318,6 +386,7 @@ def rollback(cfg: RunConfig, to: str | None = None, reason: str = "") -> Promoti
             packaged (it was never served).
         PromotionConflict: The champion changed while this ran.
     """
+    from refinery.packaging.bento import PackageResult
     from refinery.registry.mlflow_registry import Registry
 
     registry = Registry(cfg.registry)
@@ -333,17 +402,19 @@ def rollback(cfg: RunConfig, to: str | None = None, reason: str = "") -> Promoti
     info = registry.get(target)
     if info.version == champion.version:
         raise RefineryError(f"version {info.version} of {registry.name} is already the champion")
-    bento_tag = info.tags.get("bento_tag")
-    if bento_tag is None:
+    bento = PackageResult.from_tags(info.tags)
+    if bento is None:
         raise RefineryError(
             f"version {info.version} of {registry.name} was never packaged, so it was never served; "
             f"`refinery models promote {info.version}` evaluates, packages and promotes it"
         )
     why = reason.strip() or "no reason given"
+    # The image it was served with before, so that the rollback restores exactly that release.
     return promote_version(
         cfg,
         info.version,
-        bento_tag,
+        bento,
+        image=info.tags.get(SERVING_IMAGE) or serving_image(cfg),
         expected_champion=champion.version,
         action="rollback",
         reason=f"from version {champion.version}: {why}",

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from refinery.config import RunConfig
 
 PREPARED_FILE = "prepared.json"
+#: Version tag naming the pipeline run that registered it; a run registers at most one version.
+RUN_TAG = "pipeline_run_id"
 TRAINING_FILE = "training.json"
 
 
@@ -48,8 +50,13 @@ def _numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
-def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
+def lineage_tags(
+    cfg: RunConfig, data_dir: Path, run_id: str, config_sha: str | None = None
+) -> dict[str, str]:
     """The lineage tags of a version trained from ``data_dir`` under ``cfg`` in pipeline run ``run_id``.
+
+    ``config_sha`` is the digest of the run's whole configuration (default: ``cfg.digest()``; a pipeline
+    step, which is given only some sections, gets it from the run's first step).
 
     ``data_uri``/``data_sha256`` name the training file; ``validation_data_uri``/``..._sha256`` and
     ``test_data_uri``/``..._sha256`` are added when those splits were given as files.
@@ -72,9 +79,9 @@ def lineage_tags(cfg: RunConfig, data_dir: Path, run_id: str) -> dict[str, str]:
     tags = {
         "data_uri": cfg.data.uri,
         "data_sha256": str(data_sha),
-        "config_sha": cfg.digest(),
+        "config_sha": config_sha or cfg.digest(),
         "base_model": cfg.model.base,
-        "pipeline_run_id": str(run_id),
+        RUN_TAG: str(run_id),
         "git_sha": source_sha(),
     }
     # Given validation and test files are part of the lineage too.
@@ -94,6 +101,7 @@ def register_model(
     run_id: str,
     validation_dir: Path | None = None,
     decision_dir: Path | None = None,
+    config_sha: str | None = None,
 ) -> ModelVersionInfo:
     """Register ``model_dir`` as a new version (alias ``challenger``) with lineage, metrics and artifacts.
 
@@ -106,9 +114,11 @@ def register_model(
         run_id: The pipeline run that produced the model.
         validation_dir: The validate step's output (``validation.json``): its verdict becomes a tag.
         decision_dir: The gate's output (``decision.json``): its verdict becomes a tag and goes in the card.
+        config_sha: The digest of the run's configuration (see :func:`lineage_tags`).
 
     Returns:
-        The new version.
+        The new version; or, when pipeline run ``run_id`` registered one already (a retried step), that
+        one: a run registers at most one version.
 
     Raises:
         DataError: The prepared data summary or reference profile is missing.
@@ -116,7 +126,12 @@ def register_model(
         RegistryError: The registry is unreachable or refuses the write.
     """
     model_dir, data_dir, evaluation_dir = Path(model_dir), Path(data_dir), Path(evaluation_dir)
-    tags = lineage_tags(cfg, data_dir, run_id)
+    registry = Registry(cfg.registry)
+    done = registry.find(RUN_TAG, str(run_id))
+    if done is not None:
+        registry.set_challenger(done.version)
+        return registry.get(done.version)
+    tags = lineage_tags(cfg, data_dir, run_id, config_sha)
     reference = data_dir / REFERENCE_FILE
     if not reference.is_file():
         raise DataError(f"drift reference profile not found: {reference} (run prepare_data first)")
@@ -171,6 +186,4 @@ def register_model(
         "gate_significance": cfg.gate.significance.mode,
     }
     card = model_card(cfg, tags, evaluation, decision, read_json(data_dir / PREPARED_FILE))
-    return Registry(cfg.registry).register(
-        model_dir, data_dir, evaluation_dir, tags, metrics, params=params, card=card
-    )
+    return registry.register(model_dir, data_dir, evaluation_dir, tags, metrics, params=params, card=card)

@@ -11,6 +11,7 @@ preempted node still checkpoints.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from refinery.config import RunConfig, from_dict
+from refinery.config import RunConfig, step_config
 from refinery.errors import TrainingError, TrainingPreempted
 from refinery.training.finetune import TrainingResult, finetune
 
@@ -67,7 +68,7 @@ def train(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None = N
         return finetune(cfg, data_dir, out_dir, run_key)
     with tempfile.TemporaryDirectory(prefix="refinery-ddp-") as tmp:
         config_file = Path(tmp) / "config.json"
-        config_file.write_text(cfg.to_json(), encoding="utf-8")
+        config_file.write_text(json.dumps(cfg.sections()), encoding="utf-8")
         command = launch_command(processes, config_file, Path(data_dir), Path(out_dir), _free_port(), run_key)
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
         print(f"data-parallel training: {processes} processes on this node", flush=True)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--run-key")
     args = parser.parse_args(argv)
-    cfg = from_dict(Path(args.config).read_text(encoding="utf-8"))
+    cfg = step_config(**json.loads(Path(args.config).read_text(encoding="utf-8")))
     try:
         finetune(cfg, Path(args.data), Path(args.out), args.run_key)
     except TrainingPreempted as exc:

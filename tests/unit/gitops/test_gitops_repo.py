@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -19,10 +20,25 @@ from refinery.gitops.repo import PromotionResult, Release, current_release, ensu
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SEED = REPO_ROOT / "k8s"
 DEV_OVERLAY = "k8s/overlays/dev/kustomization.yaml"
-V3 = Release("review-sentiment", "3", "review-sentiment:abc123")
-V4 = Release("review-sentiment", "4", "review-sentiment:def456")
-V5 = Release("review-sentiment", "5", "review-sentiment:build5")
-V6 = Release("review-sentiment", "6", "review-sentiment:build6")
+IMAGE = "registry.test/ml/refinery@sha256:" + hashlib.sha256(b"image").hexdigest()
+
+
+def release(version: str, build: str, image: str = IMAGE) -> Release:
+    """Version ``version`` of review-sentiment, its Bento ``build`` in an S3 store, served by ``image``."""
+    return Release(
+        "review-sentiment",
+        version,
+        f"review-sentiment:{build}",
+        f"s3://bentos/review-sentiment/{build}.bento",
+        hashlib.sha256(build.encode()).hexdigest(),
+        image,
+    )
+
+
+V3 = release("3", "abc123")
+V4 = release("4", "def456")
+V5 = release("5", "build5")
+V6 = release("6", "build6")
 
 
 @pytest.fixture(autouse=True)
@@ -136,12 +152,14 @@ def test_promote_makes_one_commit_changing_only_the_overlay(cfg: GitOpsConfig, t
     assert commit_count(cfg) == 2
     assert git(cfg.repository, "rev-parse", f"{result.commit}^").strip() == before
     assert git(cfg.repository, "diff", "--name-only", before, result.commit).split() == [DEV_OVERLAY]
-    # Only the release lines move: image tag and the three literals (the seed is in canonical form).
+    # Only the release lines move: the five literals, and the image entry the first promotion adds (the
+    # seed is in canonical form).
     added, removed, _ = git(cfg.repository, "diff", "--numstat", before, result.commit).split()
-    assert (added, removed) == ("4", "4")
+    assert (added, removed) == ("9", "5")
     subject, _, body = git(cfg.repository, "log", "-1", "--format=%B", result.commit).partition("\n")
     assert subject == "promote review-sentiment v3 to dev (bento review-sentiment:abc123)"
-    assert "Refinery-Image: localhost/refinery-serving:abc123" in body
+    assert f"Refinery-Image: {IMAGE}" in body
+    assert "Refinery-Bento-Uri: s3://bentos/review-sentiment/abc123.bento" in body
     assert "Refinery-Previous-Release: nothing released" in body
     assert git(cfg.repository, "log", "-1", "--format=%an <%ae>", result.commit).strip() == (
         "Refinery Bot <bot@refinery.test>"
@@ -157,21 +175,39 @@ def test_promoted_overlay_renders_and_names_the_release(cfg: GitOpsConfig, tmp_p
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     config_map = next(o for o in objects if o["kind"] == "ConfigMap")
     serving = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert serving["image"] == "localhost/refinery-serving:abc123"
-    assert serving["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    # Pinned by digest: the cluster pulls exactly the image the registry held at promotion.
+    assert serving["image"] == IMAGE
+    assert serving["envFrom"][0] == {"configMapRef": {"name": config_map["metadata"]["name"]}}
     assert config_map["data"] == {
         "REFINERY_MODEL_NAME": "review-sentiment",
         "REFINERY_MODEL_VERSION": "3",
         "REFINERY_BENTO_TAG": "review-sentiment:abc123",
+        "REFINERY_BENTO_URI": "s3://bentos/review-sentiment/abc123.bento",
+        "REFINERY_BENTO_SHA256": V3.bento_sha256,
         "REFINERY_ENVIRONMENT": "dev",
     }
     prod = kustomize(tree / "k8s" / "overlays" / "prod")
     prod_deployment = next(o for o in prod if o["kind"] == "Deployment")
-    assert prod_deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":unreleased")
+    # Never promoted: the base's placeholder name, which no registry holds.
+    assert prod_deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "refinery-serving"
+
+
+def test_a_local_image_is_named_by_tag_and_a_registry_image_replaces_it_by_digest(cfg: GitOpsConfig) -> None:
+    local = release("3", "abc123", image="localhost/refinery:0.1.0-abc")
+    promote(cfg, local)
+    overlay = yaml.safe_load(git(cfg.repository, "show", f"main:{DEV_OVERLAY}"))
+    assert overlay["images"] == [
+        {"name": "refinery-serving", "newName": "localhost/refinery", "newTag": "0.1.0-abc"}
+    ]
+    assert current_release(cfg) == local
+    promote(cfg, V4)
+    overlay = yaml.safe_load(git(cfg.repository, "show", f"main:{DEV_OVERLAY}"))
+    name, _, digest = IMAGE.partition("@")
+    assert overlay["images"] == [{"name": "refinery-serving", "newName": name, "digest": digest}]
 
 
 def test_current_release_round_trips_per_environment(cfg: GitOpsConfig) -> None:
-    prod = cfg.model_copy(update={"environment": "prod", "image_repository": "registry.test/refinery"})
+    prod = cfg.model_copy(update={"environment": "prod"})
     promote(cfg, V3)
     promote(prod, V3)
     promote(cfg, V4)
@@ -181,8 +217,9 @@ def test_current_release_round_trips_per_environment(cfg: GitOpsConfig) -> None:
     # A URL is read through a clone rather than `git show`: same answer.
     assert current_release(cfg.model_copy(update={"repository": f"file://{cfg.repository}"})) == V4
     prod_file = git(cfg.repository, "show", "main:k8s/overlays/prod/kustomization.yaml")
+    name, _, digest = IMAGE.partition("@")
     assert yaml.safe_load(prod_file)["images"] == [
-        {"name": "refinery-serving", "newName": "registry.test/refinery", "newTag": "abc123"}
+        {"name": "refinery-serving", "newName": name, "digest": digest}
     ]
     # The explanatory comment block at the top of the overlay survives the rewrite.
     assert prod_file.startswith("# Production environment.")
@@ -207,18 +244,63 @@ def test_unknown_environment_lists_the_available_ones(cfg: GitOpsConfig) -> None
 
 
 @pytest.mark.parametrize(
-    ("release", "message"),
+    ("changes", "message"),
     [
-        (Release("review-sentiment", "3", "abc123"), "must be NAME:VERSION"),
-        (Release("review-sentiment", "3", "review-sentiment:latest"), "not 'latest'"),
-        (Release("review-sentiment", "none", "review-sentiment:abc123"), "model_version 'none'"),
-        (Release("review sentiment", "3", "review-sentiment:abc123"), "model_name 'review sentiment'"),
+        ({"bento_tag": "abc123"}, "must be NAME:VERSION"),
+        ({"bento_tag": "review-sentiment:latest"}, "must be NAME:VERSION with a concrete VERSION"),
+        ({"model_version": "none"}, "model_version 'none'"),
+        ({"model_name": "review sentiment"}, "model_name 'review sentiment'"),
+        ({"bento_sha256": "abc"}, "bento_sha256 'abc' must be 64 hexadecimal digits"),
+        ({"bento_uri": ""}, "bento_uri '' must be a URI"),
+        ({"image": "registry.test/ml/refinery:latest"}, "must be pinned by digest"),
+        ({"image": "registry.test/ml/refinery"}, "must be pinned by digest"),
+        ({"image": "registry.test/ml/refinery@sha256:abc"}, "malformed digest"),
     ],
 )
-def test_malformed_release_is_refused(cfg: GitOpsConfig, release: Release, message: str) -> None:
+def test_malformed_release_is_refused(cfg: GitOpsConfig, changes: dict[str, str], message: str) -> None:
+    from dataclasses import replace
+
     with pytest.raises(GitOpsError, match=message):
-        promote(cfg, release)
+        promote(cfg, replace(V3, **changes))
     assert not Path(cfg.repository).exists()
+
+
+@pytest.mark.parametrize(
+    ("location", "remote"),
+    [
+        ("git@github.com:acme/refinery-gitops.git", True),
+        ("github.com:acme/refinery-gitops.git", True),
+        ("ssh://git@github.com:22/acme/refinery-gitops.git", True),
+        ("https://git.example/acme/gitops.git", True),
+        ("file:///srv/gitops.git", True),
+        ("/srv/gitops.git", False),
+        ("relative/gitops.git", False),
+    ],
+)
+def test_scp_like_and_url_remotes_are_told_from_local_paths(location: str, remote: bool) -> None:
+    from refinery.gitops.repo import _is_remote
+
+    assert _is_remote(location) is remote
+
+
+def test_an_scp_like_remote_is_never_created_as_a_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git@host:path used to be taken for a path, and a folder named `git@host:acme` was made."""
+    monkeypatch.chdir(tmp_path)
+    remote = GitOpsConfig(repository="git@unreachable.invalid:acme/gitops.git", seed_dir=str(SEED))
+    with pytest.raises(GitOpsError, match=r"git@unreachable.invalid:acme/gitops.git is not reachable"):
+        ensure_repository(remote)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ssh_key_without_known_hosts_is_refused(
+    cfg: GitOpsConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFINERY_GIT_SSH_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\n...")
+    monkeypatch.delenv("REFINERY_GIT_KNOWN_HOSTS", raising=False)
+    with pytest.raises(GitOpsError, match="REFINERY_GIT_KNOWN_HOSTS is empty"):
+        ensure_repository(cfg)
 
 
 def test_unreachable_remote_names_repository_and_git_error(tmp_path: Path) -> None:
@@ -254,11 +336,12 @@ def test_promote_to_a_url_pushes_there(cfg: GitOpsConfig) -> None:
 
 _PROMOTER = """
 import sys
+from tests.unit.gitops.test_gitops_repo import release
 from refinery.config import GitOpsConfig
-from refinery.gitops.repo import Release, promote
+from refinery.gitops.repo import promote
 cfg = GitOpsConfig(repository=sys.argv[1], seed_dir=sys.argv[2])
 version = sys.argv[3]
-print(promote(cfg, Release("review-sentiment", version, f"review-sentiment:build{version}")).commit)
+print(promote(cfg, release(version, f"build{version}")).commit)
 """
 
 # Runs in every clone the promoters make. Each promoter's first clone waits until both have cloned, so

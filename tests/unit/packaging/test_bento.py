@@ -1,4 +1,4 @@
-"""package(): a real BentoML model store and Bento build from the tiny model, offline."""
+"""package() and fetch(): real Bento builds from the tiny model, offline, through a folder Bento store."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import pytest
 import yaml
 
 from refinery.errors import PackagingError
+from refinery.packaging import store
 from refinery.packaging.bento import (
     PackageResult,
     directory_digest,
+    fetch,
     package,
     pin_dependency_closure,
     pin_packages,
 )
-from refinery.results import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,24 +41,40 @@ def _stored(home: Path, kind: str) -> list[str]:
     return sorted(f"{d.parent.name}:{d.name}" for d in root.glob("*/*") if d.is_dir() and d.name != "latest")
 
 
-def test_package_imports_the_model_and_builds_a_bento_serving_it(
+def _store_files(cfg: object) -> list[str]:
+    root = Path(cfg.packaging.bento_store)  # type: ignore[attr-defined]
+    return (
+        sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        if root.is_dir()
+        else []
+    )
+
+
+def test_package_publishes_a_bento_that_fetch_makes_servable(
     make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     cfg = make_config()
-    home = Path(cfg.packaging.bentoml_home)
 
     result = package(cfg, tiny_model_dir, "3")
 
     digest = directory_digest(tiny_model_dir)
     assert result.model_tag == f"review-sentiment-test:v3-{digest[:12]}"
-    assert result.bento_tag.startswith("review-sentiment-test-service:")
-    assert _stored(home, "models") == [result.model_tag]
-    assert _stored(home, "bentos") == [result.bento_tag]
+    assert result.bento_tag.startswith("review-sentiment-test-service:v3-")
+    # One file in the store, addressed by the tag, with the SHA-256 recorded.
+    name, version = result.bento_tag.split(":")
+    assert _store_files(cfg) == [f"{name}/{version}.bento"]
+    assert result.bento_uri == str(Path(cfg.packaging.bento_store) / name / f"{version}.bento")
+    assert store.file_sha256(Path(result.bento_uri)) == result.bento_sha256
+    assert not result.reused
 
-    # The store model holds the model files and records the registered name and version.
+    # Fetched into a BentoML home (as `refinery serve` does): the Bento and its model, as packaged.
+    home = tmp_path / "serving-home"
+    assert fetch(result, home) == result.bento_tag
+    assert _stored(home, "bentos") == [result.bento_tag]
+    assert _stored(home, "models") == [result.model_tag]
     model_path = _model_dir(home, result.model_tag)
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
-        assert (model_path / name).read_bytes() == (tiny_model_dir / name).read_bytes()
+    for file in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (model_path / file).read_bytes() == (tiny_model_dir / file).read_bytes()
     model_info = yaml.safe_load((model_path / "model.yaml").read_text())
     assert model_info["labels"] == {
         "refinery.model_name": "review-sentiment-test",
@@ -92,27 +109,53 @@ def test_package_imports_the_model_and_builds_a_bento_serving_it(
     assert (src / "refinery" / "monitoring" / "inference_log.py").is_file()
     assert not list(src.rglob("__pycache__"))
 
+    # Fetching again finds it in the home; the result round-trips through JSON and registry tags.
+    assert fetch(result, home) == result.bento_tag
     written = result.write_json(tmp_path / "out" / "package.json")
-    assert read_json(written) == {"bento_tag": result.bento_tag, "model_tag": result.model_tag}
     assert PackageResult(**json.loads(written.read_text())) == result
+    assert PackageResult.from_tags(result.tags()) == result
 
 
-def test_packaging_the_same_model_again_reuses_it_and_homes_can_differ(
+def test_packaging_again_reuses_the_stored_bento_and_a_change_makes_another(
     make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     cfg = make_config()
     first = package(cfg, tiny_model_dir, "1")
     again = package(cfg, tiny_model_dir, "1")
-    assert again.model_tag == first.model_tag
-    assert again.bento_tag != first.bento_tag
-    assert _stored(Path(cfg.packaging.bentoml_home), "models") == [first.model_tag]
+    # A retried package step: same tag, same file, nothing built.
+    assert again.reused and (again.bento_tag, again.bento_uri, again.bento_sha256) == (
+        first.bento_tag,
+        first.bento_uri,
+        first.bento_sha256,
+    )
+    assert len(_store_files(cfg)) == 1
 
-    # Same process, another BentoML home: the build must not reuse the first home's stores.
-    other = make_config([f"packaging.bentoml_home={tmp_path / 'other-home'}"])
-    third = package(other, tiny_model_dir, "2")
-    assert _stored(tmp_path / "other-home", "models") == [third.model_tag]
-    assert _stored(tmp_path / "other-home", "bentos") == [third.bento_tag]
-    assert third.model_tag not in _stored(Path(cfg.packaging.bentoml_home), "models")
+    # Another version of the same files, or the same model with another service: another Bento.
+    other_version = package(cfg, tiny_model_dir, "2")
+    service_dir = tmp_path / "svc"
+    shutil.copytree(REPO_ROOT / "serving", service_dir)
+    (service_dir / "service.py").write_text((service_dir / "service.py").read_text() + "\n# changed\n")
+    other_service = package(make_config([f"packaging.service_dir={service_dir}"]), tiny_model_dir, "1")
+    tags = {first.bento_tag, other_version.bento_tag, other_service.bento_tag}
+    assert len(tags) == 3 and len(_store_files(cfg)) == 3
+
+
+def test_a_bento_changed_in_the_store_is_refused_when_fetched(
+    make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    cfg = make_config()
+    result = package(cfg, tiny_model_dir, "1")
+    stored = Path(result.bento_uri)
+    stored.write_bytes(stored.read_bytes()[:-10])
+    home = tmp_path / "home"
+    with pytest.raises(PackagingError, match=r"has SHA-256 .* not the .* recorded when it was packaged"):
+        fetch(result, home)
+    assert _stored(home, "bentos") == [] and _stored(home, "models") == []
+    missing = PackageResult(
+        result.bento_tag, result.model_tag, str(tmp_path / "gone.bento"), result.bento_sha256
+    )
+    with pytest.raises(PackagingError, match=r"gone\.bento does not exist"):
+        fetch(missing, home)
 
 
 def _copy_model(src: Path, dst: Path) -> Path:
@@ -140,7 +183,7 @@ def test_model_labels_must_match_the_configured_labels(
     cfg = make_config(["data.labels=[bad, good]"])
     with pytest.raises(PackagingError, match=r"labels \['negative', 'positive'\] differ from data.labels"):
         package(cfg, tiny_model_dir, "1")
-    assert _stored(Path(cfg.packaging.bentoml_home), "models") == []
+    assert _store_files(cfg) == []
 
 
 def test_model_name_that_cannot_be_a_tag(make_config: Callable[..., object], tiny_model_dir: Path) -> None:
@@ -171,7 +214,7 @@ def test_locking_build_spec_is_refused(
         package(make_config([f"packaging.service_dir={service_dir}"]), tiny_model_dir, "1")
 
 
-def test_failed_build_names_the_cause_and_leaves_no_model_behind(
+def test_failed_build_names_the_cause_and_leaves_nothing_in_the_store(
     make_config: Callable[..., object], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     service_dir = tmp_path / "svc"
@@ -180,9 +223,7 @@ def test_failed_build_names_the_cause_and_leaves_no_model_behind(
     cfg = make_config([f"packaging.service_dir={service_dir}"])
     with pytest.raises(PackagingError, match="service module is broken"):
         package(cfg, tiny_model_dir, "1")
-    home = Path(cfg.packaging.bentoml_home)
-    assert _stored(home, "models") == []
-    assert _stored(home, "bentos") == []
+    assert _store_files(cfg) == []
 
 
 def test_pin_packages() -> None:

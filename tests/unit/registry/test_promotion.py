@@ -1,9 +1,11 @@
-"""Promotion, rollback and their failures, on the real registry, BentoML store and GitOps repository.
+"""Promotion, rollback and their failures, on the real registry, Bento store and GitOps repository.
 
 Candidates go through the pipeline's own steps (evaluate, register, package) with the tiny model on
 prepared demo data, so every version has real artifacts and a real Bento. After each scenario the loop's
 state must be consistent: the champion alias, the overlay at the branch head and the champion's
-``gitops_commit`` and ``bento_tag`` tags name the same release, and that Bento is in the store.
+``gitops_commit`` and Bento tags name the same release, and that Bento is in the store unchanged. The
+serving image is a local (podman storage) name here, kept by tag; pinning by digest against a real
+registry is tested in tests/cluster.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from tests.postgres import PostgresServer
 from tests.processes import TcpProxy
 
 from refinery.cli import main
-from refinery.config import RunConfig, from_dict
+from refinery.config import RunConfig
 from refinery.errors import PromotionConflict, RefineryError, RegistryError
 from refinery.gitops.repo import Release, current_release
 from refinery.gitops.repo import promote as commit_release
 from refinery.orchestration import steps
-from refinery.packaging.container import stored_bento
+from refinery.packaging import store
+from refinery.packaging.bento import PackageResult
 from refinery.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
-from refinery.registry.promotion import EVALUATED_AGAINST, promote_version, rollback
+from refinery.registry.promotion import EVALUATED_AGAINST, SERVING_IMAGE, promote_version, rollback
+
+# The serving image of these promotions: in podman's local storage, so named by tag.
+IMAGE = "localhost/refinery:test"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, dem
     """The demo reviews prepared once (splits, reference profile, prepared.json) for every test here."""
     root = tmp_path_factory.mktemp("prepared")
     cfg = config_in(root, tiny_model_dir, demo_df)
-    steps.prepare(cfg.to_json(), root / "dataset")
+    steps.prepare(cfg, root / "dataset")
     return root / "dataset"
 
 
@@ -47,7 +53,6 @@ class Loop:
     def __init__(self, root: Path, model: Path, data: Path, extra: tuple[str, ...] = ()) -> None:
         self.overrides = [f"state_dir={root / 'state'}", f"model.base={model}", "gate.min.macro_f1=0", *extra]
         self.cfg: RunConfig = config_in(root, model, extra=self.overrides)
-        self.config = self.cfg.to_json()
         self.root, self.model, self.data = root, model, data
         self.registry = Registry(self.cfg.registry)
 
@@ -55,18 +60,19 @@ class Loop:
     def cli(self) -> list[str]:
         return ["-c", str(TEST_CONFIG), *(arg for o in self.overrides for arg in ("--set", o))]
 
-    def candidate(self, run: str, *, package: bool = True) -> tuple[str, str]:
+    def candidate(self, run: str, *, package: bool = True) -> tuple[str, PackageResult | None]:
         """Evaluate the model against the current champion, register it and (by default) package it."""
         out = self.root / run
-        steps.evaluate(self.config, self.data, self.model, out / "evaluation")
+        steps.evaluate(self.cfg, self.data, self.model, out / "evaluation")
         version = steps.register(
-            self.config, self.model, self.data, out / "evaluation", run, out / "registration"
+            self.cfg, self.model, self.data, out / "evaluation", run, out / "registration"
         ).version
-        bento = steps.package(self.config, version, out / "bento").bento_tag if package else ""
+        bento = steps.package(self.cfg, version, out / "bento") if package else None
         return version, bento
 
-    def promote(self, version: str, bento: str) -> Any:
-        return steps.promote(self.config, version, bento, self.root / f"promote-{version}" / "promotion")
+    def promote(self, version: str, bento: PackageResult | None) -> Any:
+        assert bento is not None
+        return steps.promote(self.cfg, version, bento, IMAGE, self.root / f"promote-{version}" / "promotion")
 
     def head(self) -> str:
         git = [
@@ -93,7 +99,12 @@ class Loop:
         owners = [v for v, names in self.aliases().items() if CHAMPION in names]
         assert owners == [champion.version]
         release = current_release(self.cfg.gitops)
-        assert release == Release(self.registry.name, champion.version, champion.tags["bento_tag"])
+        bento = PackageResult.from_tags(champion.tags)
+        assert bento is not None
+        image = champion.tags[SERVING_IMAGE]
+        assert release == Release(
+            self.registry.name, champion.version, bento.bento_tag, bento.bento_uri, bento.bento_sha256, image
+        )
         # The commit that made it champion names it too (a later revert of a failed promotion may sit on top).
         overlay = (
             f"{champion.tags['gitops_commit']}:k8s/overlays/{self.cfg.gitops.environment}/kustomization.yaml"
@@ -101,7 +112,7 @@ class Loop:
         git = ["git", "--git-dir", self.cfg.gitops.repository, "show", overlay]
         shown = subprocess.run(git, capture_output=True, text=True, check=True).stdout
         assert f"REFINERY_MODEL_VERSION={champion.version}" in shown
-        stored_bento(self.cfg, champion.tags["bento_tag"])
+        assert store.sha256(bento.bento_uri) == bento.bento_sha256
         return champion.version
 
 
@@ -143,7 +154,16 @@ def test_the_gitops_push_refuses_a_promotion_that_lost_the_race(loop: Loop) -> N
     """Another run has pushed its release but not yet moved the alias: the overlay check refuses."""
     first, first_bento = loop.candidate("run2")
     second, second_bento = loop.candidate("run3")
-    commit_release(loop.cfg.gitops, Release(loop.registry.name, first, first_bento), expected=("1",))
+    assert first_bento is not None
+    other = Release(
+        loop.registry.name,
+        first,
+        first_bento.bento_tag,
+        first_bento.bento_uri,
+        first_bento.bento_sha256,
+        IMAGE,
+    )
+    commit_release(loop.cfg.gitops, other, expected=("1",))
     head = loop.head()
 
     with pytest.raises(PromotionConflict, match=r"names version 2 at .*expected version 1 or version 3"):
@@ -157,13 +177,13 @@ def test_the_gitops_push_refuses_a_promotion_that_lost_the_race(loop: Loop) -> N
 
 
 def _promote_in_another_process(
-    config: str, version: str, bento: str, out: str, barrier: Any, results: Any
+    cfg: RunConfig, version: str, bento: PackageResult, out: str, barrier: Any, results: Any
 ) -> None:
     """A pipeline's promote step in its own process, started together with the other's."""
-    Registry(from_dict(config).registry).versions()  # connect and import before the start line
+    Registry(cfg.registry).versions()  # connect and import before the start line
     barrier.wait(timeout=120)
     try:
-        record = steps.promote(config, version, bento, Path(out))
+        record = steps.promote(cfg, version, bento, IMAGE, Path(out))
         results.put((version, "promoted", record.commit))
     except PromotionConflict as exc:
         results.put((version, "refused", str(exc)))
@@ -178,7 +198,7 @@ def test_two_runs_finishing_together_leave_one_champion_with_its_bento_and_commi
         processes = [
             context.Process(
                 target=_promote_in_another_process,
-                args=(loop.config, version, bento, str(loop.root / f"race-{version}"), barrier, results),
+                args=(loop.cfg, version, bento, str(loop.root / f"race-{version}"), barrier, results),
             )
             for version, bento in candidates
         ]
@@ -299,7 +319,7 @@ def test_a_champion_with_missing_or_corrupt_artifacts_fails_evaluation_naming_it
     aliases, head = loop.aliases(), loop.head()
 
     with pytest.raises(RegistryError, match=expected):
-        steps.evaluate(loop.config, loop.data, loop.model, loop.root / "run2" / "evaluation")
+        steps.evaluate(loop.cfg, loop.data, loop.model, loop.root / "run2" / "evaluation")
 
     error = (loop.root / "run2" / "error.txt").read_text()
     assert error.startswith("RegistryError:") and expected in error
@@ -330,7 +350,7 @@ def test_an_unreachable_registry_fails_each_step_naming_it_and_no_alias_moves(
 
     proxy.cut()
     with pytest.raises(RegistryError, match=where):
-        steps.evaluate(loop.config, loop.data, loop.model, loop.root / "run3" / "evaluation")
+        steps.evaluate(loop.cfg, loop.data, loop.model, loop.root / "run3" / "evaluation")
     with pytest.raises(RegistryError, match=where):
         loop.promote(version, bento)
     proxy.restore()
@@ -344,6 +364,7 @@ def test_a_registry_lost_after_the_push_gets_the_commit_reverted(
 ) -> None:
     loop, proxy = postgres_loop
     version, bento = loop.candidate("run2")
+    assert bento is not None
     head = loop.head()
 
     class CutAfterPush(Registry):
@@ -357,7 +378,12 @@ def test_a_registry_lost_after_the_push_gets_the_commit_reverted(
         RegistryError, match=r"registry unreachable.*the GitOps commit [0-9a-f]{12} was reverted"
     ):
         promote_version(
-            loop.cfg, version, bento, expected_champion="1", registry=CutAfterPush(loop.cfg.registry)
+            loop.cfg,
+            version,
+            bento,
+            image=IMAGE,
+            expected_champion="1",
+            registry=CutAfterPush(loop.cfg.registry),
         )
     proxy.restore()
 
@@ -369,7 +395,58 @@ def test_a_registry_lost_after_the_push_gets_the_commit_reverted(
         check=True,
     ).stdout.splitlines()
     assert message == [
-        f'revert "promote review-sentiment-test v{version} to dev (bento {bento})"',
-        f"promote review-sentiment-test v{version} to dev (bento {bento})",
+        f'revert "promote review-sentiment-test v{version} to dev (bento {bento.bento_tag})"',
+        f"promote review-sentiment-test v{version} to dev (bento {bento.bento_tag})",
     ]
     assert loop.aliases()[version] == (CHALLENGER,)
+
+
+# ------------------------------------------------------------- retried steps: no duplicate, no half state
+
+
+def test_a_retried_register_step_returns_the_version_its_run_registered(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    out = loop.root / "run2"
+    steps.evaluate(loop.cfg, loop.data, loop.model, out / "evaluation")
+    # The first attempt dies after logging the run's artifacts, before the version exists.
+    real = MlflowClient.create_model_version
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RegistryError("the pod was evicted")
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", crash)
+    with pytest.raises(RegistryError, match="evicted"):
+        steps.register(loop.cfg, loop.model, loop.data, out / "evaluation", "run2", out / "registration")
+    monkeypatch.setattr(MlflowClient, "create_model_version", real)
+    assert [v.version for v in loop.registry.versions()] == ["1"]
+
+    first = steps.register(loop.cfg, loop.model, loop.data, out / "evaluation", "run2", out / "registration")
+    # A second retry after the version was made (the step died before reporting it): the same version.
+    again = steps.register(loop.cfg, loop.model, loop.data, out / "evaluation", "run2", out / "registration")
+    assert first.version == again.version == "2"
+    assert [v.version for v in loop.registry.versions()] == ["1", "2"]
+    assert loop.aliases()["2"] == (CHALLENGER,)
+    assert not (loop.root / "run2" / "error.txt").exists(), "the successful attempt clears the earlier error"
+
+
+def test_a_retried_package_step_reuses_the_bento_it_stored_and_tags_it_once(loop: Loop) -> None:
+    from refinery.packaging.bento import package
+
+    version, _ = loop.candidate("run2", package=False)
+    # The first attempt died after storing the Bento, before tagging the version with it.
+    model_dir = loop.registry.download(version, "model", loop.root / "downloaded")
+    stored = package(loop.cfg, model_dir, version)
+    assert PackageResult.from_tags(loop.registry.get(version).tags) is None
+
+    retried = steps.package(loop.cfg, version, loop.root / "run2" / "bento")
+    assert retried.reused and retried.bento_uri == stored.bento_uri
+    assert PackageResult.from_tags(loop.registry.get(version).tags) == PackageResult(
+        **{**retried.to_dict(), "reused": False}
+    )
+    again = steps.package(loop.cfg, version, loop.root / "run2" / "bento")
+    assert (again.bento_tag, again.bento_sha256) == (stored.bento_tag, stored.bento_sha256)
+    store_root = Path(loop.cfg.packaging.bento_store or "")
+    assert len(list(store_root.rglob(f"v{version}-*.bento"))) == 1

@@ -108,7 +108,7 @@ def test_search_steps_train_each_trial_and_keep_the_best_model(
         ]
     )
     prepare_data(cfg, tmp_path / "data")
-    config = cfg.to_json()
+    config = cfg
     trials = steps.suggest_trials(config, round_index=0, history=[], out_dir=tmp_path / "trials")
     assert [t["number"] for t in trials] == [0, 1, 2, 3]
     assert json.loads((tmp_path / "trials" / "trials.json").read_text()) == trials

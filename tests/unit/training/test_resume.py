@@ -21,10 +21,12 @@ from refinery.training.finetune import TrainingResult, finetune
 
 # The child slows each optimizer step down so that the signal lands mid-epoch, not after training ended.
 CHILD = """
-import sys, time
+import json
+import sys
+import time
 from pathlib import Path
 import transformers
-from refinery.config import from_dict
+from refinery.config import step_config
 from refinery.errors import TrainingPreempted
 from refinery.training.finetune import finetune
 
@@ -34,7 +36,7 @@ def slow_step(self, *args, **kwargs):
     return step(self, *args, **kwargs)
 transformers.Trainer.training_step = slow_step
 
-cfg = from_dict(Path(sys.argv[1]).read_text())
+cfg = step_config(**json.loads(Path(sys.argv[1]).read_text()))
 try:
     finetune(cfg, Path(sys.argv[2]), Path(sys.argv[3]), run_key="preempted-run")
 except TrainingPreempted as exc:
@@ -63,7 +65,7 @@ def prepared(make_config: Callable[..., object], tmp_path: Path) -> tuple[object
 
 def _start(cfg: object, data: Path, out: Path, tmp_path: Path) -> subprocess.Popen[str]:
     config = tmp_path / "config.json"
-    config.write_text(cfg.to_json())  # type: ignore[attr-defined]
+    config.write_text(json.dumps(cfg.sections()))  # type: ignore[attr-defined]
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(config), str(data), str(out)],
         stdout=subprocess.PIPE,
