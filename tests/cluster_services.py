@@ -880,9 +880,18 @@ class OciRegistry(_Service):
         return str(headers["Docker-Content-Digest"])
 
     def push(self, local_image: str, name: str, tag: str) -> str:
-        """Push a podman image as ``host/name:tag`` (through the proxy) and return the manifest digest."""
+        """Push a podman image as ``host/name:tag`` (through the proxy) and return the manifest digest.
+
+        The layers go zstd-compressed: the project image (2.65 GB) took 114 s so, against 383 s with podman's
+        default gzip on 2 cores (a registry only stores the blobs; podman and containerd pull either)."""
         digest_file = self.root / f"push-{secrets.token_hex(4)}.digest"
-        args = ["push", "--quiet", "--tls-verify=false", f"--digestfile={digest_file}"]
+        args = [
+            "push",
+            "--quiet",
+            "--tls-verify=false",
+            "--compression-format=zstd",
+            f"--digestfile={digest_file}",
+        ]
         if self.auth:
             args.append(f"--creds={self.username}:{self.password}")
         _run(["podman", *args, local_image, f"{self.host}/{name}:{tag}"], env=podman_env(), timeout=1800)

@@ -3,15 +3,16 @@ kfp.local's artifact root (the stand-in for KFP's artifact store) and network se
 
 No host folder is mounted into a step. The services are real (tests/cluster_services.py): an MLflow
 server on PostgreSQL with its artifacts in S3 (SeaweedFS), the S3 store also holding the data, the base
-model and the Bentos, a git remote over ssh and over http with a token, and an OCI registry with a password
-holding the project image, which is pulled from it for the steps and for serving. Credentials reach the
-step containers as environment variables only, as a Kubernetes Secret would put them there.
+model and the Bentos, a git remote over ssh, and an OCI registry with a password holding the project
+image, which is pulled from it for the steps and for serving. Credentials reach the step containers as
+environment variables only, as a Kubernetes Secret would put them there.
 
-The first run goes over ssh and must end with a registered, promoted version whose commit is on the
-remote, whose Bento is in S3 and whose serving container, started from exactly the image and release
-the overlay names, answers /classify. The second run goes over http and has each service cut (or its
-credentials refused) as the first step that calls it starts: that step fails naming the service, its
-retry succeeds once the service is back, and nothing ends up duplicated or half-moved.
+One run, promoting over ssh, has each service cut (or its credentials refused) as the first step that
+calls it starts: that step fails naming the service, and its retry succeeds once the service is back. The
+run must still end with one registered, promoted version whose commit is on the remote, whose Bento is in
+S3 and whose serving container, started from exactly the image and release the overlay names, answers
+/classify, with nothing duplicated or half-moved. git over http with a token is tested against the same
+kind of server in tests/cluster/test_git_remotes.py.
 """
 
 from __future__ import annotations
@@ -62,24 +63,24 @@ class Cluster:
     inference_log: str
     secrets: dict[str, str] = field(default_factory=dict)
 
-    def config(self, name: str, data_key: str, repository: str) -> RunConfig:
+    def config(self) -> RunConfig:
         """A cluster configuration (no state_dir) naming these services, as a platform engineer writes it."""
         text = f"""
 state_dir: null
-data: {{uri: "s3://data/{data_key}", labels: [negative, positive],
+data: {{uri: "s3://data/reviews.csv", labels: [negative, positive],
         validation: {{min_rows: {{min: 100}}, min_rows_per_class: {{min: 20}}}},
         split: {{validation_fraction: 0.15, test_fraction: 0.2, seed: 7}}}}
 model: {{base: "s3://models/tiny", max_length: 64}}
 training: {{epochs: 8, learning_rate: 0.002, batch_size: 16, eval_batch_size: 128, seed: 7,
             precision: fp32}}
-# The second run must reach promotion whatever its scores: what is tested is the services.
+# The run must reach promotion whatever its scores: what is tested is the services.
 gate: {{min: {{macro_f1: 0.0}}, max_regression: {{macro_f1: 1.0}}, significance: {{mode: "off"}},
         slices: {{enabled: false}}}}
 evaluation: {{latency_samples: 5}}
 registry: {{tracking_uri: "{self.mlflow.url}", artifact_location: "s3://mlflow/refinery",
             model_name: review-sentiment}}
 packaging: {{bento_store: "s3://bentos/refinery"}}
-gitops: {{repository: "{repository}", environment: dev}}
+gitops: {{repository: "{self.git.ssh_url(REPO)}", environment: dev}}
 serving: {{inference_log: "{self.inference_log}"}}
 monitoring: {{trigger_log: "{self.inference_log}"}}
 storage: {{endpoint_url: "{self.store.endpoint}", region: us-east-1}}
@@ -90,7 +91,7 @@ resources:
     credentials: {{registry: refinery-mlflow, object_store: refinery-s3, git: refinery-git,
                    container_registry: refinery-registry}}
 """
-        path = self.root / f"{name}.yaml"
+        path = self.root / "cluster.yaml"
         path.write_text(text)
         return read_config(path)
 
@@ -123,9 +124,8 @@ def cluster(
     for bucket in ("data", "models", "mlflow", "bentos"):
         object_store.create_bucket(bucket)
     object_store.upload_dir(tiny_model_dir, "models", "tiny")
-    for key, frame in (("reviews.csv", demo_df), ("reviews-2.csv", demo_df.sample(frac=0.9, random_state=1))):
-        frame.to_csv(root / key, index=False)
-        object_store.upload_file(root / key, "data", key)
+    demo_df.to_csv(root / "reviews.csv", index=False)
+    object_store.upload_file(root / "reviews.csv", "data", "reviews.csv")
     with GitServer(root / "git") as git:
         git.create_repo(REPO, seed_dir=REPO_ROOT / "k8s", prefix="k8s")
         cluster = Cluster(
@@ -143,8 +143,6 @@ def cluster(
         cluster.secrets = {
             "AWS_ACCESS_KEY_ID": object_store.access_key,
             "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
-            "REFINERY_GIT_TOKEN": git.token,
-            "REFINERY_GIT_USERNAME": git.username,
             "REFINERY_GIT_SSH_KEY": git.private_key,
             "REFINERY_GIT_KNOWN_HOSTS": git.known_hosts,
             "REFINERY_REGISTRY_USERNAME": oci_registry.username,
@@ -211,12 +209,88 @@ def _run(cluster: Cluster, cfg: RunConfig, console: Console) -> Any:
         os.environ.update(saved)
 
 
+@dataclass
+class Outage:
+    """One service out of action while the first step that calls it runs."""
+
+    step: str
+    cut: Callable[[], None]
+    restore: Callable[[], None]
+    message: str  # a regular expression the step's output must match
+    seen: list[str] = field(default_factory=list)
+    applied: bool = False
+    over: bool = False
+
+
+class OutagePlan:
+    """Cuts each service as its step starts and restores it when that attempt has failed."""
+
+    def __init__(self, outages: list[Outage]) -> None:
+        self.outages = outages
+
+    def on_line(self, line: str) -> None:
+        current = next((o for o in self.outages if not o.over), None)
+        if current is None:
+            return
+        if line == f"▶ {current.step}" and not current.applied:
+            current.cut()
+            current.applied = True
+        elif current.applied:
+            current.seen.append(line)
+            if line.startswith(f"✗ {current.step} failure"):
+                current.restore()
+                current.over = True
+
+
+@dataclass
+class ClusterRun:
+    """The run, what it printed, and the outages it went through."""
+
+    summary: Any
+    console: Console
+    outages: list[Outage]
+
+
 @pytest.fixture(scope="module")
-def first_run(cluster: Cluster) -> tuple[Any, Console]:
-    """The first run, promoting over ssh, with every service up."""
-    console = Console()
-    cfg = cluster.config("first", "reviews.csv", cluster.git.ssh_url(REPO))
-    return _run(cluster, cfg, console), console
+def cluster_run(cluster: Cluster) -> ClusterRun:
+    """The run, promoting over ssh, with each service cut as the first step that calls it starts."""
+    s3, mlflow, registry, git = (
+        re.escape(cluster.store.endpoint),
+        re.escape(cluster.mlflow.url),
+        re.escape(cluster.registry.host),
+        # The user part of a URL is masked in messages (in an https URL it may be a token).
+        re.escape(re.sub(r"//[^@/]+@", "//***@", cluster.git.ssh_url(REPO))),
+    )
+    plan = OutagePlan(
+        [
+            Outage(
+                "resolve-config",
+                cluster.store.cut,
+                cluster.store.restore,
+                rf"(?s)DataError: cannot read .*{s3}",
+            ),
+            Outage(
+                "evaluate",
+                cluster.mlflow.cut,
+                cluster.mlflow.restore,
+                rf"RegistryError: registry unreachable at {mlflow}",
+            ),
+            Outage(
+                "promote",
+                cluster.registry.cut,
+                cluster.registry.restore,
+                rf"container registry {registry} is unreachable",
+            ),
+            Outage(
+                "promote",
+                lambda: cluster.git.reject_credentials(True),
+                lambda: cluster.git.reject_credentials(False),
+                rf"(?s)GitOps repository {git} is not reachable.*Permission denied",
+            ),
+        ]
+    )
+    console = Console(plan.on_line)
+    return ClusterRun(_run(cluster, cluster.config(), console), console, plan.outages)
 
 
 def _registry(cluster: Cluster) -> Any:
@@ -238,13 +312,15 @@ def _overlay(cluster: Cluster) -> dict[str, Any]:
 
 
 def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_the_stores(
-    cluster: Cluster, first_run: tuple[Any, Console]
+    cluster: Cluster, cluster_run: ClusterRun
 ) -> None:
-    summary, console = first_run
-    assert summary.succeeded, f"{summary.to_text()}\n{console.text}"
+    console = cluster_run.console
+    assert cluster_run.summary.succeeded, f"{cluster_run.summary.to_text()}\n{console.text}"
     assert f"steps run in {cluster.images.project}" in console.text
     assert "✓ promote success" in console.text
     registry = _registry(cluster)
+    # Nothing duplicated by the retries: one version, one Bento, one promotion commit, no revert.
+    assert [v.version for v in registry.versions()] == ["1"]
     champion = registry.champion()
     assert champion is not None and champion.version == "1"
     # The Bento and the model's artifacts are in S3, where every step and the serving pods can read them.
@@ -255,7 +331,8 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
         key.endswith("/artifacts/model/model.safetensors")
         for key in cluster.store.list("mlflow", "refinery/")
     )
-    # The commit is on the remote, on top of the seed, naming the image by the digest the registry holds.
+    # The commit is on the remote, on top of the seed, naming the image by the digest the registry holds
+    # and the release the registry's tags record.
     assert cluster.git.log(REPO) == [
         f"promote review-sentiment v1 to dev (bento {champion.tags['bento_tag']})",
         "Seed",
@@ -265,6 +342,9 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
         {"name": "refinery-serving", "newName": f"{cluster.registry.host}/refinery", "digest": cluster.digest}
     ]
     assert champion.tags["serving_image"] == f"{cluster.registry.host}/refinery@{cluster.digest}"
+    literals = dict(item.split("=", 1) for item in overlay["configMapGenerator"][0]["literals"])
+    assert literals["REFINERY_MODEL_VERSION"] == "1"
+    assert literals["REFINERY_BENTO_URI"] == champion.tags["bento_uri"]
     head = subprocess.run(
         ["git", "--git-dir", str(cluster.git.repo_path(REPO)), "rev-parse", "main"],
         capture_output=True,
@@ -274,10 +354,25 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
     assert champion.tags["gitops_commit"] == head.stdout.strip()
 
 
-def test_the_serving_container_runs_exactly_what_the_overlay_names(
-    cluster: Cluster, first_run: tuple[Any, Console], tmp_path: Path
+def test_each_service_cut_during_the_run_fails_its_step_which_succeeds_once_it_is_back(
+    cluster_run: ClusterRun,
 ) -> None:
-    assert first_run[0].succeeded
+    console = cluster_run.console
+    assert cluster_run.summary.succeeded, f"{cluster_run.summary.to_text()}\n{console.text}"
+    for outage in cluster_run.outages:
+        assert outage.over, f"{outage.step} never failed: {console.text}"
+        assert re.search(outage.message, "\n".join(outage.seen)), f"{outage.step}: {outage.seen}"
+    # Each failed step ran again and succeeded: once for the single outages, twice for promote; every
+    # other step ran once.
+    started = [line.removeprefix("▶ ") for line in console.lines if line.startswith("▶ ")]
+    retried = {"resolve-config": 2, "evaluate": 2, "promote": 3}
+    assert {step: started.count(step) for step in started} == {step: retried.get(step, 1) for step in started}
+
+
+def test_the_serving_container_runs_exactly_what_the_overlay_names(
+    cluster: Cluster, cluster_run: ClusterRun, tmp_path: Path
+) -> None:
+    assert cluster_run.summary.succeeded
     # The Deployment as Argo CD would apply it: the overlay rendered from a clone of the remote.
     checkout = tmp_path / "gitops"
     subprocess.run(["git", "clone", "--quiet", str(cluster.git.repo_path(REPO)), str(checkout)], check=True)
@@ -343,102 +438,3 @@ def test_the_serving_container_runs_exactly_what_the_overlay_names(
     from refinery.monitoring.inference_log import InferenceLog
 
     assert InferenceLog(cluster.inference_log).count() == 2
-
-
-@dataclass
-class Outage:
-    """One service out of action while the first step that calls it runs."""
-
-    step: str
-    cut: Callable[[], None]
-    restore: Callable[[], None]
-    message: str  # a regular expression the step's output must match
-    seen: list[str] = field(default_factory=list)
-    applied: bool = False
-    over: bool = False
-
-
-class OutagePlan:
-    """Cuts each service as its step starts and restores it when that attempt has failed."""
-
-    def __init__(self, outages: list[Outage]) -> None:
-        self.outages = outages
-
-    def on_line(self, line: str) -> None:
-        current = next((o for o in self.outages if not o.over), None)
-        if current is None:
-            return
-        if line == f"▶ {current.step}" and not current.applied:
-            current.cut()
-            current.applied = True
-        elif current.applied:
-            current.seen.append(line)
-            if line.startswith(f"✗ {current.step} failure"):
-                current.restore()
-                current.over = True
-
-
-def test_each_service_cut_during_a_run_fails_its_step_which_succeeds_once_it_is_back(
-    cluster: Cluster, first_run: tuple[Any, Console]
-) -> None:
-    assert first_run[0].succeeded
-    s3, mlflow, registry, git = (
-        re.escape(cluster.store.endpoint),
-        re.escape(cluster.mlflow.url),
-        re.escape(cluster.registry.host),
-        re.escape(cluster.git.http_url(REPO)),
-    )
-    plan = OutagePlan(
-        [
-            Outage(
-                "resolve-config",
-                cluster.store.cut,
-                cluster.store.restore,
-                rf"(?s)DataError: cannot read .*{s3}",
-            ),
-            Outage(
-                "evaluate",
-                cluster.mlflow.cut,
-                cluster.mlflow.restore,
-                rf"RegistryError: registry unreachable at {mlflow}",
-            ),
-            Outage(
-                "promote",
-                cluster.registry.cut,
-                cluster.registry.restore,
-                rf"container registry {registry} is unreachable",
-            ),
-            Outage(
-                "promote",
-                lambda: cluster.git.reject_credentials(True),
-                lambda: cluster.git.reject_credentials(False),
-                rf"(?s)GitOps repository {git} .*Authentication failed",
-            ),
-        ]
-    )
-    console = Console(plan.on_line)
-    cfg = cluster.config("second", "reviews-2.csv", cluster.git.http_url(REPO))
-    summary = _run(cluster, cfg, console)
-
-    assert summary.succeeded, f"{summary.to_text()}\n{console.text}"
-    for outage in plan.outages:
-        assert outage.over, f"{outage.step} never failed: {console.text}"
-        assert re.search(outage.message, "\n".join(outage.seen)), f"{outage.step}: {outage.seen}"
-    # Each failed step ran again and succeeded: once for the single outages, twice for promote.
-    for step, attempts in (("resolve-config", 2), ("evaluate", 2), ("promote", 3)):
-        assert console.lines.count(f"▶ {step}") == attempts, step
-    # Nothing duplicated or half-moved: two versions, two Bentos, two promotion commits, no revert.
-    registry_client = _registry(cluster)
-    assert [v.version for v in registry_client.versions()] == ["1", "2"]
-    champion = registry_client.champion()
-    assert champion is not None and champion.version == "2"
-    assert len(cluster.store.list("bentos", "refinery/")) == 2
-    assert [s.split(" (")[0] for s in cluster.git.log(REPO)] == [
-        "promote review-sentiment v2 to dev",
-        "promote review-sentiment v1 to dev",
-        "Seed",
-    ]
-    literals = dict(item.split("=", 1) for item in _overlay(cluster)["configMapGenerator"][0]["literals"])
-    assert literals["REFINERY_MODEL_VERSION"] == "2"
-    assert literals["REFINERY_BENTO_URI"] == champion.tags["bento_uri"]
-    assert champion.tags["serving_image"] == f"{cluster.registry.host}/refinery@{cluster.digest}"
