@@ -1143,7 +1143,8 @@ def config_text(cfg: RunConfig) -> str:
     default = RunConfig.model_validate(required).model_dump(mode="json")
     tree: dict[str, Any] = {}
     for name, value in full.items():
-        if name in COMPILE_TIME_SECTIONS or value == default[name]:
+        # The required keys always go in: a section holding nothing else equals the default built from them.
+        if name in COMPILE_TIME_SECTIONS or (value == default[name] and name not in required):
             continue
         short = _difference(value, default[name])
         if isinstance(short, dict):

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 from refinery.cli import main
-from refinery.config import RunConfig, apply_overrides, load_config
+from refinery.config import RunConfig, apply_overrides, load_config, parse_config
 from refinery.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_a_step_gets_its_sections_back_as_sent_and_nothing_else() -> None:
 
 
 def test_the_config_parameter_and_the_run_parameters_rebuild_the_configuration(tmp_path: Path) -> None:
-    from refinery.config import config_for_run, config_text, run_parameters
+    from refinery.config import config_for_run, config_text, resolve, run_parameters
 
     cfg = load_config(REPO / "configs" / "demo.yaml", base=REPO)
     text = config_text(cfg)
@@ -146,6 +146,12 @@ def test_the_config_parameter_and_the_run_parameters_rebuild_the_configuration(t
         base=REPO,
     )
     assert config_for_run(config_text(tricky), run_parameters(tricky), base=REPO) == tricky
+    # A configuration of nothing but the required keys.
+    minimal = parse_config(
+        {"data": {"uri": "s3://d/x.csv", "labels": ["a", "b"]}, "model": {"base": "s3://m/base"}}, "minimal"
+    )
+    rebuilt = config_for_run(config_text(minimal), run_parameters(minimal), base=tmp_path)
+    assert rebuilt == resolve(minimal, base=tmp_path)
     assert "epochs" not in text and "resources" not in text
     assert config_for_run(text, run_parameters(cfg), base=REPO) == cfg
     # The parameters win; an empty test URI means none; a YAML file may be named by its path or URI.
