@@ -859,13 +859,20 @@ def step_config(**sections: Mapping[str, Any]) -> RunConfig:
     return cfg.model_copy(update={name: _NotGiven(name) for name in SECTIONS if name not in sections})
 
 
-# scheme://... (file, s3, gs, https, ssh, postgresql) or git's scp-like user@host:path
-_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+# scheme://... (file, s3, gs, https, ssh, postgresql)
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# git's scp-like remote syntax, as git reads it: [user@]host:path, with no slash before the colon.
+_SCP_LIKE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:(?!//)")
 
 
 def is_uri(value: str) -> bool:
-    """Whether ``value`` is a URI (``scheme://...``) or git's scp-like ``user@host:path``, not a path."""
+    """Whether ``value`` is a URI (``scheme://...``), not a path."""
     return bool(_URI.match(value))
+
+
+def is_git_remote(location: str) -> bool:
+    """Whether git takes ``location`` for a remote (a URL, or scp-like ``[user@]host:path``), not a path."""
+    return "://" in location or bool(_SCP_LIKE.match(location))
 
 
 def is_local(value: str) -> bool:
@@ -888,8 +895,10 @@ def _database(url: str | None) -> str:
     return (url or "").partition("://")[0].split("+")[0].lower()
 
 
-# scheme://user:password@host: a credential written into a URL.
-_PASSWORD_IN_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+# A credential written into a URL: scheme://user:password@host, or any user part of an http(s) URL (where
+# git and most APIs take a bare token: https://TOKEN@host). ssh://git@host and postgresql://user@host name
+# a user only.
+_CREDENTIAL_IN_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:[^/@\s]+@|https?://[^/@\s]+@)", re.I)
 
 
 def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -904,9 +913,10 @@ def _cluster_problems(d: dict[str, Any]) -> list[str]:
     """What keeps a configuration without state_dir from running as separate pods (empty: nothing)."""
     # A configuration travels as a pipeline parameter, shown in the Kubeflow UI: it holds no secret.
     problems = [
-        f"{key} holds a password; credentials come from the Secrets named in resources.<environment>.credentials"
+        f"{key} holds a password or token; credentials come from the Secrets named in "
+        "resources.<environment>.credentials"
         for key, value in _leaves(d)
-        if isinstance(value, str) and _PASSWORD_IN_URL.match(value)
+        if isinstance(value, str) and _CREDENTIAL_IN_URL.match(value)
     ]
     data = d["data"]
     for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
@@ -930,7 +940,7 @@ def _cluster_problems(d: dict[str, Any]) -> list[str]:
     if not store or is_local(store):
         problems.append("packaging.bento_store must be object storage (s3://bucket/bentos)")
     repo = d["gitops"]["repository"]
-    if not repo or is_local(repo):
+    if not repo or not is_git_remote(repo) or repo.startswith("file://"):
         problems.append(
             "gitops.repository must be the remote Argo CD watches (https://, ssh:// or git@host:path)"
         )
@@ -992,7 +1002,8 @@ def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
         reg["tracking_uri"] = reg["tracking_uri"] or _sqlite_url(state / "mlflow.db")
         reg["artifact_location"] = _absolute(reg["artifact_location"] or str(state / "mlartifacts"), base)
         pkg["bento_store"] = _absolute(pkg["bento_store"] or str(state / "bentos"), base)
-        git["repository"] = _absolute(git["repository"] or str(state / "gitops.git"), base)
+        repository = git["repository"] or str(state / "gitops.git")
+        git["repository"] = repository if is_git_remote(repository) else _absolute(repository, base)
         d["serving"]["inference_log"] = d["serving"]["inference_log"] or _sqlite_url(state / "inference.db")
         mon["trigger_log"] = mon["trigger_log"] or _sqlite_url(state / "triggers.db")
     return RunConfig.model_validate(d)

@@ -187,12 +187,21 @@ def test_no_secret_value_is_in_the_file_only_secret_names(compiled: tuple[str, d
     assert secrets == {"refinery-hf", "refinery-mlflow", "refinery-s3", "refinery-git", "refinery-registry"}
 
 
-def test_a_password_in_a_url_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("registry.tracking_uri", "https://bot:hunter2@mlflow.example"),
+        ("gitops.repository", "https://hunter2@git.example/acme/gitops.git"),  # a bare token
+        ("serving.inference_log", "postgresql+psycopg://bot:hunter2@db.example/inference"),
+    ],
+)
+def test_a_password_or_token_in_a_url_is_refused(
+    key: str, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "p.yaml"
-    leaky = "registry.tracking_uri=https://bot:hunter2@mlflow.example"
-    assert main(["compile", "-c", str(PROD), "-o", str(out), "--set", leaky]) == 2
+    assert main(["compile", "-c", str(PROD), "-o", str(out), "--set", f"{key}={url}"]) == 2
     err = capsys.readouterr().err
-    assert "registry.tracking_uri holds a password" in err and "hunter2" not in err
+    assert f"{key} holds a password or token" in err and "hunter2" not in err
     assert not out.exists()
 
 

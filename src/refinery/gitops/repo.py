@@ -41,7 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import yaml
 
-from refinery.config import GitOpsConfig
+from refinery.config import GitOpsConfig, is_git_remote
 from refinery.credentials import GIT_KNOWN_HOSTS, GIT_SSH_KEY, GIT_TOKEN, GIT_USERNAME
 from refinery.errors import GitOpsError, PromotionConflict
 from refinery.results import to_jsonable, write_json
@@ -94,8 +94,6 @@ _REPO_LOCATING_ENV = (
     "GIT_PREFIX",
 )
 _CREDENTIALS_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-# git's scp-like remote syntax: [user@]host:path, where host has no slash before the colon.
-_SCP_LIKE_RE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:(?!//)")
 # A git credential helper that answers with the token from the environment: the token itself never
 # appears in git's configuration, its arguments or a URL.
 _TOKEN_HELPER = (
@@ -263,7 +261,7 @@ def ensure_repository(cfg: GitOpsConfig) -> str:
             the seed folder has no overlays.
     """
     location = _location(cfg)
-    if _is_remote(location):
+    if is_git_remote(location):
         proc = _git(["ls-remote", "--exit-code", "--heads", location, cfg.branch], cfg, location, check=False)
         if proc.returncode == 2:
             raise GitOpsError(
@@ -423,7 +421,7 @@ def current_release(cfg: GitOpsConfig) -> Release | None:
     location = ensure_repository(cfg)
     overlay = _overlay_path(cfg.environment)
     where = f"{_redact(location)}:{overlay}"
-    if _is_remote(location):
+    if is_git_remote(location):
         with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
             work = Path(tmp) / "work"
             _clone(cfg, location, work)
@@ -515,11 +513,6 @@ def _location(cfg: GitOpsConfig) -> str:
     return cfg.repository
 
 
-def _is_remote(location: str) -> bool:
-    """A URL (``https://``, ``ssh://``, ``file://``) or git's scp-like ``[user@]host:path``."""
-    return "://" in location or bool(_SCP_LIKE_RE.match(location))
-
-
 def _is_bare_repository(path: Path, cfg: GitOpsConfig) -> bool:
     if not path.is_dir():
         return False
@@ -544,7 +537,7 @@ def _has_branch(path: Path, cfg: GitOpsConfig) -> bool:
 
 def _clone(cfg: GitOpsConfig, location: str, work: Path) -> None:
     args = ["clone", "--quiet", "--single-branch", "--branch", cfg.branch]
-    if _is_remote(location):
+    if is_git_remote(location):
         # Only the head is needed; a local path is cloned with hard links, where depth does not apply.
         args += ["--depth", "1"]
     _git([*args, location, str(work)], cfg, location)

@@ -278,9 +278,10 @@ def test_malformed_release_is_refused(cfg: GitOpsConfig, changes: dict[str, str]
     ],
 )
 def test_scp_like_and_url_remotes_are_told_from_local_paths(location: str, remote: bool) -> None:
-    from refinery.gitops.repo import _is_remote
+    """One rule, git's, for the configuration (resolve, the cluster check) and for GitOps."""
+    from refinery.config import is_git_remote
 
-    assert _is_remote(location) is remote
+    assert is_git_remote(location) is remote
 
 
 def test_an_scp_like_remote_is_never_created_as_a_local_folder(
