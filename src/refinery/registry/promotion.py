@@ -119,8 +119,8 @@ def package_registered(
 ) -> PackageResult:
     """The Bento of a registered version, packaged and published when it has none yet.
 
-    A version whose tags name a Bento still in the store keeps it. Otherwise the model (``model_dir``,
-    or downloaded from the registry) is packaged (:func:`refinery.packaging.bento.package`, which reuses
+    A version whose tags name a Bento still in the store, with the recorded SHA-256, keeps it. Otherwise
+    the model (``model_dir``, or downloaded from the registry) is packaged (:func:`refinery.packaging.bento.package`, which reuses
     a Bento already stored for the same model and release) and the version is tagged with it. Running
     it again after a crash anywhere leaves one Bento and one set of tags.
 
@@ -135,7 +135,11 @@ def package_registered(
 
     info = registry.get(version)
     recorded = PackageResult.from_tags(info.tags)
-    if recorded is not None and store.exists(recorded.bento_uri):
+    if (
+        recorded is not None
+        and store.exists(recorded.bento_uri)
+        and store.sha256(recorded.bento_uri) == recorded.bento_sha256
+    ):
         return PackageResult(**{**recorded.to_dict(), "reused": True})
     with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
         source = model_dir or registry.download(info.version, "model", Path(tmp))
@@ -214,8 +218,8 @@ def promote_version(
     result = commit_release(
         cfg.gitops, release, expected=(expected_champion, info.version), action=action, reason=reason
     )
+    # The Bento's own tags were written when it was packaged (package_registered).
     tags = {
-        **bento.tags(),
         SERVING_IMAGE: pinned,
         "gitops_commit": result.commit,
         "champion_since": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -25,7 +25,7 @@ from tests.processes import TcpProxy
 
 from refinery.cli import main
 from refinery.config import RunConfig
-from refinery.errors import PromotionConflict, RefineryError, RegistryError
+from refinery.errors import PackagingError, PromotionConflict, RefineryError, RegistryError
 from refinery.gitops.repo import Release, current_release
 from refinery.gitops.repo import promote as commit_release
 from refinery.orchestration import steps
@@ -72,7 +72,11 @@ class Loop:
 
     def promote(self, version: str, bento: PackageResult | None) -> Any:
         assert bento is not None
-        return steps.promote(self.cfg, version, bento, IMAGE, self.root / f"promote-{version}" / "promotion")
+        # What the promote component gets from the package step: the release, not the model inside it.
+        release = PackageResult(bento.bento_tag, "", bento.bento_uri, bento.bento_sha256)
+        return steps.promote(
+            self.cfg, version, release, IMAGE, self.root / f"promote-{version}" / "promotion"
+        )
 
     def head(self) -> str:
         git = [
@@ -131,6 +135,8 @@ def test_first_promotion_commits_then_moves_the_alias_with_its_record(loop: Loop
     assert v1.tags["champion_reason"].startswith("promote: gate ")
     assert v1.tags["gitops_commit"] == loop.head()
     assert "Refinery-Action: promote" in loop.commit_message()
+    # What package recorded stays: promotion writes its own tags, not the Bento's again.
+    assert v1.tags["bento_model_tag"].startswith(f"{loop.registry.name}:v1-")
 
 
 def test_a_challenger_judged_against_a_replaced_champion_is_refused(loop: Loop) -> None:
@@ -450,3 +456,12 @@ def test_a_retried_package_step_reuses_the_bento_it_stored_and_tags_it_once(loop
     assert (again.bento_tag, again.bento_sha256) == (stored.bento_tag, stored.bento_sha256)
     store_root = Path(loop.cfg.packaging.bento_store or "")
     assert len(list(store_root.rglob(f"v{version}-*.bento"))) == 1
+    # The stored file no longer matches the recorded SHA-256 (another attempt's export replaced it):
+    # packaging again records what the store holds, instead of the stale tags promote would refuse.
+    loop.registry.tag(version, {"bento_sha256": "0" * 64})
+    with pytest.raises(PackagingError, match="differs from what was packaged"):
+        loop.promote(version, PackageResult.from_tags(loop.registry.get(version).tags))
+    mended = steps.package(loop.cfg, version, loop.root / "run2" / "bento")
+    assert mended.bento_sha256 == stored.bento_sha256 == loop.registry.get(version).tags["bento_sha256"]
+    loop.promote(version, mended)
+    assert loop.assert_consistent() == version
