@@ -117,12 +117,14 @@ def pin_image(image: str) -> str:
 def package_registered(
     cfg: RunConfig, registry: Registry, version: str, model_dir: Path | None = None
 ) -> PackageResult:
-    """The Bento of a registered version, packaged and published when it has none yet.
+    """The Bento of a registered version as this release packages it, published and recorded on the version.
 
-    A version whose tags name a Bento still in the store, with the recorded SHA-256, keeps it. Otherwise
-    the model (``model_dir``, or downloaded from the registry) is packaged (:func:`refinery.packaging.bento.package`, which reuses
-    a Bento already stored for the same model and release) and the version is tagged with it. Running
-    it again after a crash anywhere leaves one Bento and one set of tags.
+    The model (``model_dir``, or downloaded from the registry) goes through
+    :func:`refinery.packaging.bento.package`, whose Bento tag hashes the model with the build context
+    (the service, refinery's own code, the pinned requirements): a Bento this release already stored is
+    reused, never rebuilt, and a Bento an earlier release packaged is not served by this release's image.
+    The version's tags then name it (with the SHA-256 of the stored file). Running it again after a crash
+    anywhere leaves one Bento and one set of tags.
 
     Raises:
         RegistryError: The version cannot be read, downloaded or tagged.
@@ -130,17 +132,9 @@ def package_registered(
     """
     import tempfile
 
-    from refinery.packaging import store
-    from refinery.packaging.bento import PackageResult, package
+    from refinery.packaging.bento import package
 
     info = registry.get(version)
-    recorded = PackageResult.from_tags(info.tags)
-    if (
-        recorded is not None
-        and store.exists(recorded.bento_uri)
-        and store.sha256(recorded.bento_uri) == recorded.bento_sha256
-    ):
-        return PackageResult(**{**recorded.to_dict(), "reused": True})
     with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
         source = model_dir or registry.download(info.version, "model", Path(tmp))
         result = package(cfg, source, info.version)
