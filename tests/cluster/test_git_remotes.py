@@ -110,3 +110,19 @@ def test_promotion_over_http_with_a_token_that_never_shows(
         promote(cfg, V1)
     assert remote.token not in str(refused.value)
     assert remote.log("gitops")[1:] == ["Seed"]
+
+
+def test_a_credential_helper_of_the_users_own_never_keeps_the_token(
+    remote: GitServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kept = tmp_path / "git-credentials"
+    user_config = tmp_path / "gitconfig"
+    user_config.write_text(f"[credential]\n\thelper = store --file {kept}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(user_config))
+    monkeypatch.setenv("REFINERY_GIT_USERNAME", remote.username)
+    monkeypatch.setenv("REFINERY_GIT_TOKEN", remote.token)
+
+    promote(_config(remote.http_url("gitops")), V1)
+
+    assert remote.log("gitops")[0].startswith("promote review-sentiment v1 to dev")
+    assert not kept.exists()

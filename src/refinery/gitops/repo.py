@@ -186,8 +186,14 @@ def _credentials() -> Iterator[None]:
     env: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         if os.environ.get(GIT_TOKEN):
+            # An empty helper first empties the list: no helper of the user's or the system's configuration
+            # (credential.helper=store, a keychain) is asked to keep the token.
             env.update(
-                GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="credential.helper", GIT_CONFIG_VALUE_0=_TOKEN_HELPER
+                GIT_CONFIG_COUNT="2",
+                GIT_CONFIG_KEY_0="credential.helper",
+                GIT_CONFIG_VALUE_0="",
+                GIT_CONFIG_KEY_1="credential.helper",
+                GIT_CONFIG_VALUE_1=_TOKEN_HELPER,
             )
         key = os.environ.get(GIT_SSH_KEY, "")
         if key.strip():
