@@ -151,7 +151,12 @@ def _token(challenge: str, basic: str | None, registry: str) -> str:
         )
     if status != 200:
         raise ImageRegistryError(f"container registry {registry}: token request to {realm} answered {status}")
-    payload = json.loads(body)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ImageRegistryError(f"container registry {registry}: {realm} answered with no JSON object")
     token = payload.get("token") or payload.get("access_token")
     if not token:
         raise ImageRegistryError(f"container registry {registry}: {realm} answered without a token")
@@ -213,7 +218,7 @@ def resolve(reference: str, environ: Mapping[str, str] | None = None) -> ImageRe
     if status == 404:
         raise ImageRegistryError(
             f"image {ref} is not in container registry {ref.registry}: build and push it first"
-            " (make image-push REGISTRY=...)"
+            " (make push REGISTRY=...)"
         )
     if status != 200:
         raise ImageRegistryError(f"container registry {ref.registry} answered HTTP {status} for {ref}")
