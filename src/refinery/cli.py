@@ -338,7 +338,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     def start_retrain() -> str:
         print("drift detected: starting a retraining run", flush=True)
-        summary = run_training(cfg)
+        # As `refinery run` hands it over: a cluster configuration's paths resolve where the steps run.
+        summary = run_training(read_config(args.config, args.overrides))
         print(summary.to_text(), flush=True)
         return summary.run_name
 

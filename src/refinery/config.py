@@ -568,8 +568,9 @@ class PackagingConfig(_Strict):
     )
     bentoml_home: str | None = Field(
         None,
-        description="A BentoML home used as scratch space and as the serving cache; empty means"
-        " <state_dir>/bentoml (a temporary folder in a cluster configuration).",
+        description="The BentoML home `refinery serve` imports the champion's Bento into (packaging"
+        " builds in a temporary home of its own); empty means <state_dir>/bentoml (a temporary folder in"
+        " a cluster configuration).",
     )
     service_dir: str = Field("serving", description="Folder holding service.py, the BentoML service.")
 

@@ -376,7 +376,8 @@ def fetch(bento: PackageResult, home: Path) -> str:
     if (Path(home) / "bentos" / name / version / "bento.yaml").is_file():
         return bento.bento_tag
     Path(home).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="refinery-fetch-") as tmp:
+    # Downloaded into the home's own volume (a serving pod's /tmp is small), and removed once imported.
+    with tempfile.TemporaryDirectory(prefix=".refinery-fetch-", dir=home) as tmp:
         archive = store.fetch(bento.bento_uri, Path(tmp) / "bento.bento", bento.bento_sha256)
         request = {"action": "import", "path": str(archive), "bento_tag": bento.bento_tag}
         _in_child_process(request, Path(home), f"importing Bento {bento.bento_tag} from {bento.bento_uri}")
