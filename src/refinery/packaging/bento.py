@@ -435,7 +435,9 @@ def _build_in_this_process(request: dict[str, Any]) -> dict[str, str]:
     served = [str(m.tag) for m in bento.info.all_models]
     if model_tag not in served:
         raise PackagingError(f"Bento {bento.tag} records models {served}, not {model_tag}")
-    bentoml.bentos.export_bento(str(bento.tag), request["export_path"])
+    # An uncompressed tar: model weights hardly compress (BentoML's default, xz, made 82 MB of the demo
+    # model's 92 MB in 54 s on 2 cores; tar takes 0.2 s).
+    bentoml.bentos.export_bento(str(bento.tag), request["export_path"], "tar")
     return {"bento_tag": str(bento.tag), "model_tag": model_tag}
 
 
@@ -443,7 +445,7 @@ def _import_in_this_process(request: dict[str, Any]) -> dict[str, str]:
     """The BentoML part of :func:`fetch`: import an exported Bento (with its model) into the home."""
     import bentoml
 
-    bento = bentoml.bentos.import_bento(request["path"])
+    bento = bentoml.bentos.import_bento(request["path"], "tar")
     if str(bento.tag) != request["bento_tag"]:
         raise PackagingError(f"the stored file holds Bento {bento.tag}, not {request['bento_tag']}")
     return {"bento_tag": str(bento.tag)}
