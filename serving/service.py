@@ -1,4 +1,5 @@
-"""The BentoML service: POST /classify over a model packaged by the pipeline's package step.
+"""The BentoML service: POST /classify over a model packaged by the pipeline's package step, and
+POST /feedback, where users send the labels that become new training data.
 
 A thin shell over :class:`refinery.serving.ClassificationService`. Which model it serves is a Bento
 argument, ``model_tag``, given at build time by :func:`refinery.packaging.bento.package`; BentoML records
@@ -11,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from pydantic import BaseModel, Field
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
+from pydantic import BaseModel, ConfigDict, Field
 
 from refinery.errors import MonitoringError
+from refinery.monitoring.inference_log import InvalidFeedback
 from refinery.serving import ClassificationService, InvalidRequest, ServiceSettings
 
 logger = logging.getLogger("refinery.service")
@@ -38,6 +41,35 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable label.")
     scores: dict[str, float] = Field(description="Probability of every label; they sum to 1.")
     model_version: str = Field(description="Registered version of the model that answered.")
+    prediction_id: str = Field(description="Id of this prediction; send it back with a label to /feedback.")
+
+
+class FeedbackItem(BaseModel):
+    """One label: for a prediction (by its id) or for a text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: str | None = Field(
+        None, description="The prediction_id /classify answered; give this or text, not both."
+    )
+    text: str | None = Field(None, description="The labelled text; give this or prediction_id, not both.")
+    label: str = Field(description="The right label: one of the served model's labels.")
+
+
+class FeedbackStored(BaseModel):
+    """What /feedback stored."""
+
+    stored: int = Field(description="How many items were stored (all of the request).")
+    feedback_ids: list[int] = Field(description="Id of each stored item, in request order.")
+
+
+class Conflict(BentoMLException):
+    """HTTP 409: the request conflicts with what is stored (a text labelled twice)."""
+
+    error_code = HTTPStatus.CONFLICT
+
+
+_FEEDBACK_ERRORS: dict[int, type[BentoMLException]] = {400: InvalidArgument, 404: NotFound, 409: Conflict}
 
 
 ARGUMENTS = bentoml.use_arguments(BuildArguments)
@@ -77,3 +109,22 @@ class Classifier:
             logger.error("%s", exc)
             raise ServiceUnavailable("the inference log cannot be written") from exc
         return [Prediction(**r.to_dict()) for r in results]
+
+    @bentoml.api(route="/feedback")
+    def feedback(
+        self,
+        items: Annotated[
+            list[FeedbackItem],
+            Field(description="Labels, each for a prediction_id or a text; all or none are stored."),
+        ],
+    ) -> FeedbackStored:
+        """Store labels for served predictions or for texts: new labelled data for retraining."""
+        plain: list[Any] = [i.model_dump(exclude_none=True) if isinstance(i, BaseModel) else i for i in items]
+        try:
+            records = self.core.feedback(plain)
+        except InvalidFeedback as exc:
+            raise _FEEDBACK_ERRORS.get(exc.status, InvalidArgument)(str(exc)) from None
+        except MonitoringError as exc:
+            logger.error("%s", exc)
+            raise ServiceUnavailable("the inference log cannot be written") from exc
+        return FeedbackStored(stored=len(records), feedback_ids=[r.id for r in records])

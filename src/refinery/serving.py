@@ -1,4 +1,5 @@
-"""What the BentoML service does, apart from BentoML: check requests, predict, log every prediction.
+"""What the BentoML service does, apart from BentoML: check requests, predict, log every prediction,
+and store the labels users send back about predictions (feedback).
 
 ``serving/service.py`` is a thin shell over :class:`ClassificationService`. Its settings reach it as
 environment variables (see :class:`ServiceSettings`), built from the resolved run configuration by
@@ -20,7 +21,7 @@ from refinery.errors import ConfigError, RefineryError
 if TYPE_CHECKING:
     from refinery.config import RunConfig
     from refinery.modeling import Classifier
-    from refinery.monitoring.inference_log import InferenceLog
+    from refinery.monitoring.inference_log import FeedbackRecord, InferenceLog
 
 ENV_INFERENCE_LOG = "REFINERY_INFERENCE_LOG"
 ENV_MAX_TEXT_CHARS = "REFINERY_MAX_TEXT_CHARS"
@@ -121,15 +122,28 @@ class ServiceSettings:
 
 @dataclass(frozen=True)
 class Classification:
-    """The answer for one text."""
+    """The answer for one text.
+
+    Attributes:
+        label: The most probable label.
+        scores: Probability of every label.
+        model_version: Registered version of the model that answered.
+        prediction_id: Id of the prediction in the inference log; feedback names it.
+    """
 
     label: str
     scores: dict[str, float]
     model_version: str
+    prediction_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form: ``{"label", "scores", "model_version"}``."""
-        return {"label": self.label, "scores": dict(self.scores), "model_version": self.model_version}
+        """Plain JSON form: ``{"label", "scores", "model_version", "prediction_id"}``."""
+        return {
+            "label": self.label,
+            "scores": dict(self.scores),
+            "model_version": self.model_version,
+            "prediction_id": self.prediction_id,
+        }
 
 
 def validate_texts(texts: object, max_text_chars: int, max_batch_items: int) -> list[str]:
@@ -280,7 +294,29 @@ class ClassificationService:
             for text, p in zip(items, predictions, strict=True)
         ]
         self.log.append(records)
-        return [Classification(r.label, r.scores, self.model_version) for r in records]
+        return [Classification(r.label, r.scores, self.model_version, r.prediction_id) for r in records]
+
+    def feedback(self, items: object) -> list[FeedbackRecord]:
+        """Store the labels users send about predictions (by ``prediction_id``) or texts.
+
+        The labels a user may give are the served model's; the limits are the service's
+        (``max_text_chars`` per text, ``max_batch_items`` items per request). See
+        :meth:`refinery.monitoring.inference_log.InferenceLog.add_feedback`.
+
+        Args:
+            items: The request's items: mappings with ``label`` and one of ``prediction_id`` or ``text``.
+
+        Returns:
+            The stored rows, in request order.
+
+        Raises:
+            InvalidFeedback: The request is malformed (400), names an unknown prediction (404) or labels a
+                text twice (409); nothing is stored.
+            MonitoringError: The inference log cannot be read or written.
+        """
+        return self.log.add_feedback(
+            items, self.labels, self.settings.max_text_chars, max_items=self.settings.max_batch_items
+        )
 
 
 def bentoml_serve_argv(bento_tag: str, host: str, port: int) -> list[str]:

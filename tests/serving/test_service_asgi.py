@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.serving.serving_support import MAX_BATCH_ITEMS, MODEL_VERSION, Packaged
+from tests.serving.serving_support import MAX_BATCH_ITEMS, MAX_TEXT_CHARS, MODEL_VERSION, Packaged
 
 from refinery.monitoring.inference_log import InferenceLog
 from refinery.serving import ENV_INFERENCE_LOG, ServiceSettings
@@ -54,10 +55,11 @@ def test_asgi_classify_and_log(client: Any, packaged: Packaged) -> None:
     response = client.post("/classify", json={"texts": ["sturdy and quiet", "leaks everywhere"]})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert [set(r) for r in body] == [{"label", "scores", "model_version"}] * 2
+    assert [set(r) for r in body] == [{"label", "scores", "model_version", "prediction_id"}] * 2
     assert {r["model_version"] for r in body} == {MODEL_VERSION}
     assert all(abs(sum(r["scores"].values()) - 1) < 1e-5 for r in body)
     assert log.count() == before + 2
+    assert list(log.recent(2)["prediction_id"]) == [r["prediction_id"] for r in body]
 
 
 @pytest.mark.parametrize(
@@ -74,6 +76,142 @@ def test_asgi_malformed_requests_get_400(client: Any, payload: dict[str, object]
     response = client.post("/classify", json=payload)
     assert response.status_code == 400
     assert reason in response.text
+
+
+def _unique(text: str) -> str:
+    # The module's tests share one inference log, where a text gets one label at most.
+    return f"{text} {uuid.uuid4().hex[:8]}"
+
+
+def test_asgi_feedback_by_prediction_id_and_by_text(client: Any, packaged: Packaged) -> None:
+    log = InferenceLog(packaged.cfg.serving.inference_log)
+    text = _unique("hums quietly")
+    (answer,) = client.post("/classify", json={"texts": [text]}).json()
+    wrong = "negative" if answer["label"] == "positive" else "positive"
+    before = log.feedback_watermark()
+
+    response = client.post(
+        "/feedback",
+        json={
+            "items": [
+                {"prediction_id": answer["prediction_id"], "label": wrong},
+                {"text": _unique("never classified"), "label": "positive"},
+            ]
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["stored"] == 2
+    assert body["feedback_ids"] == sorted(body["feedback_ids"])
+    assert body["feedback_ids"][0] > before
+    rows = log.feedback_rows().set_index("id").loc[body["feedback_ids"]]
+    assert list(rows["label"]) == [wrong, "positive"]
+    first = rows.iloc[0]
+    assert (first["text"], first["prediction_id"], first["model_version"], first["predicted_label"]) == (
+        text,
+        answer["prediction_id"],
+        MODEL_VERSION,
+        answer["label"],
+    )
+    assert rows.iloc[1]["prediction_id"] is None
+
+
+# A valid first item: "nothing stored" then shows that a request is refused whole.
+FINE = {"text": "a fine first item", "label": "positive"}
+
+BAD_FEEDBACK = [
+    pytest.param({"items": []}, 400, "items is an empty list", id="empty"),
+    pytest.param(
+        {"items": [FINE] + [{"text": f"t{i}", "label": "positive"} for i in range(MAX_BATCH_ITEMS)]},
+        400,
+        f"items has {MAX_BATCH_ITEMS + 1} items; at most {MAX_BATCH_ITEMS} are accepted per request",
+        id="too-many",
+    ),
+    pytest.param(
+        {"items": [FINE, {"prediction_id": "0" * 32, "label": "positive"}]},
+        404,
+        f"items[1].prediction_id '{'0' * 32}' is not a prediction in the inference log",
+        id="unknown-id",
+    ),
+    pytest.param(
+        {"items": [FINE, {"text": "meh", "label": "neutral"}]},
+        400,
+        "items[1].label 'neutral' is not a label of the served model; expected one of: negative, positive",
+        id="undeclared-label",
+    ),
+    pytest.param(
+        {"items": [FINE, {"prediction_id": "0" * 32, "text": "meh", "label": "positive"}]},
+        400,
+        "items[1] has both prediction_id and text",
+        id="both",
+    ),
+    pytest.param(
+        {"items": [FINE, {"label": "positive"}]},
+        400,
+        "items[1] has neither prediction_id nor text",
+        id="neither",
+    ),
+    pytest.param(
+        {"items": [FINE, {"text": " ", "label": "positive"}]}, 400, "items[1].text is blank", id="blank"
+    ),
+    pytest.param(
+        {"items": [FINE, {"text": "x" * (MAX_TEXT_CHARS + 1), "label": "positive"}]},
+        400,
+        f"items[1].text has {MAX_TEXT_CHARS + 1} characters; the limit is {MAX_TEXT_CHARS}",
+        id="text-too-long",
+    ),
+    pytest.param(
+        {"items": [FINE, {"text": "twice", "label": "positive"}, {"text": "twice", "label": "negative"}]},
+        409,
+        "items[2] labels the same text as items[1]",
+        id="same-text-twice",
+    ),
+    # Type errors are pydantic's, before refinery sees the request: the body names where.
+    pytest.param(
+        {"items": [FINE, {"text": "meh", "label": 1}]}, 400, "Input should be a valid string", id="number"
+    ),
+    pytest.param({"items": [FINE, {"text": "meh"}]}, 400, "Field required", id="label-missing"),
+    pytest.param(
+        {"items": [FINE, {"text": "meh", "lable": "positive"}]},
+        400,
+        "Extra inputs are not permitted",
+        id="typo",
+    ),
+    pytest.param({"items": "meh"}, 400, "Input should be a valid array", id="not-a-list"),
+    pytest.param({}, 400, "Field required", id="no-items"),
+]
+
+
+@pytest.mark.parametrize(("payload", "status", "reason"), BAD_FEEDBACK)
+def test_asgi_bad_feedback_gets_4xx_with_the_reason_and_stores_nothing(
+    client: Any, packaged: Packaged, payload: dict[str, object], status: int, reason: str
+) -> None:
+    log = InferenceLog(packaged.cfg.serving.inference_log)
+    before = log.count_feedback()
+    response = client.post("/feedback", json=payload)
+    assert response.status_code == status, response.text
+    assert reason in response.text
+    assert log.count_feedback() == before
+
+
+def test_asgi_feedback_on_a_labelled_text_is_a_conflict(client: Any, packaged: Packaged) -> None:
+    log = InferenceLog(packaged.cfg.serving.inference_log)
+    text = _unique("labelled once")
+    first = client.post("/feedback", json={"items": [{"text": text, "label": "positive"}]})
+    assert first.status_code == 200, first.text
+    before = log.count_feedback()
+
+    again = client.post(
+        "/feedback",
+        json={
+            "items": [{"text": _unique("fresh"), "label": "positive"}, {"text": text, "label": "negative"}]
+        },
+    )
+
+    assert again.status_code == 409, again.text
+    assert "items[1]: the text already has feedback" in again.text
+    assert log.count_feedback() == before
 
 
 def test_service_class_maps_errors_to_http_statuses(
@@ -94,3 +232,23 @@ def test_service_class_maps_errors_to_http_statuses(
     with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
         instance.classify(texts="an unloggable prediction")
     assert down.value.error_code == 503
+    with pytest.raises(InvalidArgument, match="items is an empty list") as bad:
+        instance.feedback(items=[])
+    assert bad.value.error_code == 400
+    with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
+        instance.feedback(items=[{"text": "an unstorable label", "label": "positive"}])
+    assert down.value.error_code == 503
+
+
+def test_service_class_maps_feedback_refusals_to_404_and_409(service: Any) -> None:
+    from bentoml.exceptions import NotFound
+
+    instance = service()
+    with pytest.raises(NotFound, match="is not a prediction") as missing:
+        instance.feedback(items=[{"prediction_id": "0" * 32, "label": "positive"}])
+    assert missing.value.error_code == 404
+    text = _unique("conflicted")
+    instance.feedback(items=[{"text": text, "label": "positive"}])
+    with pytest.raises(Exception, match="already has feedback") as twice:
+        instance.feedback(items=[{"text": text, "label": "negative"}])
+    assert twice.value.error_code == 409

@@ -17,6 +17,7 @@ from tests.serving.serving_support import (
     wait_until_ready,
 )
 
+from refinery.client import ServiceClient, ServiceError
 from refinery.monitoring.inference_log import InferenceLog
 from refinery.serving import serve_command
 
@@ -59,7 +60,7 @@ def _check_predictions(body: object, n: int) -> None:
     assert isinstance(body, list)
     assert len(body) == n
     for item in body:
-        assert set(item) == {"label", "scores", "model_version"}
+        assert set(item) == {"label", "scores", "model_version", "prediction_id"}
         assert item["label"] in LABELS
         assert set(item["scores"]) == LABELS
         assert sum(item["scores"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -140,6 +141,42 @@ def test_error_bodies_name_the_index_of_a_bad_item(server: httpx.Client) -> None
     assert ["texts", "list[str]", 2] in locations
 
 
+def test_the_client_sends_feedback_in_batches(server: httpx.Client, packaged: Packaged) -> None:
+    log = InferenceLog(packaged.cfg.serving.inference_log)
+    client = ServiceClient(str(server.base_url))
+    answers = client.classify(
+        ["client feedback one", "client feedback two", "client feedback three"], batch_size=2
+    )
+    assert len({a["prediction_id"] for a in answers}) == 3
+    items: list[dict[str, object]] = [
+        {"prediction_id": a["prediction_id"], "label": "negative"} for a in answers
+    ]
+    items.append({"text": "client feedback, never classified", "label": "positive"})
+
+    ids = client.feedback(items, batch_size=3)
+
+    assert ids == sorted(ids) and len(ids) == 4
+    rows = log.feedback_rows().set_index("id").loc[ids]
+    assert list(rows["prediction_id"])[:3] == [a["prediction_id"] for a in answers]
+    assert list(rows["label"]) == ["negative"] * 3 + ["positive"]
+
+    before = log.count_feedback()
+    with pytest.raises(ServiceError, match=r"answered 409 for items\[0:1\].*already has feedback"):
+        client.feedback([{"text": "client feedback, never classified", "label": "negative"}])
+    with pytest.raises(
+        ServiceError, match=r"answered 404 for items\[2:3\] \(.*the 2 items before it were stored"
+    ):
+        client.feedback(
+            [
+                {"text": "client batch a", "label": "positive"},
+                {"text": "client batch b", "label": "positive"},
+                {"prediction_id": "0" * 32, "label": "positive"},
+            ],
+            batch_size=2,
+        )
+    assert log.count_feedback() == before + 2
+
+
 def test_health_and_metrics(server: httpx.Client) -> None:
     assert server.get("/readyz").status_code == 200
     assert server.get("/livez").status_code == 200
@@ -153,6 +190,7 @@ def test_health_and_metrics(server: httpx.Client) -> None:
 def test_openapi_describes_classify(server: httpx.Client) -> None:
     spec = server.get("/docs.json").json()
     assert "/classify" in spec["paths"]
+    assert "/feedback" in spec["paths"]
 
 
 def test_the_bento_serves_its_own_model_not_the_latest(server: httpx.Client, packaged: Packaged) -> None:

@@ -1,26 +1,36 @@
-"""The inference log: every prediction the service makes, the input of drift monitoring.
+"""The inference log: every prediction the service makes, and the labels users send back about them.
 
-One table, ``predictions``, behind a SQLAlchemy URL: a sqlite file in the embedded deployment,
-PostgreSQL on a cluster. Several service workers append at once, so sqlite runs in WAL mode with a
-busy timeout, and an append that still meets a locked database is retried a few times.
+Two tables behind one SQLAlchemy URL: a sqlite file in the embedded deployment, PostgreSQL on a cluster.
+
+- ``predictions``: one row per served prediction, the input of drift monitoring. Each has a
+  ``prediction_id`` (uuid4 hex) the service returns with the answer.
+- ``feedback``: labels sent to the service's ``/feedback`` API, each naming a prediction by id or a text;
+  new labelled data for retraining. Its ``id`` orders arrivals, so a reader remembers a watermark and
+  later reads only what came after it. A text gets one label at most (``text_sha256`` is unique).
+
+Several service workers append at once, so sqlite runs in WAL mode with a busy timeout, and a write that
+still meets a locked database is retried a few times. Tables are created on first use; a ``predictions``
+table made before prediction ids existed gains the column then (its old rows keep no id).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from refinery.db import create_engine, create_tables, is_sqlite_locked, mask_url, parse_url
-from refinery.errors import MonitoringError
+from refinery.errors import MonitoringError, RefineryError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,19 +38,46 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TABLE_NAME = "predictions"
-COLUMNS = ("timestamp", "text", "label", "scores", "model_name", "model_version")
+FEEDBACK_TABLE_NAME = "feedback"
+COLUMNS = ("timestamp", "text", "label", "scores", "model_name", "model_version", "prediction_id")
+FEEDBACK_COLUMNS = ("id", "timestamp", "text", "label", "prediction_id", "model_version", "predicted_label")
+FEEDBACK_FIELDS = ("prediction_id", "text", "label")
 
 _SQLITE_BUSY_TIMEOUT_S = 30
 _LOCKED_RETRIES = 5
+# Values per IN (...) clause: far below sqlite's and PostgreSQL's limits on bound parameters.
+_IN_CHUNK = 500
+_SHOWN_VALUE_CHARS = 64
+
+_T = TypeVar("_T")
+
+
+class InvalidFeedback(RefineryError):
+    """A feedback request is malformed, names an unknown prediction, or labels a text twice.
+
+    Nothing of the request was stored. The message names the item index and what is wrong.
+
+    Attributes:
+        status: The HTTP status that fits: 400 malformed (or an undeclared label), 404 unknown prediction
+            id, 409 a text labelled twice.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _new_prediction_id() -> str:
+    return uuid.uuid4().hex
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One served prediction."""
+    """One served prediction; ``prediction_id`` is a fresh uuid4 hex unless given."""
 
     text: str
     label: str
@@ -48,6 +85,31 @@ class PredictionRecord:
     model_name: str
     model_version: str
     timestamp: datetime = field(default_factory=_utc_now)
+    prediction_id: str = field(default_factory=_new_prediction_id)
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One stored label.
+
+    Attributes:
+        id: Order of arrival (autoincrement); the watermark of :meth:`InferenceLog.feedback_watermark`.
+        timestamp: When it was stored (UTC).
+        text: The labelled text (for feedback by id, the prediction's text).
+        label: The label the user gave.
+        prediction_id: The linked prediction: the one named, or for feedback by text the newest
+            prediction of exactly that text; None when the text was never served.
+        model_version: Version of the model that made the linked prediction.
+        predicted_label: What that model answered.
+    """
+
+    id: int
+    timestamp: datetime
+    text: str
+    label: str
+    prediction_id: str | None
+    model_version: str | None
+    predicted_label: str | None
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -55,6 +117,11 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of the exact text (UTF-8): the key that allows one label per text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _table(metadata: sa.MetaData) -> sa.Table:
@@ -68,13 +135,113 @@ def _table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("label", sa.String(255), nullable=False),
         sa.Column("scores", sa.JSON, nullable=False),
+        # Nullable only in tables upgraded from before prediction ids (see _add_prediction_ids).
+        sa.Column("prediction_id", sa.String(32), nullable=False, unique=True, index=True),
     )
 
 
-class InferenceLog:
-    """Append-only log of served predictions behind a SQLAlchemy URL.
+def _feedback_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        FEEDBACK_TABLE_NAME,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("prediction_id", sa.String(32), nullable=True, index=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("text_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("label", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(64), nullable=True),
+        sa.Column("predicted_label", sa.String(255), nullable=True),
+    )
 
-    Nothing is opened until the first call; the first call creates the table (and, for sqlite, the
+
+def _chunks(values: Sequence[_T], size: int = _IN_CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "...")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One feedback item after the checks that need no database."""
+
+    index: int
+    label: str
+    prediction_id: str | None
+    text: str | None
+
+
+def _check_items(
+    items: object, labels: Sequence[str], max_text_chars: int, max_items: int | None
+) -> list[_Item]:
+    """The checks of :meth:`InferenceLog.add_feedback` that need no database (all 400)."""
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise InvalidFeedback(f"items must be a list of objects, got {type(items).__name__}")
+    if not items:
+        raise InvalidFeedback("items is an empty list; send at least one item")
+    if max_items is not None and len(items) > max_items:
+        raise InvalidFeedback(
+            f"items has {len(items)} items; at most {max_items} are accepted per request "
+            "(serving.max_batch_items)"
+        )
+    declared = ", ".join(labels)
+    checked: list[_Item] = []
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidFeedback(
+                f"{where} is {type(item).__name__}, expected an object with label and one of "
+                "prediction_id or text"
+            )
+        unknown = sorted(str(key) for key in item if key not in FEEDBACK_FIELDS)
+        if unknown:
+            raise InvalidFeedback(
+                f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; "
+                f"expected {', '.join(FEEDBACK_FIELDS)}"
+            )
+        prediction_id, text = item.get("prediction_id"), item.get("text")
+        if (prediction_id is None) == (text is None):
+            which = (
+                "neither prediction_id nor text" if prediction_id is None else "both prediction_id and text"
+            )
+            raise InvalidFeedback(f"{where} has {which}; give exactly one of them")
+        label = item.get("label")
+        if label is None:
+            raise InvalidFeedback(f"{where}.label is missing; expected one of: {declared}")
+        if not isinstance(label, str):
+            raise InvalidFeedback(f"{where}.label is {type(label).__name__}, expected a string")
+        if label not in labels:
+            raise InvalidFeedback(
+                f"{where}.label {_shown(label)} is not a label of the served model; expected one of: {declared}"
+            )
+        if prediction_id is not None:
+            if not isinstance(prediction_id, str):
+                raise InvalidFeedback(
+                    f"{where}.prediction_id is {type(prediction_id).__name__}, expected a string"
+                )
+            if not prediction_id.strip():
+                raise InvalidFeedback(f"{where}.prediction_id is blank")
+            checked.append(_Item(i, label, prediction_id, None))
+            continue
+        if not isinstance(text, str):
+            raise InvalidFeedback(f"{where}.text is {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise InvalidFeedback(f"{where}.text is blank; send non-empty text")
+        if len(text) > max_text_chars:
+            raise InvalidFeedback(
+                f"{where}.text has {len(text)} characters; the limit is {max_text_chars} (serving.max_text_chars)"
+            )
+        checked.append(_Item(i, label, None, text))
+    return checked
+
+
+class InferenceLog:
+    """Append-only log of served predictions and of the feedback on them, behind a SQLAlchemy URL.
+
+    Nothing is opened until the first call; the first call creates the tables (and, for sqlite, the
     database file's folder). Safe to use from several processes at once.
     """
 
@@ -91,6 +258,7 @@ class InferenceLog:
         self._url: URL = parse_url(url, what="inference log", error=MonitoringError)
         self._metadata = sa.MetaData()
         self._table = _table(self._metadata)
+        self._feedback = _feedback_table(self._metadata)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
 
@@ -122,7 +290,72 @@ class InferenceLog:
             pre_ping=True,
         )
         create_tables(engine, self._metadata, what="inference log", error=MonitoringError)
+        self._add_prediction_ids(engine)
         return engine
+
+    def _add_prediction_ids(self, engine: Engine) -> None:
+        """Give a ``predictions`` table made before prediction ids the column and its unique index.
+
+        Old rows keep NULL (no id was ever returned for them). Several workers may try at once: a loser's
+        ALTER fails, and the column is then there.
+        """
+
+        def has_column() -> bool:
+            return "prediction_id" in {c["name"] for c in sa.inspect(engine).get_columns(TABLE_NAME)}
+
+        try:
+            if has_column():
+                return
+            logger.info("inference log %s: adding the prediction_id column to %s", self.url, TABLE_NAME)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN prediction_id VARCHAR(32)")
+        except SQLAlchemyError as exc:
+            try:
+                present = has_column()
+            except SQLAlchemyError:
+                present = False
+            if not present:
+                raise MonitoringError(
+                    f"inference log at {self.url}: cannot add the prediction_id column to {TABLE_NAME}: {exc}"
+                ) from exc
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    f"CREATE UNIQUE INDEX IF NOT EXISTS ix_{TABLE_NAME}_prediction_id "
+                    f"ON {TABLE_NAME} (prediction_id)"
+                )
+        except SQLAlchemyError as exc:
+            indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes(TABLE_NAME)}
+            if f"ix_{TABLE_NAME}_prediction_id" not in indexes:
+                raise MonitoringError(
+                    f"inference log at {self.url}: cannot index {TABLE_NAME}.prediction_id: {exc}"
+                ) from exc
+
+    def _write(self, work: Callable[[Connection], _T], what: str) -> _T:
+        """Run ``work`` in one transaction, again when sqlite reports another writer's lock.
+
+        Errors other than SQLAlchemy's (e.g. :class:`InvalidFeedback`) roll back and pass through.
+        """
+        engine = self._connect()
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                with engine.begin() as conn:
+                    return work(conn)
+            except OperationalError as exc:
+                if not (self._is_sqlite() and is_sqlite_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
+                    raise MonitoringError(f"cannot {what}: {exc}") from exc
+                logger.warning("inference log %s is locked; retrying (%d)", self.url, attempt + 1)
+                time.sleep(0.1 * (attempt + 1))
+            except SQLAlchemyError as exc:
+                raise MonitoringError(f"cannot {what}: {exc}") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _read(self, work: Callable[[Connection], _T], what: str) -> _T:
+        try:
+            with self._connect().connect() as conn:
+                return work(conn)
+        except SQLAlchemyError as exc:
+            raise MonitoringError(f"cannot read {what} from {self.url}: {exc}") from exc
 
     def append(self, records: Sequence[PredictionRecord]) -> None:
         """Write predictions in one transaction.
@@ -140,30 +373,25 @@ class InferenceLog:
                 "text": r.text,
                 "label": r.label,
                 "scores": {str(k): float(v) for k, v in r.scores.items()},
+                "prediction_id": r.prediction_id,
             }
             for r in records
         ]
-        engine = self._connect()
-        for attempt in range(_LOCKED_RETRIES):
-            try:
-                with engine.begin() as conn:
-                    conn.execute(self._table.insert(), rows)
-                return
-            except OperationalError as exc:
-                if not (self._is_sqlite() and is_sqlite_locked(exc)) or attempt == _LOCKED_RETRIES - 1:
-                    raise MonitoringError(
-                        f"cannot append {len(rows)} predictions to {self.url}: {exc}"
-                    ) from exc
-                logger.warning("inference log %s is locked; retrying (%d)", self.url, attempt + 1)
-                time.sleep(0.1 * (attempt + 1))
-            except SQLAlchemyError as exc:
-                raise MonitoringError(f"cannot append {len(rows)} predictions to {self.url}: {exc}") from exc
+        self._write(
+            lambda conn: conn.execute(self._table.insert(), rows),
+            f"append {len(rows)} predictions to {self.url}",
+        )
 
-    def recent(self, n: int) -> pd.DataFrame:
+    def recent(self, n: int, model_version: str | None = None) -> pd.DataFrame:
         """The newest ``n`` predictions, oldest first.
 
+        Args:
+            n: How many.
+            model_version: Only predictions of this model version (e.g. the one serving now), when given.
+
         Returns:
-            DataFrame with columns timestamp (UTC), text, label, scores (dict), model_name, model_version.
+            DataFrame with the columns of :data:`COLUMNS`: timestamp (UTC), text, label, scores (dict),
+            model_name, model_version, prediction_id (None for rows logged before prediction ids).
 
         Raises:
             MonitoringError: The database cannot be read.
@@ -174,18 +402,13 @@ class InferenceLog:
         if n < 0:
             raise ValueError(f"n must not be negative, got {n}")
         t = self._table
-        query = (
-            sa.select(t.c.id, *(t.c[name] for name in COLUMNS))
-            .order_by(t.c.timestamp.desc(), t.c.id.desc())
-            .limit(n)
-        )
-        try:
-            with self._connect().connect() as conn:
-                rows = list(conn.execute(query).all())
-        except SQLAlchemyError as exc:
-            raise MonitoringError(f"cannot read predictions from {self.url}: {exc}") from exc
+        query = sa.select(t.c.id, *(t.c[name] for name in COLUMNS))
+        if model_version is not None:
+            query = query.where(t.c.model_version == model_version)
+        query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(n)
+        rows = self._read(lambda conn: list(conn.execute(query).all()), "predictions")
         rows.reverse()
-        frame = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "timestamp": pd.to_datetime([_as_utc(r.timestamp) for r in rows], utc=True),
                 "text": [r.text for r in rows],
@@ -193,10 +416,10 @@ class InferenceLog:
                 "scores": [dict(r.scores) for r in rows],
                 "model_name": [r.model_name for r in rows],
                 "model_version": [r.model_version for r in rows],
+                "prediction_id": pd.Series([r.prediction_id for r in rows], dtype=object),
             },
             columns=list(COLUMNS),
         )
-        return frame
 
     def count(self) -> int:
         """How many predictions the log holds.
@@ -204,11 +427,228 @@ class InferenceLog:
         Raises:
             MonitoringError: The database cannot be read.
         """
+        query = sa.select(sa.func.count()).select_from(self._table)
+        return int(self._read(lambda conn: conn.execute(query).scalar_one(), "the prediction count"))
+
+    def add_feedback(
+        self,
+        items: object,
+        labels: Sequence[str],
+        max_text_chars: int,
+        *,
+        max_items: int | None = None,
+    ) -> list[FeedbackRecord]:
+        """Check feedback items and store them all, in one transaction, or none.
+
+        Each item is a mapping with ``label`` and exactly one of ``prediction_id`` (a logged prediction:
+        the feedback takes its text, model version and predicted label) or ``text`` (linked to the newest
+        prediction of exactly that text, if there is one). Every item is checked before anything is
+        written. A text gets one label at most, in a request and in the store.
+
+        Args:
+            items: The items as the client sent them (a list of mappings).
+            labels: The labels a user may give: those of the served model.
+            max_text_chars: Longest text accepted, in characters.
+            max_items: Most items accepted in one request; None for no limit.
+
+        Returns:
+            The stored rows, in request order.
+
+        Raises:
+            InvalidFeedback: Nothing was stored. status 400: ``items`` is not a non-empty list (within
+                ``max_items``), an item is not an object, has both or neither of prediction_id and text,
+                a blank or too long text, or a label that is not a string in ``labels``; 404: a
+                prediction_id is not in the log; 409: a text is labelled twice in the request, already
+                has feedback, or got it from another request at the same time. The message names the item.
+            MonitoringError: The database cannot be read or written.
+        """
+        checked = _check_items(items, labels, max_text_chars, max_items)
+        return self._write(
+            lambda conn: self._store_feedback(conn, checked),
+            f"store {len(checked)} feedback items in {self.url}",
+        )
+
+    def _store_feedback(self, conn: Connection, items: list[_Item]) -> list[FeedbackRecord]:
+        p, f = self._table, self._feedback
+        by_id: dict[str, Any] = {}
+        ids = sorted({item.prediction_id for item in items if item.prediction_id is not None})
+        for chunk in _chunks(ids):
+            query = sa.select(p.c.prediction_id, p.c.text, p.c.model_version, p.c.label).where(
+                p.c.prediction_id.in_(chunk)
+            )
+            by_id.update({row.prediction_id: row for row in conn.execute(query)})
+        newest: dict[str, Any] = {}
+        texts = sorted({item.text for item in items if item.text is not None})
+        for chunk in _chunks(texts):
+            query = (
+                sa.select(p.c.prediction_id, p.c.text, p.c.model_version, p.c.label)
+                .where(p.c.text.in_(chunk))
+                .order_by(p.c.timestamp, p.c.id)
+            )
+            newest.update({row.text: row for row in conn.execute(query)})  # the last row of a text wins
+
+        now = _utc_now()
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            if item.prediction_id is not None:
+                linked = by_id.get(item.prediction_id)
+                if linked is None:
+                    raise InvalidFeedback(
+                        f"items[{item.index}].prediction_id {_shown(item.prediction_id)} is not a prediction "
+                        "in the inference log",
+                        status=404,
+                    )
+                text = str(linked.text)
+            else:
+                text = str(item.text)
+                linked = newest.get(text)
+            rows.append(
+                {
+                    "timestamp": now,
+                    "prediction_id": linked.prediction_id if linked is not None else None,
+                    "text": text,
+                    "text_sha256": text_sha256(text),
+                    "label": item.label,
+                    "model_version": linked.model_version if linked is not None else None,
+                    "predicted_label": linked.label if linked is not None else None,
+                }
+            )
+
+        first_of: dict[str, int] = {}
+        for item, row in zip(items, rows, strict=True):
+            earlier = first_of.setdefault(row["text_sha256"], item.index)
+            if earlier != item.index:
+                raise InvalidFeedback(
+                    f"items[{item.index}] labels the same text as items[{earlier}]; a text gets one label at most",
+                    status=409,
+                )
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(list(first_of)):
+            query = sa.select(f.c.id, f.c.text_sha256, f.c.label).where(f.c.text_sha256.in_(chunk))
+            existing.update({row.text_sha256: row for row in conn.execute(query)})
+        for item, row in zip(items, rows, strict=True):
+            if (stored := existing.get(row["text_sha256"])) is not None:
+                raise InvalidFeedback(
+                    f"items[{item.index}]: the text already has feedback (id {stored.id}, label "
+                    f"{stored.label!r}); a text gets one label at most",
+                    status=409,
+                )
+
+        records: list[FeedbackRecord] = []
         try:
-            with self._connect().connect() as conn:
-                return int(conn.execute(sa.select(sa.func.count()).select_from(self._table)).scalar_one())
-        except SQLAlchemyError as exc:
-            raise MonitoringError(f"cannot count predictions in {self.url}: {exc}") from exc
+            for row in rows:
+                # One insert per row for its id; a request holds at most serving.max_batch_items rows.
+                key = conn.execute(f.insert().values(**row)).inserted_primary_key
+                if key is None or key[0] is None:
+                    raise MonitoringError(f"inference log at {self.url}: the feedback insert returned no id")
+                new_id = key[0]
+                records.append(
+                    FeedbackRecord(
+                        id=int(new_id),
+                        timestamp=now,
+                        text=row["text"],
+                        label=row["label"],
+                        prediction_id=row["prediction_id"],
+                        model_version=row["model_version"],
+                        predicted_label=row["predicted_label"],
+                    )
+                )
+        except IntegrityError as exc:
+            # Another request stored feedback on one of these texts after the check above.
+            raise InvalidFeedback(
+                "another request labelled one of these texts at the same time; a text gets one label at "
+                "most, and nothing of this request was stored",
+                status=409,
+            ) from exc
+        return records
+
+    def feedback_watermark(self) -> int:
+        """The id of the newest feedback row, 0 when there is none.
+
+        Raises:
+            MonitoringError: The database cannot be read.
+        """
+        query = sa.select(sa.func.max(self._feedback.c.id))
+        value = self._read(lambda conn: conn.execute(query).scalar_one(), "the feedback watermark")
+        return int(value or 0)
+
+    def count_feedback(self, after_id: int = 0) -> int:
+        """How many feedback rows have an id above ``after_id`` (all of them by default).
+
+        Raises:
+            MonitoringError: The database cannot be read.
+        """
+        f = self._feedback
+        query = sa.select(sa.func.count()).select_from(f).where(f.c.id > after_id)
+        return int(self._read(lambda conn: conn.execute(query).scalar_one(), "the feedback count"))
+
+    def feedback_rows(self, through_id: int | None = None) -> pd.DataFrame:
+        """The stored feedback, oldest first.
+
+        Args:
+            through_id: Only rows with an id at most this (a watermark read earlier), when given.
+
+        Returns:
+            DataFrame with the columns of :data:`FEEDBACK_COLUMNS`: id, timestamp (UTC), text, label,
+            prediction_id, model_version, predicted_label (the last three None where no prediction is
+            linked).
+
+        Raises:
+            MonitoringError: The database cannot be read.
+        """
+        import pandas as pd
+
+        f = self._feedback
+        query = sa.select(*(f.c[name] for name in FEEDBACK_COLUMNS)).order_by(f.c.id)
+        if through_id is not None:
+            query = query.where(f.c.id <= through_id)
+        rows = self._read(lambda conn: list(conn.execute(query).all()), "feedback")
+        return pd.DataFrame(
+            {
+                "id": pd.Series([int(r.id) for r in rows], dtype="int64"),
+                "timestamp": pd.to_datetime([_as_utc(r.timestamp) for r in rows], utc=True),
+                "text": pd.Series([r.text for r in rows], dtype=object),
+                "label": pd.Series([r.label for r in rows], dtype=object),
+                "prediction_id": pd.Series([r.prediction_id for r in rows], dtype=object),
+                "model_version": pd.Series([r.model_version for r in rows], dtype=object),
+                "predicted_label": pd.Series([r.predicted_label for r in rows], dtype=object),
+            },
+            columns=list(FEEDBACK_COLUMNS),
+        )
+
+    def feedback_for(self, prediction_ids: Sequence[str]) -> pd.DataFrame:
+        """The labels given to these predictions (by id, or by text linked to them).
+
+        Args:
+            prediction_ids: Prediction ids, e.g. those of a drift window; any number.
+
+        Returns:
+            DataFrame with columns prediction_id, label: one row per id that has feedback, in no
+            particular order.
+
+        Raises:
+            MonitoringError: The database cannot be read.
+        """
+        import pandas as pd
+
+        f = self._feedback
+        wanted = sorted({str(pid) for pid in prediction_ids if pid is not None})
+
+        def read(conn: Connection) -> list[Any]:
+            rows: list[Any] = []
+            for chunk in _chunks(wanted):
+                query = sa.select(f.c.prediction_id, f.c.label).where(f.c.prediction_id.in_(chunk))
+                rows.extend(conn.execute(query).all())
+            return rows
+
+        rows = self._read(read, "feedback") if wanted else []
+        return pd.DataFrame(
+            {
+                "prediction_id": pd.Series([r.prediction_id for r in rows], dtype=object),
+                "label": pd.Series([r.label for r in rows], dtype=object),
+            },
+            columns=["prediction_id", "label"],
+        )
 
     def close(self) -> None:
         """Release pooled connections (the log reopens on the next call)."""

@@ -1,4 +1,4 @@
-"""The inference log on real databases: append, recent, count, concurrent writers.
+"""The inference log on real databases: append, recent, count, concurrent writers, prediction ids.
 
 Tests that take ``sql_url`` run on a sqlite file and on the session's throwaway PostgreSQL server.
 """
@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from refinery.errors import MonitoringError
 from refinery.monitoring.inference_log import COLUMNS, InferenceLog, PredictionRecord
@@ -57,6 +58,8 @@ def test_append_recent_count_round_trip(sql_url: str) -> None:
     assert row["scores"] == pytest.approx({"negative": 0.3, "positive": 0.7})
     assert isinstance(row["scores"], dict)
     assert (row["label"], row["model_name"], row["model_version"]) == ("positive", "review-sentiment", "1")
+    assert frame["prediction_id"].is_unique
+    assert all(isinstance(pid, str) and len(pid) == 32 for pid in frame["prediction_id"])
     assert len(log.recent(100)) == 8
     assert log.recent(0).empty
 
@@ -77,10 +80,89 @@ def test_timestamps_are_stored_as_utc(sql_url: str) -> None:
     assert stamp.utcoffset() == timedelta(0)
 
 
+def test_recent_keeps_the_given_prediction_ids(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
+    records = [_record(i) for i in range(3)]
+    log.append(records)
+    assert list(log.recent(3)["prediction_id"]) == [r.prediction_id for r in records]
+
+
+def test_a_prediction_id_is_stored_once(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
+    first = _record(0)
+    log.append([first])
+    with pytest.raises(MonitoringError, match="cannot append 1 predictions"):
+        log.append(
+            [PredictionRecord("other", "negative", {"negative": 1.0}, "m", "1", T0, first.prediction_id)]
+        )
+    assert log.count() == 1
+
+
+def test_recent_filtered_to_one_model_version(sql_url: str) -> None:
+    log = InferenceLog(sql_url)
+    # Interleaved in time: a newer version's predictions must not crowd the window of the one asked for.
+    log.append([_record(i, version="1" if i % 3 == 0 else "2") for i in range(12)])
+
+    frame = log.recent(3, model_version="1")
+    assert list(frame["text"]) == ["review number 3", "review number 6", "review number 9"]
+    assert set(frame["model_version"]) == {"1"}
+    assert len(log.recent(100, model_version="2")) == 8
+    assert log.recent(10, model_version="9").empty
+    assert list(log.recent(2)["text"]) == ["review number 10", "review number 11"]
+
+
+def test_a_table_from_before_prediction_ids_gains_the_column(sql_url: str) -> None:
+    # The predictions table as earlier releases created it: no prediction_id column.
+    old = sa.MetaData()
+    table = sa.Table(
+        "predictions",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("model_name", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(64), nullable=False),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("label", sa.String(255), nullable=False),
+        sa.Column("scores", sa.JSON, nullable=False),
+    )
+    engine = sa.create_engine(sql_url)
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "timestamp": T0,
+                    "model_name": "m",
+                    "model_version": "1",
+                    "text": "old",
+                    "label": "negative",
+                    "scores": {"negative": 1.0},
+                }
+            ],
+        )
+    engine.dispose()
+
+    log = InferenceLog(sql_url)
+    log.append([_record(1), _record(2)])
+    frame = log.recent(10)
+    assert list(frame["text"]) == ["old", "review number 1", "review number 2"]
+    assert frame["prediction_id"].iloc[0] is None
+    assert frame["prediction_id"].iloc[1:].notna().all()
+    # The unique index came along: a second InferenceLog finds everything in place.
+    InferenceLog(sql_url).append([_record(3)])
+    with pytest.raises(MonitoringError):
+        log.append([PredictionRecord("x", "negative", {}, "m", "1", T0, _record(9).prediction_id)] * 2)
+    assert log.count() == 4
+
+
 def test_default_timestamp_is_now_utc() -> None:
     record = PredictionRecord("t", "positive", {"positive": 1.0}, "m", "1")
     assert record.timestamp.tzinfo is not None
     assert abs(datetime.now(UTC) - record.timestamp) < timedelta(seconds=5)
+    other = PredictionRecord("t", "positive", {"positive": 1.0}, "m", "1")
+    assert len(record.prediction_id) == 32 and int(record.prediction_id, 16) >= 0
+    assert record.prediction_id != other.prediction_id
 
 
 def test_negative_n_is_rejected(tmp_path: Path) -> None:

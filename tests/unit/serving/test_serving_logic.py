@@ -1,4 +1,4 @@
-"""refinery.serving without BentoML: request checks, predict-and-log, settings, the serve command."""
+"""refinery.serving without BentoML: request checks, predict-and-log, feedback, settings, the serve command."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from refinery.errors import ConfigError
-from refinery.monitoring.inference_log import InferenceLog
+from refinery.monitoring.inference_log import InferenceLog, InvalidFeedback
 from refinery.serving import (
     ENV_INFERENCE_LOG,
     ENV_MAX_BATCH_ITEMS,
@@ -117,7 +117,12 @@ def test_classify_predicts_and_logs_every_text(
         assert sum(r.scores.values()) == pytest.approx(1.0, abs=1e-5)
         assert r.label == max(r.scores, key=r.scores.get)
         assert r.model_version == "5"
-        assert r.to_dict() == {"label": r.label, "scores": r.scores, "model_version": "5"}
+        assert r.to_dict() == {
+            "label": r.label,
+            "scores": r.scores,
+            "model_version": "5",
+            "prediction_id": r.prediction_id,
+        }
 
     log = InferenceLog(cfg.serving.inference_log)
     assert log.count() == 3
@@ -126,6 +131,8 @@ def test_classify_predicts_and_logs_every_text(
     assert list(logged["label"]) == [r.label for r in [*results, *single]]
     assert set(logged["model_name"]) == {"review-sentiment-test"}
     assert set(logged["model_version"]) == {"5"}
+    assert list(logged["prediction_id"]) == [r.prediction_id for r in [*results, *single]]
+    assert len({r.prediction_id for r in [*results, *single]}) == 3
 
     with pytest.raises(InvalidRequest, match="at most 4"):
         service.classify(["x"] * 5)
@@ -138,3 +145,42 @@ def test_packaged_model_needs_the_packaging_labels(
     settings = ServiceSettings.from_config(make_config())
     with pytest.raises(ConfigError, match=MODEL_LABEL_VERSION):
         ClassificationService.from_packaged_model(tiny_model_dir, {MODEL_LABEL_NAME: "m"}, {}, settings)
+
+
+def test_feedback_takes_the_models_labels_and_the_service_limits(
+    make_config: Callable[..., object], tiny_model_dir: Path
+) -> None:
+    cfg = make_config(["serving.max_batch_items=3", "serving.max_text_chars=20"])
+    service = ClassificationService.load(
+        tiny_model_dir, "review-sentiment-test", "5", ServiceSettings.from_config(cfg)
+    )
+    (answer,) = service.classify("quiet and sturdy")
+    wrong = "negative" if answer.label == "positive" else "positive"
+
+    stored = service.feedback(
+        [
+            {"prediction_id": answer.prediction_id, "label": wrong},
+            {"text": "never asked", "label": "positive"},
+        ]
+    )
+
+    assert [(r.text, r.label) for r in stored] == [("quiet and sturdy", wrong), ("never asked", "positive")]
+    assert (stored[0].prediction_id, stored[0].model_version, stored[0].predicted_label) == (
+        answer.prediction_id,
+        "5",
+        answer.label,
+    )
+    log = InferenceLog(cfg.serving.inference_log)
+    assert log.count_feedback() == 2
+    refusals = [
+        ([{"text": "meh", "label": "neutral"}], 400, "expected one of: negative, positive"),
+        ([{"text": f"t{i}", "label": "positive"} for i in range(4)], 400, "at most 3"),
+        ([{"text": "x" * 21, "label": "positive"}], 400, "the limit is 20"),
+        ([{"prediction_id": "f" * 32, "label": "positive"}], 404, "is not a prediction"),
+        ([{"text": "quiet and sturdy", "label": wrong}], 409, "already has feedback"),
+    ]
+    for items, status, message in refusals:
+        with pytest.raises(InvalidFeedback, match=message) as refused:
+            service.feedback(items)
+        assert refused.value.status == status
+    assert log.count_feedback() == 2
