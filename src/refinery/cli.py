@@ -299,7 +299,8 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     )
     print("\n".join(outcome.decision.to_lines()))
     if outcome.record is None:
-        print("not promoted: the gate rejected it (--force --reason TEXT overrides, and is recorded)")
+        why = "it is no change from the champion" if outcome.decision.no_change else "the gate rejected it"
+        print(f"not promoted: {why} (--force --reason TEXT overrides, and is recorded)")
         return EXIT_FAILED
     _print_promotion(outcome.record)
     return EXIT_OK
@@ -330,21 +331,66 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from refinery.client import ServiceClient, read_labelled
+
+    cfg = _config(args)
+    client = ServiceClient(args.url or f"http://{cfg.serving.host}:{cfg.serving.port}")
+    rows = read_labelled(args.input, cfg.data.text_column, cfg.data.label_column, args.limit)
+    first: dict[str, str] = {}
+    for text, label in rows:
+        first.setdefault(text, label)  # a text takes one label: the first one the file gives it
+    unique = list(first.items())
+    if len(unique) < len(rows):
+        print(f"skipping {len(rows) - len(unique)} repeated text(s): a text takes one label")
+    rows = unique
+    ids = client.feedback(
+        [{"text": text, "label": label} for text, label in rows], batch_size=cfg.serving.max_batch_items
+    )
+    counts: dict[str, int] = {}
+    for _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    print(f"posted {len(ids)} labelled texts to {client.url}/feedback: {counts}")
+    return EXIT_OK
+
+
+def cmd_loop_summary(args: argparse.Namespace) -> int:
+    from refinery.monitoring.story import loop_story
+
+    print(loop_story(_config(args)).to_text())
+    return EXIT_OK
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     from refinery.monitoring.controller import monitor
     from refinery.orchestration.local import run_training
 
     cfg = _config(args)
 
+    shown: list[str] = []
+
+    def announce(text: str) -> None:
+        shown.append(text)
+        print(text, flush=True)
+
     def start_retrain() -> str:
-        print("drift detected: starting a retraining run", flush=True)
+        print("starting a retraining run", flush=True)
         # As `refinery run` hands it over: a cluster configuration's paths resolve where the steps run.
         summary = run_training(read_config(args.config, args.overrides))
         print(summary.to_text(), flush=True)
         return summary.run_name
 
-    decision = monitor(cfg, start_retrain)
-    print(decision.to_text() if hasattr(decision, "to_text") else decision)
+    decision = monitor(cfg, start_retrain, announce=announce)
+    if not shown:
+        print(decision.to_text())
+    else:
+        # The signals were shown before any retrain's output; what is left is where it was recorded.
+        lines = [f"recorded: {decision.action} (decision {decision.decision_id})"]
+        if decision.retrain_run_id:
+            lines.append(f"retrain run: {decision.retrain_run_id}")
+        if decision.drift is not None:
+            lines.append(f"drift report: {decision.drift.report}")
+        print("\n".join(lines))
     return EXIT_OK
 
 
@@ -502,9 +548,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="print each prediction")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser(
+        "feedback", help="post true labels of texts from a CSV file to a running service's /feedback"
+    )
+    _add_config_args(p)
+    p.add_argument("--input", required=True, help="CSV with the config's text and label columns")
+    p.add_argument("--limit", type=int, help="send only the first N rows")
+    p.add_argument("--url", help="service URL (default: serving.host and serving.port)")
+    p.set_defaults(func=cmd_feedback)
+
     p = sub.add_parser("monitor", help="check the inference log for drift and trigger retraining")
     _add_config_args(p)
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser(
+        "loop-summary",
+        help="the refinement loop so far: each version's scores on the established and new test rows, and"
+        " each monitor decision with the signal that fired",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_loop_summary)
     return parser
 
 

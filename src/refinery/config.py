@@ -195,6 +195,30 @@ class DataConfig(_Strict):
         description="An earlier domain's labelled data (say, what the champion was trained on) both models"
         " are scored on, against catastrophic forgetting; same columns and labels as data.uri.",
     )
+    incoming_uri: str | None = Field(
+        None,
+        description="Labelled rows a labelling tool exports (CSV, JSONL or Parquet; a file, a folder or a"
+        " glob; local path or fsspec URI): new data, added to training and to the `new` test set.",
+    )
+    feedback: bool = Field(
+        False,
+        description="Add the labelled feedback the service collected (POST /feedback, stored beside"
+        " serving.inference_log) as new data.",
+    )
+    replay_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of data.uri's training rows kept beside new labelled rows (a stratified, seeded"
+        " sample); its test rows are always kept, as the `established` test set.",
+    )
+    new_test_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="Share of new labelled rows held out as the `new` test set, chosen by a hash of the"
+        " text so that a row stays on its side run after run.",
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "utf-8"
     text_column: str = "text"
@@ -460,12 +484,23 @@ class SignificanceConfig(_Strict):
     McNemar's test on the rows exactly one of them gets right."""
 
     mode: Literal["off", "not_worse", "better"] = Field(
-        "not_worse",
-        description="not_worse: reject a challenger significantly worse than the champion; better: accept"
-        " only one significantly better; off: skip both tests.",
+        "better",
+        description="better: accept only a challenger significantly better than the champion; not_worse:"
+        " reject one significantly worse; off: skip both tests.",
+    )
+    on: Literal["auto", "all", "new"] = Field(
+        "auto",
+        description="The test rows both tests compare on: new (the held-out new labelled rows), all, or"
+        " auto: new when the run has new labelled rows, else all.",
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Of the bootstrap interval.")
     resamples: int = Field(1000, ge=100, le=100_000)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off_as_written(cls, value: Any) -> Any:
+        # YAML reads a bare `off` (in a file or a --set value) as false.
+        return "off" if value is False else value
     alpha: float = Field(0.05, gt=0, lt=0.5, description="McNemar's significance level.")
     seed: int = 0
 
@@ -596,17 +631,84 @@ class ServingConfig(_Strict):
     inference_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
 
 
+class SignalConfig(_Strict):
+    """One drift signal: always computed and reported; ``fire`` lets it start a retrain."""
+
+    fire: bool = Field(True, description="Whether this signal firing may start a retrain.")
+
+
+class EmbeddingSignalConfig(SignalConfig):
+    """Drift of the served model's own sentence embeddings: a domain classifier told to tell reference
+    embeddings (stored with the model version) from the window's; drift when it succeeds."""
+
+    max_auc: float = Field(
+        0.55, gt=0.5, lt=1, description="Cross-validated ROC AUC of the domain classifier above this is drift."
+    )
+    max_rows: int = Field(
+        2000, ge=100, description="Rows per side the classifier sees (a seeded sample of larger sides)."
+    )
+
+
+class ConfidenceSignalConfig(SignalConfig):
+    """Drift of the model's confidence (its top class probability) against the held-out reference."""
+
+    fire: bool = False
+    p_value: float = Field(0.01, gt=0, lt=1, description="Two-sample K-S p-value below this is drift.")
+
+
+class EstimatedAccuracyConfig(SignalConfig):
+    """Accuracy estimated from calibrated probabilities, without labels (confidence-based performance
+    estimation); the calibration is fitted on held-out predictions at training and stored with the model."""
+
+    max_drop: float = Field(
+        0.05, ge=0, le=1, description="Estimated accuracy this far below the reference accuracy fires."
+    )
+
+
+class FeedbackAccuracyConfig(SignalConfig):
+    """Accuracy measured on the window's predictions that received labelled feedback."""
+
+    min_rows: int = Field(50, ge=1, description="Labelled predictions needed before it is measured.")
+    max_drop: float = Field(
+        0.05, ge=0, le=1, description="Measured accuracy this far below the reference accuracy fires."
+    )
+
+
+class SignalsConfig(_Strict):
+    """The drift signals the monitor computes on each window, and which of them may fire a retrain."""
+
+    descriptors: SignalConfig = Field(
+        SignalConfig(),
+        description="Surface statistics of the texts (length, punctuation, ...): monitoring.drift_share of"
+        " them drifting at monitoring.stattest_threshold.",
+    )
+    embedding: EmbeddingSignalConfig = EmbeddingSignalConfig()
+    confidence: ConfidenceSignalConfig = ConfidenceSignalConfig()
+    estimated_accuracy: EstimatedAccuracyConfig = EstimatedAccuracyConfig()
+    feedback_accuracy: FeedbackAccuracyConfig = FeedbackAccuracyConfig()
+
+
 class MonitoringConfig(_Strict):
-    """Drift detection on the inference log and the retrain trigger."""
+    """Drift detection on the inference log and the retrain trigger policy."""
 
     window_size: int = Field(
-        500, ge=1, description="How many of the most recent predictions form the window."
+        500, ge=1, description="How many of the most recent predictions of the serving model form the window."
     )
     min_window_size: int = Field(50, ge=1)
     drift_share: float = Field(
-        0.5, gt=0, le=1, description="Share of drifted features that means dataset drift."
+        0.5, gt=0, le=1, description="Share of drifted descriptors that means descriptor drift."
     )
     stattest_threshold: float = Field(0.05, gt=0, lt=1)
+    signals: SignalsConfig = SignalsConfig()
+    consecutive_windows: int = Field(
+        1, ge=1, description="A firing signal must have fired in this many consecutive windows."
+    )
+    min_labelled_rows: int = Field(
+        50,
+        ge=0,
+        description="New labelled rows (feedback, data.incoming_uri) since the champion's training needed"
+        " before a drift retrain may start: without them it would train on the same data.",
+    )
     cooldown_minutes: float = Field(60, ge=0)
     retrain: bool = True
     report_dir: str | None = None
@@ -697,6 +799,11 @@ class Credentials(_Strict):
     )
     container_registry: str | None = Field(
         None, description="The image registry: REFINERY_REGISTRY_USERNAME, REFINERY_REGISTRY_PASSWORD."
+    )
+    inference_log: str | None = Field(
+        None,
+        description="The inference log's database, where the data steps read the service's feedback"
+        " (data.feedback): PGPASSWORD.",
     )
     image_pull_secret: str | None = Field(
         None, description="A docker-registry Secret the pods pull the images with (imagePullSecrets)."
@@ -920,7 +1027,7 @@ def _cluster_problems(d: dict[str, Any]) -> list[str]:
         if isinstance(value, str) and _CREDENTIAL_IN_URL.match(value)
     ]
     data = d["data"]
-    for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
+    for key in ("uri", "validation_uri", "test_uri", "retention_uri", "incoming_uri"):
         if data[key] and is_local(data[key]):
             problems.append(f"data.{key} {data[key]!r} is a local path; a pod reads data from object storage")
     synonyms = data["prepare"]["augment"]["synonyms"]
@@ -981,7 +1088,7 @@ def resolve(config: RunConfig, base: Path | None = None) -> RunConfig:
     if state is not None:
         d["state_dir"] = str(state)
     data = d["data"]
-    for key in ("uri", "validation_uri", "test_uri", "retention_uri"):
+    for key in ("uri", "validation_uri", "test_uri", "retention_uri", "incoming_uri"):
         if data[key]:
             data[key] = _absolute(data[key], base)
     augment = data["prepare"]["augment"]

@@ -57,6 +57,8 @@ SERVICES: dict[str, ServiceCredentials] = {
     # https with a token, or ssh with a private key and the host keys to trust.
     "git": ServiceCredentials(optional=(GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY, GIT_KNOWN_HOSTS)),
     "container_registry": ServiceCredentials(required=(REGISTRY_USERNAME, REGISTRY_PASSWORD)),
+    # The service's feedback, read by the data steps beside the inference log (libpq's PGPASSWORD).
+    "inference_log": ServiceCredentials(optional=("PGPASSWORD",)),
 }
 
 #: Every credential variable: what ``refinery run --runner docker`` hands on to the step containers

@@ -118,18 +118,43 @@ class Classifier:
             TypeError: An element of ``texts`` is not a string.
             ValueError: ``batch_size`` is not positive.
         """
+        return self._run(texts, batch_size, embed=False)[0]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and sentence embeddings of each text, from one pass through the model.
+
+        The embedding is the mean of the real tokens' last hidden states: the model's own view of the
+        text, which drift monitoring compares between the reference and a served window.
+
+        Returns:
+            ``(probabilities, embeddings)``: float32 arrays ``[len(texts), len(labels)]`` and
+            ``[len(texts), hidden_size]``, rows in input order.
+
+        Raises:
+            TypeError: An element of ``texts`` is not a string.
+            ValueError: ``batch_size`` is not positive.
+        """
+        probs, embeddings = self._run(texts, batch_size, embed=True)
+        assert embeddings is not None
+        return probs, embeddings
+
+    def _run(
+        self, texts: Sequence[str], batch_size: int, embed: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
         if isinstance(texts, str):
-            raise TypeError("predict_proba expects a sequence of texts, got a single string")
+            raise TypeError("expected a sequence of texts, got a single string")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
         probs = np.empty((len(texts), len(self._labels)), dtype=np.float32)
+        hidden_size = int(getattr(self._model.config, "hidden_size", 0))
+        embeddings = np.empty((len(texts), hidden_size), dtype=np.float32) if embed else None
         if not texts:
-            return probs
+            return probs, embeddings
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
@@ -141,9 +166,14 @@ class Classifier:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self._model.device)
-                logits = self._model(**enc).logits
-                probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return probs
+                out = self._model(**enc, output_hidden_states=embed)
+                probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+                if embeddings is not None:
+                    hidden = out.hidden_states[-1].float()
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+                    embeddings[idx] = pooled.cpu().numpy()
+        return probs, embeddings
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """The most probable label and all label probabilities for each text, in input order."""

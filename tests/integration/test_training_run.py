@@ -150,8 +150,8 @@ def test_broken_data_stops_the_run_at_validate_data_and_nothing_is_registered(
     assert not Path(cfg.packaging.bento_store or "").exists()
 
 
-def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: Path) -> None:
-    """The back half of the loop through the CLI: `refinery serve`, `predict`, `monitor` twice."""
+def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop, tmp_path: Path) -> None:
+    """The back half of the loop through the CLI: `refinery serve`, `predict`, `feedback`, `monitor` twice."""
     import subprocess
     import sys
 
@@ -160,9 +160,11 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
     from refinery.cli import main
     from refinery.data.demo import generate_reviews
     from refinery.monitoring.controller import TriggerLog
+    from refinery.orchestration.local import collect_summary
 
-    make, _first, cli_args = loop
-    cfg = make()
+    make, _first, base_args = loop
+    cli_args = [*base_args, "--set", "data.feedback=true", "--set", "monitoring.min_labelled_rows=100"]
+    cfg = make(["data.feedback=true"])
     port = free_port()
     serve_args = [*cli_args, "--set", f"serving.port={port}"]
     drifted = tmp_path / "drifted.csv"
@@ -177,6 +179,11 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
             assert bad.status_code == 400 and "texts" in bad.text
             empty = httpx.post(f"http://127.0.0.1:{port}/classify", json={"texts": []}, timeout=30)
             assert empty.status_code == 400 and "empty" in empty.text
+            triggers = TriggerLog(cfg.monitoring.trigger_log)
+            # Drift, but no labels yet: a retrain would train on the same data.
+            assert main(["monitor", *cli_args]) == 0
+            assert [d.action for d in triggers.decisions(cfg.registry.model_name)] == ["awaiting_labels"]
+            assert main(["feedback", *serve_args, "--input", str(drifted), "--limit", "200"]) == 0
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -184,14 +191,23 @@ def test_serve_predict_and_monitor_retrain_once_then_cool_down(loop, tmp_path: P
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
-    triggers = TriggerLog(cfg.monitoring.trigger_log)
     assert main(["monitor", *cli_args]) == 0
-    assert [d.action for d in triggers.decisions(cfg.registry.model_name)] == ["fired"]
-    retrain_run = triggers.decisions(cfg.registry.model_name)[0].retrain_run_id
-    assert retrain_run and any((Path(cfg.state_dir) / "runs").glob(f"*/{retrain_run}/promote"))
+    decisions = triggers.decisions(cfg.registry.model_name)
+    assert [d.action for d in decisions] == ["awaiting_labels", "fired"]
+    retrain_run = decisions[1].retrain_run_id
+    run_dir = next((Path(cfg.state_dir) / "runs").glob(f"*/{retrain_run}"))
+    summary = collect_summary(run_dir, 0.0)
+    # The retrain learnt from the 200 labelled rows: some trained on, the rest the `new` test set the
+    # gate compared the two models on.
+    new_rows = summary.steps["prepare-data"]["new_rows"]
+    assert new_rows["train"] + new_rows["test"] == 200 and new_rows["test"] > 30
+    assert summary.steps["evaluate"]["comparison"]["on"] == "new"
+    promoted = summary.decision["passed"]
+    assert ("promote" in summary.steps) == promoted
     assert main(["monitor", *cli_args]) == 0
     actions = [d.action for d in triggers.decisions(cfg.registry.model_name)]
-    assert actions == ["fired", "suppressed_cooldown"]
+    # A promoted v2 has served nothing yet; else v1's window is within the cooldown.
+    assert actions[-1] == ("insufficient_data" if promoted else "suppressed_cooldown")
 
 
 def test_hyperparameter_search_trains_every_trial_and_carries_the_best_on(

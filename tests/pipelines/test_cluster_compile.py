@@ -144,8 +144,9 @@ def test_each_step_is_given_only_the_configuration_it_reads(compiled: tuple[str,
         if "executorLabel" in c
     }
     assert inputs["gate"] == {"gate_config"}
-    assert inputs["validate-data"] == {"data_config", "data_fingerprint"}
-    assert inputs["prepare-data"] == {"data_config", "data_fingerprint"}
+    data_inputs = {"data_config", "serving_config", "data_fingerprint", "feedback_through"}
+    assert inputs["validate-data"] == data_inputs
+    assert inputs["prepare-data"] == data_inputs
     assert inputs["finetune"] == {
         "data_config",
         "model_config",
@@ -184,7 +185,14 @@ def test_no_secret_value_is_in_the_file_only_secret_names(compiled: tuple[str, d
         for e in platform["deploymentSpec"]["executors"].values()
         for entry in e.get("secretAsEnv", [])
     }
-    assert secrets == {"refinery-hf", "refinery-mlflow", "refinery-s3", "refinery-git", "refinery-registry"}
+    assert secrets == {
+        "refinery-hf",
+        "refinery-mlflow",
+        "refinery-s3",
+        "refinery-git",
+        "refinery-registry",
+        "refinery-inference-log",
+    }
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,13 @@ def test_validate_data_component_writes_reports_then_stops_on_errors(
         (tmp_path / folder).mkdir()
     good = config_in(tmp_path / "good", tmp_path / "model", demo_df)
     outputs = _artifacts(tmp_path / "good-out")
-    op.python_func(data_config=good.sections()["data"], data_fingerprint="", **outputs)
+    op.python_func(
+        data_config=good.sections()["data"],
+        serving_config=good.sections()["serving"],
+        data_fingerprint="",
+        feedback_through=0,
+        **outputs,
+    )
     assert "PASSED" in Path(outputs["report"].path).read_text()
     assert "PASSED" in Path(outputs["report_html"].path).read_text()
     assert (Path(outputs["validation"].path) / "validation.json").is_file()
@@ -39,7 +45,13 @@ def test_validate_data_component_writes_reports_then_stops_on_errors(
     bad = config_in(tmp_path / "bad", tmp_path / "model", demo_df.assign(label="neutral"))
     outputs = _artifacts(tmp_path / "bad-out")
     with pytest.raises(DataValidationError, match="labels outside"):
-        op.python_func(data_config=bad.sections()["data"], data_fingerprint="", **outputs)
+        op.python_func(
+            data_config=bad.sections()["data"],
+            serving_config=bad.sections()["serving"],
+            data_fingerprint="",
+            feedback_through=0,
+            **outputs,
+        )
     # The failed step still shows why, in the Kubeflow UI and beside its outputs.
     assert "labels outside" in Path(outputs["report_html"].path).read_text()
     assert "labels outside" in (tmp_path / "bad-out" / "error.txt").read_text()

@@ -689,6 +689,8 @@ class DemoData:
     reviews_rows: int
     drifted_rows: int
     seed: int
+    traffic_path: Path | None = None
+    traffic_rows: int = 0
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -712,23 +714,38 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_demo_data(out_dir: Path, n: int = 2000, seed: int = 13) -> DemoData:
-    """Write ``reviews.csv`` (``n`` product reviews) and ``drifted.csv`` (``n // 2`` hotel reviews).
+    """Write the demo's three files.
+
+    - ``reviews.csv``: ``n`` product reviews, the training data of the first model;
+    - ``drifted.csv``: ``n // 2`` hotel reviews, the new domain the service meets (the demo serves them
+      and posts their labels as feedback);
+    - ``traffic.csv``: ``n // 5`` unseen reviews, three product reviews to one hotel review: the traffic
+      once both domains are served.
 
     Args:
         out_dir: Folder to write into (created if needed).
         n: Rows of ``reviews.csv``.
-        seed: Seed of ``reviews.csv``; ``drifted.csv`` uses ``seed + 1``.
+        seed: Seed of ``reviews.csv``; ``drifted.csv`` uses ``seed + 1``, ``traffic.csv`` ``seed + 2``
+            (products, and the order) and ``seed + 3`` (hotels).
 
     Returns:
-        The paths, row counts and label counts of both files.
+        The paths, row counts and label counts of the files.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reviews = generate_reviews(n, seed)
     drifted = generate_reviews(n // 2, seed + 1, drifted=True)
+    hotels = n // 5 // 4
+    mixed = pd.concat(
+        [generate_reviews(n // 5 - hotels, seed + 2), generate_reviews(hotels, seed + 3, drifted=True)],
+        ignore_index=True,
+    )
+    traffic = mixed.sample(frac=1.0, random_state=seed + 2).reset_index(drop=True)
     reviews_path, drifted_path = out_dir / "reviews.csv", out_dir / "drifted.csv"
+    traffic_path = out_dir / "traffic.csv"
     _write_csv(reviews, reviews_path)
     _write_csv(drifted, drifted_path)
+    _write_csv(traffic, traffic_path)
     return DemoData(
         reviews_path=reviews_path,
         drifted_path=drifted_path,
@@ -736,7 +753,9 @@ def write_demo_data(out_dir: Path, n: int = 2000, seed: int = 13) -> DemoData:
         drifted_rows=len(drifted),
         seed=seed,
         label_counts={
-            "reviews": {k: int(v) for k, v in reviews["label"].value_counts().sort_index().items()},
-            "drifted": {k: int(v) for k, v in drifted["label"].value_counts().sort_index().items()},
+            name: {k: int(v) for k, v in frame["label"].value_counts().sort_index().items()}
+            for name, frame in (("reviews", reviews), ("drifted", drifted), ("traffic", traffic))
         },
+        traffic_path=traffic_path,
+        traffic_rows=len(traffic),
     )

@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -54,7 +55,12 @@ def detect_format(uri: str) -> str:
     )
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``uri`` and the path within it.
+
+    Raises:
+        DataError: The URI's scheme has no installed filesystem, or the URI is malformed.
+    """
     import fsspec
 
     try:
@@ -75,7 +81,7 @@ def read_bytes(uri: str) -> bytes:
     """
     import fsspec
 
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     try:
         if not fs.exists(path):
             raise DataError(f"data file not found: {uri}")
@@ -100,7 +106,7 @@ def file_sha256(uri: str) -> str:
     """
     import fsspec
 
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     try:
         if not fs.exists(path) or fs.isdir(path):
             raise DataError(f"data file not found: {uri}")
@@ -245,9 +251,10 @@ def read_table(cfg: DataConfig) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def fingerprint(data: DataConfig) -> str:
+def fingerprint(data: DataConfig, new_sources: Sequence[str] = ()) -> str:
     """A hash of the content of every file validation and preparation read (the splits' files, and the
-    synonym file when augmentation uses one), named by split.
+    synonym file when augmentation uses one), named by split, and of the run's new labelled sources
+    (``new_sources``: one ``name=content-hash`` line each, see :func:`refinery.data.sources.source_lines`).
 
     The pipeline computes it when a run starts and hands it to the data steps, so that a step cached for
     other data is never reused: the same URI with new content is a new fingerprint.
@@ -260,12 +267,12 @@ def fingerprint(data: DataConfig) -> str:
     if augment.enabled and augment.synonyms:
         files["synonyms"] = augment.synonyms
     lines = [f"{name}={_content_id(uri)}" for name, uri in sorted(files.items())]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return hashlib.sha256("\n".join([*lines, *new_sources]).encode()).hexdigest()
 
 
 def _content_id(uri: str) -> str:
     """The file's SHA-256, or ``missing``: a missing file is the data contract's to report, with its rules."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     try:
         missing = not fs.exists(path) or fs.isdir(path)
     except Exception as exc:  # fsspec back-ends raise their own errors (ClientError, OSError, ...)
@@ -273,15 +280,16 @@ def _content_id(uri: str) -> str:
     return "missing" if missing else file_sha256(uri)
 
 
-def check_fingerprint(data: DataConfig, expected: str) -> None:
+def check_fingerprint(data: DataConfig, expected: str, new_sources: Sequence[str] = ()) -> None:
     """Stop when the data changed since the run took its :func:`fingerprint` (``expected``).
 
     Raises:
         DataError: The files' content is not what it was when the run started.
     """
-    actual = fingerprint(data)
+    actual = fingerprint(data, new_sources)
     if actual != expected:
+        files = [*data.split_uris().values(), *(line.rsplit("=", 1)[0] for line in new_sources)]
         raise DataError(
             f"the data changed during the run (fingerprint {expected[:12]} when it started, {actual[:12]} now;"
-            f" files: {', '.join(data.split_uris().values())}): start the run again"
+            f" sources: {', '.join(files)}): start the run again"
         )

@@ -17,7 +17,13 @@ Steps, in order (every count goes into :class:`PreparedData` and the step's metr
    the rows of one group never straddle splits and the fractions are only approximated.
 4. Leakage: a row of a later split (train < validation < test) whose comparison key occurs in an
    earlier split is removed from the later one, so no text is ever written to two splits.
-5. The training split only: balanced by ``data.prepare.balance`` (loss weights recorded as
+5. New labelled rows (:mod:`refinery.data.sources`: ``data.incoming_uri`` and the service's feedback),
+   less those whose text a base file holds, are cleaned like a file; a hash of each row's text sends
+   ``data.new_test_fraction`` of them to the test split, the rest to training. The test split then
+   carries a ``domain`` column: ``established`` for ``data.uri``'s test rows, ``new`` for these (the two
+   test sets the gate judges). Beside new rows, ``data.replay_share`` of the base training rows is kept
+   (a stratified, seeded sample).
+6. The training split only: balanced by ``data.prepare.balance`` (loss weights recorded as
    ``class_weights``, or seeded over-/under-sampling to the largest/smallest class), then augmented
    when ``data.prepare.augment.enabled`` (:mod:`refinery.data.augment`).
 
@@ -56,6 +62,7 @@ from refinery.config import RunConfig
 from refinery.data.augment import augment_rows, read_synonyms
 from refinery.data.load import file_sha256, read_table, stringify
 from refinery.data.profile import profile_texts
+from refinery.data.sources import read_new_rows
 from refinery.data.text import as_text, clean_texts, comparison_keys, first_occurrence, key_hashes
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
@@ -66,6 +73,8 @@ OUTPUT_FILES = (*(f"{name}.parquet" for name in SPLITS), "reference.parquet", "p
 _KEY = "_key"
 _GROUP = "_group"
 MISSING_SLICE = "(missing)"  # a slice column's value for rows that have none
+DOMAIN_SLICE = "domain"  # the test split's column telling data.uri's rows from new labelled rows
+ESTABLISHED, NEW = "established", "new"
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,8 @@ class PreparedData:
 
     Row counts are summed over all input files; the identity
     ``rows_in - blank_removed - conflicting_removed - exact_duplicates_removed
-    - normalised_duplicates_removed - leaked_removed + balance_added - balance_removed + augmented_added
-    == rows_out`` always holds.
+    - normalised_duplicates_removed - new_base_duplicates_removed - leaked_removed - replay_removed
+    + balance_added - balance_removed + augmented_added == rows_out`` always holds.
 
     Attributes:
         data_uri: The training data's location (``data.uri``).
@@ -105,6 +114,12 @@ class PreparedData:
         class_weights: Loss weight per declared label, ``n / (k * count)`` over the training split, when
             ``data.prepare.balance`` is ``class_weights``; else ``None``.
         seed: The seed of the split, the resampling and the augmentation (``data.split.seed``).
+        lineage: Every source the dataset was assembled from, with its content hash: ``role`` (a split
+            name for the base files, ``incoming`` or ``feedback`` for new rows), ``uri``, ``sha256``,
+            ``rows`` (and ``through_id`` for feedback).
+        new_rows: New labelled rows kept after cleaning, by split (``train``, ``test``); empty without any.
+        new_base_duplicates_removed: New rows dropped because their text is already in a base file.
+        replay_removed: Base training rows left out by ``data.replay_share``.
         paths: ``train``, ``validation``, ``test``, ``reference``, ``profile`` and ``prepared`` file paths.
     """
 
@@ -131,6 +146,10 @@ class PreparedData:
     split_label_counts: dict[str, dict[str, int]]
     class_weights: dict[str, float] | None
     seed: int
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    new_rows: dict[str, int] = field(default_factory=dict)
+    new_base_duplicates_removed: int = 0
+    replay_removed: int = 0
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +170,8 @@ class PreparedData:
                 "exact_duplicates_removed",
                 "normalised_duplicates_removed",
                 "leaked_removed",
+                "new_base_duplicates_removed",
+                "replay_removed",
                 "balance_added",
                 "balance_removed",
                 "augmented_added",
@@ -160,6 +181,7 @@ class PreparedData:
         }
         counts.update({f"{source}_file_rows": float(n) for source, n in self.source_rows.items()})
         counts.update({f"{split}_rows": float(n) for split, n in self.split_sizes.items()})
+        counts.update({f"new_{split}_rows": float(n) for split, n in self.new_rows.items()})
         for split, per_label in self.split_label_counts.items():
             counts.update({_metric_name(f"{split}_rows_{label}"): float(n) for label, n in per_label.items()})
         for label, weight in (self.class_weights or {}).items():
@@ -446,7 +468,46 @@ def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
         os.replace(staging / name, out_dir / name)
 
 
-def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = None) -> PreparedData:
+def _replay(train: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, int]:
+    """Keep ``data.replay_share`` of the base training rows: a stratified, seeded sample."""
+    from sklearn.model_selection import train_test_split
+
+    share = cfg.data.replay_share
+    if share >= 1:
+        return train, 0
+    try:
+        kept, _ = train_test_split(
+            train, train_size=share, random_state=cfg.data.split.seed, stratify=train["label"]
+        )
+    except ValueError as exc:
+        raise DataError(
+            f"data.replay_share={share}: cannot sample {len(train)} base training rows stratified by label"
+            f" (per label: {train['label'].value_counts().to_dict()}): {exc}"
+        ) from None
+    return kept.reset_index(drop=True), len(train) - len(kept)
+
+
+def _add_new_rows(
+    parts: dict[str, pd.DataFrame], new: _Cleaned, cfg: RunConfig
+) -> tuple[dict[str, pd.DataFrame], dict[str, int], int]:
+    """Send the new rows to training and the ``new`` test set; mark the test split's domains."""
+    from refinery.data.sources import is_new_test_row
+
+    table = new.table
+    to_test = is_new_test_row(table[_KEY], cfg.data.new_test_fraction).to_numpy()
+    base_train, replay_removed = _replay(parts["train"], cfg)
+    out = dict(parts)
+    out["train"] = pd.concat([base_train, table[~to_test]], ignore_index=True)
+    out["test"] = pd.concat(
+        [parts["test"].assign(**{DOMAIN_SLICE: ESTABLISHED}), table[to_test].assign(**{DOMAIN_SLICE: NEW})],
+        ignore_index=True,
+    )
+    return out, {"train": int((~to_test).sum()), "test": int(to_test.sum())}, replay_removed
+
+
+def prepare_data(
+    cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = None, feedback_through: int = 0
+) -> PreparedData:
     """Clean, deduplicate, split, balance and augment the labelled data; write the prepared dataset folder.
 
     The steps and the output layout are described in the module docstring.
@@ -456,6 +517,7 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
         out_dir: The prepared dataset folder (created; existing files of the same names are replaced).
         frame: The training data (``data.uri``), when already read; by default every file is read with
             :func:`~refinery.data.load.read_table`. Data hashes are always computed from the files.
+        feedback_through: The newest service feedback id the run reads (with ``data.feedback``).
 
     Returns:
         Counts, data hashes, class weights and the written paths.
@@ -472,18 +534,29 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
     synonyms = read_synonyms(augment.synonyms) if augment.enabled and augment.synonyms else None
     uris = data.split_uris()
     sources = _read_sources(cfg, frame)
+    new = read_new_rows(cfg, [table for table, _ in sources.values()], feedback_through)
     splitting = not {"validation", "test"} <= uris.keys()
     cleaned = {
         name: _clean(table, cfg, uris[name], group=(name == "train" and splitting))
         for name, (table, _) in sources.items()
     }
 
-    given = {name: c.table for name, c in cleaned.items() if name != "train"}
-    parts, leaked_removed = _remove_leakage(_split(cleaned["train"].table, given, cfg), uris)
-    # Slice columns stay in the held-out splits, where evaluation scores by them; train is text and label.
+    given = {name: c.table for name, c in cleaned.items() if name not in ("train", NEW)}
+    parts = _split(cleaned["train"].table, given, cfg)
+    new_rows: dict[str, int] = {}
+    replay_removed = 0
     slices = list(cfg.data.slice_columns)
+    if new is not None and len(new.frame):
+        # New rows carry no slice values; they are the `new` domain of the test split instead.
+        filled = new.frame.assign(**{c: MISSING_SLICE for c in slices if c not in new.frame.columns})
+        cleaned[NEW] = _clean(filled, cfg, "the new labelled rows", group=False)
+        parts, new_rows, replay_removed = _add_new_rows(parts, cleaned[NEW], cfg)
+        slices.append(DOMAIN_SLICE)
+    parts, leaked_removed = _remove_leakage(parts, uris)
+    # Slice columns stay in the held-out splits, where evaluation scores by them; train is text and label.
     parts = {
-        name: part[["text", "label", *([] if name == "train" else slices)]] for name, part in parts.items()
+        name: part[["text", "label", *([] if name == "train" else [c for c in slices if c in part])]]
+        for name, part in parts.items()
     }
 
     # The reference and the profile describe the data as it is, before resampling or augmentation.
@@ -503,6 +576,17 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
     def total(attribute: str) -> int:
         return sum(int(getattr(c, attribute)) for c in cleaned.values())
 
+    lineage: list[dict[str, Any]] = [
+        {"role": name, "uri": uris[name], "sha256": sha, "rows": cleaned[name].rows_in}
+        for name, (_, sha) in sources.items()
+    ]
+    new_duplicates = 0
+    if new is not None:
+        lineage += [{"role": s.kind, **to_jsonable(s)} for s in new.sources]
+        for entry in lineage:
+            entry.pop("kind", None)
+        new_duplicates = new.base_duplicates_removed
+
     final_paths = {name: str(out_dir / f"{name}.parquet") for name in (*SPLITS, "reference")}
     final_paths["profile"] = str(out_dir / "profile.json")
     final_paths["prepared"] = str(out_dir / "prepared.json")
@@ -512,8 +596,8 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
         data_sha256=sources["train"][1],
         source_uris=dict(uris),
         source_sha256={name: sha for name, (_, sha) in sources.items()},
-        source_rows={name: c.rows_in for name, c in cleaned.items()},
-        rows_in=total("rows_in"),
+        source_rows={name: c.rows_in for name, c in cleaned.items() if name != NEW},
+        rows_in=total("rows_in") + new_duplicates,
         blank_removed=total("blank_removed"),
         texts_changed=total("texts_changed"),
         conflicting_texts=total("conflicting_texts"),
@@ -531,6 +615,10 @@ def prepare_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = Non
         split_label_counts={name: _counts(part["label"], data.labels) for name, part in parts.items()},
         class_weights=class_weights,
         seed=data.split.seed,
+        lineage=lineage,
+        new_rows=new_rows,
+        new_base_duplicates_removed=new_duplicates,
+        replay_removed=replay_removed,
         paths=final_paths,
     )
 

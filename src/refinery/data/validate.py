@@ -182,8 +182,14 @@ class ValidationReport:
 # Reading and derived columns
 
 
-def read_splits(data: DataConfig) -> tuple[pd.DataFrame, dict[str, str], list[int]]:
+def read_splits(
+    data: DataConfig, cfg: RunConfig | None = None, feedback_through: int = 0
+) -> tuple[pd.DataFrame, dict[str, str], list[int]]:
     """Read every file of the run into one frame with a ``__split`` column.
+
+    With ``cfg``, the run's new labelled rows (:mod:`refinery.data.sources`: ``data.incoming_uri`` and
+    the service's feedback through id ``feedback_through``), less those a base file already holds,
+    follow as split ``new``: the contract checks them like the rest, leakage into every split included.
 
     Returns:
         The frame (positional index), the files by split, and each file's row count (in split order).
@@ -191,8 +197,14 @@ def read_splits(data: DataConfig) -> tuple[pd.DataFrame, dict[str, str], list[in
     Raises:
         DataError: A file cannot be read (see :func:`~refinery.data.load.read_table`).
     """
+    from refinery.data.sources import NEW_SPLIT, read_new_rows
+
     files = data.split_uris()
     frames = [read_table(data.model_copy(update={"uri": uri})) for uri in files.values()]
+    new = read_new_rows(cfg, frames, feedback_through) if cfg is not None else None
+    if new is not None and len(new.frame):
+        frames.append(new.frame)
+        files[NEW_SPLIT] = ", ".join(source.uri for source in new.sources)
     return _union(frames, list(files)), files, [len(f) for f in frames]
 
 
@@ -673,7 +685,9 @@ def _run_suite(frame: pd.DataFrame, expectations: list[Any], docs_dir: Path) -> 
     return result, result.to_json_dict()
 
 
-def validate_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = None) -> ValidationReport:
+def validate_data(
+    cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = None, feedback_through: int = 0
+) -> ValidationReport:
     """Check the run's labelled data against the data contract and write the reports.
 
     Args:
@@ -681,7 +695,8 @@ def validate_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = No
         out_dir: Folder for ``validation.json``, ``report.html``, ``report.md`` and ``data_docs/``
             (created if needed; earlier reports there are replaced whole).
         frame: The training data, when already read (then only it is validated); by default every file
-            of ``cfg.data.split_uris()`` is read.
+            of ``cfg.data.split_uris()`` is read, and the run's new labelled rows (see :func:`read_splits`).
+        feedback_through: The newest service feedback id the run reads (with ``data.feedback``).
 
     Returns:
         The report; call :meth:`ValidationReport.raise_for_failure` to stop on ``error`` failures.
@@ -691,7 +706,7 @@ def validate_data(cfg: RunConfig, out_dir: Path, frame: pd.DataFrame | None = No
     """
     data = cfg.data
     if frame is None:
-        frame, files, _ = read_splits(data)
+        frame, files, _ = read_splits(data, cfg, feedback_through)
     else:
         frame, files = _union([frame.copy()], ["train"]), {"train": data.uri}
     frame.columns = [str(c) for c in frame.columns]

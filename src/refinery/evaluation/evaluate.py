@@ -8,13 +8,23 @@ text-length bucket (``evaluation.length_buckets``). With a champion, the two are
 bootstrap of the macro-F1 difference and McNemar's test (``gate.significance``); with
 ``data.retention_uri``, both are also scored on that earlier-domain set.
 
+When the run added new labelled rows, the test set carries a ``domain`` column (``established``:
+``data.uri``'s test rows, ``new``: held-out new rows); both are slices, and the significance tests
+compare the models on the new rows (``gate.significance.on``). A challenger whose weights hash the same
+as the champion's, or that predicts the champion's label on every test row, is recorded as ``no_change``:
+the gate refuses it before any other rule.
+
+The challenger's predictions on the test rows also become the reference statistics drift monitoring
+compares served windows with (:class:`refinery.monitoring.signals.ReferenceStats`, in ``monitoring/``).
+
 The step writes ``evaluation.json`` (the typed :class:`EvaluationResult`), ``predictions.parquet`` (one
-row per test text: label, slices, each model's prediction and class probabilities) and
-``confusion_matrix.png``.
+row per test text: label, slices, each model's prediction and class probabilities),
+``confusion_matrix.png`` and ``monitoring/`` (the reference statistics).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.data.prepare import DOMAIN_SLICE, NEW
 from refinery.errors import DataError, RefineryError, RegistryError, TrainingError
 from refinery.evaluation.metrics import ModelMetrics, classification_metrics
 from refinery.evaluation.stats import (
@@ -54,18 +65,33 @@ EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.parquet"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 LENGTH_SLICE = "length"  # the slice "column" of text-length buckets
+MONITORING_DIR = "monitoring"  # the reference statistics drift monitoring reads, kept with the version
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Challenger against champion on the same rows: the statistics the gate's significance rules read."""
+    """Challenger against champion on the same rows: the statistics the gate's significance rules read.
+
+    Attributes:
+        bootstrap: The paired bootstrap of the macro-F1 difference.
+        mcnemar: McNemar's test on the rows exactly one model gets right.
+        on: Which test rows: ``all``, or ``new`` (the held-out new labelled rows).
+        rows: How many rows were compared.
+    """
 
     bootstrap: BootstrapResult
     mcnemar: McNemarResult
+    on: str = "all"
+    rows: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        return cls(BootstrapResult.from_dict(data["bootstrap"]), McNemarResult.from_dict(data["mcnemar"]))
+        return cls(
+            BootstrapResult.from_dict(data["bootstrap"]),
+            McNemarResult.from_dict(data["mcnemar"]),
+            on=str(data.get("on", "all")),
+            rows=int(data.get("rows", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +127,8 @@ class EvaluationResult:
         comparison: Bootstrap interval and McNemar's test of challenger against champion (None
             without a champion, or with ``gate.significance.mode: off``).
         retention: Both models on the retention set, when ``data.retention_uri`` is set.
+        no_change: Why the challenger is no change from the champion (the same weights, or the same
+            prediction on every test row), or None when it differs.
     """
 
     labels: tuple[str, ...]
@@ -110,6 +138,7 @@ class EvaluationResult:
     champion_version: str | None = None
     comparison: Comparison | None = None
     retention: RetentionResult | None = None
+    no_change: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -153,6 +182,7 @@ class EvaluationResult:
             champion_version=str(version) if version is not None else None,
             comparison=Comparison.from_dict(comparison) if comparison is not None else None,
             retention=RetentionResult.from_dict(retention) if retention is not None else None,
+            no_change=data.get("no_change"),
         )
 
     @classmethod
@@ -261,7 +291,10 @@ def _probabilities(
     classifier: Classifier, texts: list[str], labels: Sequence[str], batch_size: int
 ) -> np.ndarray:
     """Class probabilities with columns in the declared label order (a model may number them otherwise)."""
-    probabilities = classifier.predict_proba(texts, batch_size=batch_size)
+    return _in_label_order(classifier, classifier.predict_proba(texts, batch_size=batch_size), labels)
+
+
+def _in_label_order(classifier: Classifier, probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     order = [list(classifier.labels).index(label) for label in labels]
     return probabilities[:, order]
 
@@ -334,14 +367,44 @@ def score(
     )
 
 
-def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray) -> Comparison:
-    """The paired bootstrap and McNemar's test of two models' probabilities on the same rows."""
+def comparison_rows(cfg: RunConfig, frame: pd.DataFrame) -> tuple[str, np.ndarray]:
+    """Which test rows the significance tests compare on (``gate.significance.on``): ``("new", mask)``
+    for the held-out new labelled rows, ``("all", mask)`` for every row.
 
+    Raises:
+        DataError: ``on`` is ``new`` but the test set holds no new rows.
+    """
+    import numpy as np
+
+    on = cfg.gate.significance.on
+    new = (
+        (frame[DOMAIN_SLICE] == NEW).to_numpy()
+        if DOMAIN_SLICE in frame.columns
+        else np.zeros(len(frame), bool)
+    )
+    if on == "new" and not new.any():
+        raise DataError(
+            "gate.significance.on=new, but the test set holds no new labelled rows (data.incoming_uri,"
+            " data.feedback)"
+        )
+    if on == "new" or (on == "auto" and new.any()):
+        return "new", new
+    return "all", np.ones(len(frame), dtype=bool)
+
+
+def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray) -> Comparison:
+    """The paired bootstrap and McNemar's test of two models' probabilities on the same rows: the rows
+    :func:`comparison_rows` picks."""
+
+    on, rows = comparison_rows(cfg, frame)
+    frame, challenger, champion = frame[rows], challenger[rows], champion[rows]
     labels = tuple(cfg.data.labels)
     true_idx = label_indices(frame, labels)
     ours, theirs = challenger.argmax(axis=1), champion.argmax(axis=1)
     significance = cfg.gate.significance
     return Comparison(
+        on=on,
+        rows=int(rows.sum()),
         bootstrap=paired_bootstrap(
             true_idx,
             ours,
@@ -353,6 +416,45 @@ def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champio
         ),
         mcnemar=mcnemar(ours == true_idx, theirs == true_idx),
     )
+
+
+def _weights_sha256(model_dir: Path) -> str | None:
+    """One hash over a model folder's safetensors files (None when it has none, e.g. an adapter)."""
+    from refinery.hashing import stream_sha256
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    digests = []
+    for path in files:
+        with path.open("rb") as fh:
+            digests.append(f"{path.name}:{stream_sha256(fh)}")
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def no_change(
+    challenger_dir: Path,
+    champion_dir: Path,
+    challenger: Sequence[np.ndarray],
+    champion: Sequence[np.ndarray],
+    who: str,
+) -> str | None:
+    """Why the challenger is no change from the champion, or None when it differs.
+
+    It is no change when its weights hash the same as the champion's, or when it predicts the
+    champion's label on every row both were scored on (``challenger[i]``/``champion[i]``: the
+    probabilities of one scored set each, the test set and the retention set).
+    """
+    ours = _weights_sha256(challenger_dir)
+    if ours is not None and ours == _weights_sha256(champion_dir):
+        return f"the challenger's weights hash the same as {who}'s (sha256 {ours[:12]})"
+    rows = sum(len(p) for p in challenger)
+    same = all(
+        (a.argmax(axis=1) == b.argmax(axis=1)).all() for a, b in zip(challenger, champion, strict=True)
+    )
+    if same:
+        return f"the challenger predicts the same label as {who} on all {rows} scored rows"
+    return None
 
 
 def predictions_frame(
@@ -453,8 +555,16 @@ def evaluate(
         TrainingError: The challenger cannot be loaded or predicts another label set.
         RegistryError: The champion cannot be loaded or predicts another label set.
     """
+    import pyarrow.parquet as pq
+
+    from refinery.monitoring.signals import fit_reference
+
     labels = tuple(cfg.data.labels)
     slice_columns = tuple(cfg.data.slice_columns)
+    test_file = Path(data_dir) / "test.parquet"
+    columns = pq.read_schema(test_file).names if test_file.is_file() else []
+    if DOMAIN_SLICE in columns and DOMAIN_SLICE not in slice_columns:
+        slice_columns = (*slice_columns, DOMAIN_SLICE)
     test = read_test_set(Path(data_dir), labels, slice_columns)
     retention = read_retention_set(cfg) if cfg.data.retention_uri else None
     texts = test["text"].tolist()
@@ -466,21 +576,40 @@ def evaluate(
         models["champion"] = _load(
             Path(champion_dir), labels, cfg.model.max_length, "champion", champion_version
         )
-    probabilities = {role: _probabilities(m, texts, labels, batch_size) for role, m in models.items()}
+    # The challenger in one pass with its sentence embeddings: the reference drift monitoring keeps.
+    ours, embeddings = models["challenger"].encode(texts, batch_size=batch_size)
+    probabilities = {"challenger": _in_label_order(models["challenger"], ours, labels)}
+    if "champion" in models:
+        probabilities["champion"] = _probabilities(models["champion"], texts, labels, batch_size)
     metrics = {
         role: score(cfg, test, probabilities[role], _latency(m, texts, samples, seed), slice_columns)
         for role, m in models.items()
     }
     kept: dict[str, ModelMetrics] = {}
+    kept_probabilities: dict[str, np.ndarray] = {}
     if retention is not None:
-        kept = {
-            role: score(cfg, retention, _probabilities(m, retention["text"].tolist(), labels, batch_size))
+        kept_probabilities = {
+            role: _probabilities(m, retention["text"].tolist(), labels, batch_size)
             for role, m in models.items()
         }
+        kept = {role: score(cfg, retention, p) for role, p in kept_probabilities.items()}
     champion_scored = "champion" in models
     comparison = None
-    if champion_scored and cfg.gate.significance.mode != "off":
-        comparison = compare(cfg, test, probabilities["challenger"], probabilities["champion"])
+    unchanged = None
+    if champion_scored:
+        who = f"champion v{champion_version}" if champion_version else "the champion"
+        unchanged = no_change(
+            Path(challenger_dir),
+            Path(champion_dir),  # type: ignore[arg-type]  # scored, so given
+            [
+                probabilities["challenger"],
+                *([kept_probabilities["challenger"]] if kept_probabilities else []),
+            ],
+            [probabilities["champion"], *([kept_probabilities["champion"]] if kept_probabilities else [])],
+            who,
+        )
+        if cfg.gate.significance.mode != "off":
+            comparison = compare(cfg, test, probabilities["challenger"], probabilities["champion"])
     result = EvaluationResult(
         labels=labels,
         test_rows=len(test),
@@ -496,7 +625,9 @@ def evaluate(
         )
         if retention is not None
         else None,
+        no_change=unchanged,
     )
+    reference = fit_reference(embeddings, probabilities["challenger"], label_indices(test, labels))
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -507,6 +638,7 @@ def evaluate(
         )
         predictions.to_parquet(staging / PREDICTIONS_FILE, index=False)
         plot_confusion_matrices(result, staging / CONFUSION_MATRIX_FILE)
+        reference.save(staging / MONITORING_DIR)
         result.write_json(staging / EVALUATION_FILE)
         _publish(staging, out_dir)
     except BaseException:

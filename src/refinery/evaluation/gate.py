@@ -3,6 +3,8 @@
 Every rule is configurable (``gate`` in the run configuration) and reported with what it observed,
 what it required and whether that held:
 
+- ``no_change``: a challenger whose weights hash the same as the champion's, or that predicts the
+  champion's label on every test row, is refused before anything else: promoting it would publish a copy.
 - ``min.<metric>`` / ``max.<metric>``: absolute limits on the challenger (macro-F1, accuracy, ROC-AUC,
   average precision; log loss, calibration error, latency). They are all a first model is judged by.
 - ``max_regression.<metric>``: how much worse than the champion, scored on the same test rows, the
@@ -12,8 +14,9 @@ what it required and whether that held:
   is significantly worse; ``better`` accepts only one that is significantly better.
 - ``slices``: per slice (a value of a ``data.slice_columns`` column, or a text-length bucket) with at
   least ``min_size`` test rows, no regression beyond ``max_regression``; smaller slices are noted.
-- ``retention``: on ``data.retention_uri`` (an earlier domain), no regression beyond
-  ``max_regression``: the check against catastrophic forgetting.
+- ``retention``: on ``data.retention_uri`` (an earlier domain), and on the ``established`` test rows
+  when the run added new ones, no regression beyond ``max_regression``: the check against
+  catastrophic forgetting.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.config import LOWER_IS_BETTER
+from refinery.data.prepare import DOMAIN_SLICE, ESTABLISHED, NEW
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.results import load_result, to_jsonable, write_json
 
@@ -84,12 +88,14 @@ class GateDecision:
         reasons: Why the decision came out as it did: the failed rules' details when rejected,
             every rule's detail when accepted.
         notes: What was looked at but not judged (slices too small, a first model without champion).
+        no_change: The challenger is no change from the champion (the ``no_change`` rule failed).
     """
 
     passed: bool
     rules: list[RuleResult]
     reasons: list[str]
     notes: list[str] = field(default_factory=list)
+    no_change: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -107,6 +113,7 @@ class GateDecision:
             rules=[RuleResult.from_dict(r) for r in data["rules"]],
             reasons=[str(r) for r in data["reasons"]],
             notes=[str(n) for n in data.get("notes", [])],
+            no_change=bool(data.get("no_change", False)),
         )
 
     @classmethod
@@ -118,13 +125,21 @@ class GateDecision:
         """
         return load_result(cls.from_dict, path, default_name=GATE_FILE, what="gate decision")
 
+    def verdict(self) -> str:
+        """``PASSED``, ``REJECTED`` or ``NO CHANGE``."""
+        if self.no_change:
+            return "NO CHANGE"
+        return "PASSED" if self.passed else "REJECTED"
+
     def failed(self) -> list[RuleResult]:
         """The rules that did not hold."""
         return [rule for rule in self.rules if not rule.passed]
 
     def to_lines(self) -> list[str]:
         """The verdict and one line per rule, for a console."""
-        lines = [f"gate: {'PASSED' if self.passed else 'REJECTED'}"]
+        lines = [f"gate: {self.verdict()}"]
+        if self.no_change:
+            lines.append(f"  {self.reasons[0]}")
         for rule in self.rules:
             mark = "ok " if rule.passed else "FAIL"
             observed = "not measured" if rule.observed is None else f"{rule.observed:.4f}"
@@ -135,9 +150,11 @@ class GateDecision:
 
     def to_markdown(self) -> str:
         """A Markdown summary: the decision in the heading, one table row per rule, then the reasons."""
-        verdict = (
-            "PASSED — the challenger may be promoted" if self.passed else "REJECTED — the champion stays"
-        )
+        verdict = {
+            "PASSED": "PASSED — the challenger may be promoted",
+            "REJECTED": "REJECTED — the champion stays",
+            "NO CHANGE": "NO CHANGE — the challenger is a copy of the champion, which stays",
+        }[self.verdict()]
         lines = [
             f"## Promotion gate: {verdict}",
             "",
@@ -230,8 +247,9 @@ def _significance_rules(gate: GateConfig, evaluation: EvaluationResult, who: str
     if significance.mode == "off" or comparison is None:
         return []
     boot, test = comparison.bootstrap, comparison.mcnemar
+    rows = f"the {comparison.rows} new test rows" if comparison.on == "new" else "the test rows"
     interval = (
-        f"{boot.confidence:.0%} interval of challenger minus {who} macro-F1 "
+        f"{boot.confidence:.0%} interval of challenger minus {who} macro-F1 on {rows} "
         f"[{boot.low:+.4f}, {boot.high:+.4f}] over {boot.resamples} paired resamples"
     )
     counts = (
@@ -305,22 +323,54 @@ def _slice_rules(
 
 
 def _retention_rule(gate: GateConfig, evaluation: EvaluationResult, who: str) -> list[RuleResult]:
-    retention = evaluation.retention
-    if retention is None or retention.champion is None:
-        return []
     config = gate.retention
-    reference = retention.champion.value(config.metric)
-    assert reference is not None  # accuracy and macro-F1 are always measured
-    return [
-        _rule(
-            f"retention.{config.metric}",
-            retention.challenger.value(config.metric),
-            ">=",
-            max(0.0, reference - config.max_regression),
-            f"challenger {config.metric} on the retention set ({retention.n} rows) against {who}'s"
-            f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+    rules = []
+    retention = evaluation.retention
+    if retention is not None and retention.champion is not None:
+        reference = retention.champion.value(config.metric)
+        assert reference is not None  # accuracy and macro-F1 are always measured
+        rules.append(
+            _rule(
+                f"retention.{config.metric}",
+                retention.challenger.value(config.metric),
+                ">=",
+                max(0.0, reference - config.max_regression),
+                f"challenger {config.metric} on the retention set ({retention.n} rows) against {who}'s"
+                f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+            )
         )
-    ]
+    # With new labelled rows in the test set, its established rows are the retention check too.
+    ours = evaluation.challenger.slices.get(DOMAIN_SLICE, {}).get(ESTABLISHED)
+    theirs = (
+        evaluation.champion.slices.get(DOMAIN_SLICE, {}).get(ESTABLISHED) if evaluation.champion else None
+    )
+    if ours is not None and theirs is not None and NEW in evaluation.challenger.slices.get(DOMAIN_SLICE, {}):
+        reference = getattr(theirs, config.metric)
+        rules.append(
+            _rule(
+                f"established.{config.metric}",
+                getattr(ours, config.metric),
+                ">=",
+                max(0.0, reference - config.max_regression),
+                f"challenger {config.metric} on the established test rows ({ours.n}) against {who}'s"
+                f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+            )
+        )
+    return rules
+
+
+def _no_change_rule(evaluation: EvaluationResult) -> RuleResult:
+    reason = evaluation.no_change
+    return RuleResult(
+        name="no_change",
+        observed=1.0 if reason else 0.0,
+        threshold=0.0,
+        requirement="<=",
+        passed=reason is None,
+        detail=f"no change: {reason}; nothing to register, package or promote"
+        if reason
+        else "the challenger differs from the champion (weights and test-set predictions)",
+    )
 
 
 def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
@@ -343,6 +393,7 @@ def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
         )
     else:
         who = f"champion v{evaluation.champion_version}" if evaluation.champion_version else "the champion"
+        rules.insert(0, _no_change_rule(evaluation))
         rules += _regression_rules(gate, challenger, champion, who)
         rules += _significance_rules(gate, evaluation, who)
         slice_rules, notes = _slice_rules(gate, challenger, champion, who)
@@ -350,4 +401,7 @@ def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
         rules += _retention_rule(gate, evaluation, who)
     passed = all(rule.passed for rule in rules)
     reasons = [rule.detail for rule in rules if passed or not rule.passed]
-    return GateDecision(passed=passed, rules=rules, reasons=reasons, notes=notes)
+    unchanged = evaluation.no_change is not None and champion is not None
+    if unchanged:
+        reasons = [rules[0].detail]  # a copy: the other rules' verdicts do not matter
+    return GateDecision(passed=passed, rules=rules, reasons=reasons, notes=notes, no_change=unchanged)

@@ -1,14 +1,21 @@
 """The retrain controller: check the served window for drift and decide whether to start a retrain.
 
-One call of :func:`monitor` takes the newest predictions from the inference log, compares their
-descriptors with the reference profile kept with the champion model, and records exactly one decision
-in the trigger log:
+One call of :func:`monitor` takes the newest predictions of the model now serving (the champion) from
+the inference log, computes every drift signal of :mod:`refinery.monitoring.signals` against the
+reference statistics kept with that model version (text descriptors, the model's own sentence
+embeddings, its confidence, the accuracy estimated from calibrated probabilities, the accuracy
+measured on labelled feedback) and records exactly one decision in the trigger log:
 
 - ``insufficient_data``: the window is smaller than ``monitoring.min_window_size``;
-- ``no_drift``: Evidently found no dataset drift;
-- ``retrain_disabled``: drift, but ``monitoring.retrain`` is off;
-- ``suppressed_cooldown``: drift, but a retrain fired less than ``monitoring.cooldown_minutes`` ago;
-- ``fired``: drift, and a retrain run was started.
+- ``no_drift``: no signal allowed to fire (``monitoring.signals.<name>.fire``) fired;
+- ``retrain_disabled``: a signal fired, but ``monitoring.retrain`` is off;
+- ``drift_pending``: a signal fired, but not yet in ``monitoring.consecutive_windows`` windows in a row;
+- ``awaiting_labels``: a signal fired, but fewer than ``monitoring.min_labelled_rows`` new labelled rows
+  arrived since the champion was trained: a retrain would learn nothing new;
+- ``suppressed_cooldown``: a retrain fired less than ``monitoring.cooldown_minutes`` ago;
+- ``fired``: a retrain run was started.
+
+Every decision names each signal with its value and threshold, the firing ones first.
 
 A ``fired`` decision is claimed in the trigger log *before* the retrain starts, in one transaction
 with a conditional update of a per-model claim row, so two monitors racing on the same drift start
@@ -21,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
@@ -33,9 +40,18 @@ from refinery.config import MonitoringConfig, RunConfig
 from refinery.db import create_engine, create_tables, mask_url
 from refinery.errors import MonitoringError
 from refinery.monitoring.drift import LABEL_COLUMN, DriftResult, detect_drift
+from refinery.monitoring.signals import ReferenceStats, SignalResult
 from refinery.results import to_jsonable, write_json
 
-Action = Literal["fired", "suppressed_cooldown", "no_drift", "insufficient_data", "retrain_disabled"]
+Action = Literal[
+    "fired",
+    "suppressed_cooldown",
+    "no_drift",
+    "insufficient_data",
+    "retrain_disabled",
+    "drift_pending",
+    "awaiting_labels",
+]
 ACTIONS: tuple[str, ...] = get_args(Action)
 REFERENCE_FILE = "reference.parquet"
 DECISION_JSON = "decision.json"
@@ -56,6 +72,10 @@ _decisions = sa.Table(
     sa.Column("retrain_run_id", sa.String(255), nullable=True),
     sa.Column("report", sa.Text, nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
+    # Whether a signal allowed to fire fired in this window (None: the window was not tested), and
+    # every signal's result as JSON.
+    sa.Column("drifting", sa.Boolean, nullable=True),
+    sa.Column("signals", sa.JSON, nullable=True),
     sa.Index("ix_retrain_decisions_model_time", "model_name", "timestamp"),
 )
 # One row per model: the conditional UPDATE of `fired_at` is the lock that dedupes concurrent monitors.
@@ -100,6 +120,8 @@ class DecisionRecord:
     retrain_run_id: str | None
     report: str | None
     reason: str
+    drifting: bool | None = None
+    signals: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (timestamp as ISO 8601)."""
@@ -149,8 +171,9 @@ class TriggerLog:
     def _row(row: Any) -> DecisionRecord:
         values = dict(row._mapping)
         values["timestamp"] = _utc(values["timestamp"])
-        if values["dataset_drift"] is not None:
-            values["dataset_drift"] = bool(values["dataset_drift"])
+        for key in ("dataset_drift", "drifting"):
+            if values[key] is not None:
+                values[key] = bool(values[key])
         return DecisionRecord(**values)
 
     def _get(self, conn: sa.Connection, decision_id: int) -> DecisionRecord:
@@ -171,6 +194,8 @@ class TriggerLog:
         dataset_drift: bool | None = None,
         drifted_share: float | None = None,
         report: str | None = None,
+        drifting: bool | None = None,
+        signals: list[dict[str, Any]] | None = None,
     ) -> DecisionRecord:
         """Record a decision that starts nothing (every action but ``fired``, which goes through :meth:`claim`).
 
@@ -194,6 +219,8 @@ class TriggerLog:
                 dataset_drift=dataset_drift,
                 drifted_share=drifted_share,
                 report=report,
+                drifting=drifting,
+                signals=signals,
             )
             return self._get(conn, decision_id)
 
@@ -209,6 +236,8 @@ class TriggerLog:
         dataset_drift: bool | None = None,
         drifted_share: float | None = None,
         report: str | None = None,
+        drifting: bool | None = None,
+        signals: list[dict[str, Any]] | None = None,
     ) -> DecisionRecord | None:
         """Atomically record a pending ``fired`` decision unless one fired within the cooldown.
 
@@ -255,6 +284,8 @@ class TriggerLog:
                 dataset_drift=dataset_drift,
                 drifted_share=drifted_share,
                 report=report,
+                drifting=drifting,
+                signals=signals,
             )
             conn.execute(
                 sa.update(_claims).where(_claims.c.model_name == model_name).values(decision_id=decision_id)
@@ -284,6 +315,27 @@ class TriggerLog:
         # SQLite returns an aggregate over a DateTime column as text.
         return _utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
+    def drifting_streak(self, model_name: str, champion_version: str) -> int:
+        """How many of the latest tested windows of ``champion_version`` in a row had a firing signal
+        (windows too small to test are skipped; a retrain that fired ends the streak)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(_decisions.c.drifting, _decisions.c.action)
+                .where(
+                    _decisions.c.model_name == model_name,
+                    _decisions.c.champion_version == champion_version,
+                    _decisions.c.drifting.is_not(None),
+                )
+                .order_by(_decisions.c.id.desc())
+                .limit(1000)
+            ).all()
+        streak = 0
+        for drifting, action in rows:
+            if not drifting or action == "fired":
+                break
+            streak += 1
+        return streak
+
     def decisions(self, model_name: str) -> list[DecisionRecord]:
         """Every decision recorded for ``model_name``, oldest first."""
         with self._tx() as conn:
@@ -298,57 +350,97 @@ class Verdict(NamedTuple):
 
     action: Action
     reason: str
+    policy: str = ""  # the part of the reason beyond the signals: why a drift did or did not retrain
 
 
-def _drift_summary(drift: DriftResult) -> str:
-    columns = ", ".join(drift.drifted_columns) or "none"
-    return f"{drift.drifted_share:.0%} of columns drifted ({columns}; threshold {drift.drift_share_threshold:.0%})"
+def firing(signals: list[SignalResult], cfg: MonitoringConfig) -> list[SignalResult]:
+    """The signals that fired and are allowed to fire a retrain (``monitoring.signals.<name>.fire``)."""
+    return [s for s in signals if s.fired and getattr(cfg.signals, s.name).fire]
+
+
+def _signal_summary(signals: list[SignalResult], cfg: MonitoringConfig) -> str:
+    fired = firing(signals, cfg)
+    rest = [s for s in signals if s not in fired]
+    parts = [f"{s.name} fired: {s.detail}" for s in fired]
+    parts += [f"{s.name} {'fired (reported only)' if s.fired else 'quiet'}: {s.detail}" for s in rest]
+    return "; ".join(parts)
 
 
 def decide_action(
     window_rows: int,
-    drift: DriftResult | None,
+    signals: list[SignalResult] | None,
     last_fired: datetime | None,
     cfg: MonitoringConfig,
     now: datetime,
+    *,
+    streak: int = 0,
+    new_labelled_rows: int | None = None,
 ) -> Verdict:
     """The controller's decision, as a pure function of its inputs.
 
     Args:
         window_rows: Predictions in the current window.
-        drift: The drift result for the window; None when the window was too small to test.
+        signals: Every signal's result on the window; None when the window was too small to test.
         last_fired: When a retrain last fired for this model, or None.
-        cfg: Monitoring settings (``min_window_size``, ``retrain``, ``cooldown_minutes``).
+        cfg: Monitoring settings (``min_window_size``, ``signals``, ``consecutive_windows``,
+            ``min_labelled_rows``, ``retrain``, ``cooldown_minutes``).
         now: The time of the decision.
+        streak: Earlier windows in a row, of the same champion, in which a firing signal fired.
+        new_labelled_rows: Labelled rows that arrived since the champion was trained (None: not counted,
+            no source of new labels is configured).
 
     Returns:
-        The action and a reason naming the numbers behind it.
+        The action and a reason naming each signal with its value and threshold.
 
     Raises:
-        ValueError: The window is large enough but no drift result was given.
+        ValueError: The window is large enough but no signal result was given.
     """
     if window_rows < cfg.min_window_size:
         return Verdict(
             "insufficient_data",
-            f"window has {window_rows} prediction(s), fewer than monitoring.min_window_size={cfg.min_window_size}",
+            f"window has {window_rows} prediction(s) of the serving model, fewer than"
+            f" monitoring.min_window_size={cfg.min_window_size}",
         )
-    if drift is None:
-        raise ValueError(f"a window of {window_rows} predictions needs a drift result to decide on")
-    if not drift.dataset_drift:
-        return Verdict("no_drift", f"no dataset drift: {_drift_summary(drift)}")
+    if signals is None:
+        raise ValueError(f"a window of {window_rows} predictions needs signal results to decide on")
+    summary = _signal_summary(signals, cfg)
+
+    def drift(action: Action, policy: str) -> Verdict:
+        return Verdict(action, f"drift: {summary}; {policy}", policy)
+
+    if not firing(signals, cfg):
+        return Verdict("no_drift", f"no drift: {summary}")
     if not cfg.retrain:
-        return Verdict(
-            "retrain_disabled", f"dataset drift: {_drift_summary(drift)}; monitoring.retrain is off"
+        return drift("retrain_disabled", "monitoring.retrain is off")
+    if streak + 1 < cfg.consecutive_windows:
+        return drift(
+            "drift_pending",
+            f"window {streak + 1} in a row of the monitoring.consecutive_windows={cfg.consecutive_windows} needed",
+        )
+    labelled = cfg.min_labelled_rows
+    if labelled and (new_labelled_rows or 0) < labelled:
+        counted = (
+            f"{new_labelled_rows} new labelled row(s) arrived"
+            if new_labelled_rows is not None
+            else "no source of new labels is configured (data.feedback, data.incoming_uri)"
+        )
+        return drift(
+            "awaiting_labels",
+            f"{counted} since the champion was trained, fewer than monitoring.min_labelled_rows={labelled}:"
+            " a retrain would learn nothing new",
         )
     if last_fired is not None:
         until = _utc(last_fired) + timedelta(minutes=cfg.cooldown_minutes)
         if _utc(now) < until:
-            return Verdict(
+            return drift(
                 "suppressed_cooldown",
-                f"dataset drift: {_drift_summary(drift)}; a retrain fired at {_utc(last_fired).isoformat()}, "
-                f"within the {cfg.cooldown_minutes:g} min cooldown (until {until.isoformat()})",
+                f"a retrain fired at {_utc(last_fired).isoformat()}, within the {cfg.cooldown_minutes:g} min"
+                f" cooldown (until {until.isoformat()})",
             )
-    return Verdict("fired", f"dataset drift: {_drift_summary(drift)}")
+    counted = (
+        f"{new_labelled_rows} new labelled row(s)" if new_labelled_rows is not None else "no labels counted"
+    )
+    return drift("fired", f"{counted}: starting a retrain")
 
 
 @dataclass(frozen=True)
@@ -364,9 +456,13 @@ class MonitorDecision:
         window_rows: Predictions in the window.
         timestamp: When the decision was taken (UTC).
         decision_id: The row in the trigger log.
-        drift: The drift result; None for ``insufficient_data``.
+        drift: The descriptor drift result; None for ``insufficient_data``.
         retrain_run_id: The run started for a ``fired`` decision.
         report_dir: Folder holding ``drift_report.html``, ``drift.json`` and ``decision.json``.
+        signals: Every signal's result on the window (empty for ``insufficient_data``).
+        new_labelled_rows: Labelled rows that arrived since the champion was trained (None: no source
+            of new labels is configured).
+        policy: Why a drift did or did not start a retrain (the trigger policy's part of ``reason``).
     """
 
     action: Action
@@ -379,6 +475,9 @@ class MonitorDecision:
     drift: DriftResult | None = None
     retrain_run_id: str | None = None
     report_dir: str | None = None
+    signals: list[SignalResult] = field(default_factory=list)
+    new_labelled_rows: int | None = None
+    policy: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (timestamp as ISO 8601)."""
@@ -391,11 +490,28 @@ class MonitorDecision:
         return write_json(self.to_dict(), path)
 
     def to_text(self) -> str:
-        """A short human summary for the command line."""
-        lines = [
-            f"{self.action}: {self.reason}",
-            f"model {self.model_name} v{self.champion_version}, window of {self.window_rows} prediction(s)",
-        ]
+        """A short human summary for the command line: the action, each signal, the policy's reason."""
+        if not self.signals:
+            lines = [f"{self.action}: {self.reason}"]
+        else:
+            fired = [s.name for s in self.signals if s.fired]
+            lines = [
+                f"{self.action}: " + (f"signals fired: {', '.join(fired)}" if fired else "no signal fired")
+            ]
+        lines.append(
+            f"model {self.model_name} v{self.champion_version}, window of {self.window_rows} prediction(s)"
+            " of that version"
+        )
+        for signal in self.signals:
+            value = "not measured" if signal.value is None else f"{signal.value:.4f}"
+            state = "FIRED" if signal.fired else "quiet"
+            lines.append(f"  {signal.name:<18} {state:<6} {value:>12}  {signal.detail}")
+        if self.new_labelled_rows is not None:
+            lines.append(
+                f"new labelled rows since v{self.champion_version} was trained: {self.new_labelled_rows}"
+            )
+        if self.signals and self.policy:
+            lines.append(f"{self.action}: {self.policy}")
         if self.retrain_run_id:
             lines.append(f"retrain run: {self.retrain_run_id}")
         if self.drift is not None:
@@ -415,40 +531,175 @@ def _new_report_dir(root: Path, now: datetime) -> Path:
     raise MonitoringError(f"cannot create a new report folder under {root} for {stamp}")
 
 
-def _load_reference(registry: Any, version: str) -> pd.DataFrame:
-    with tempfile.TemporaryDirectory(prefix="refinery-reference-") as tmp:
-        local = Path(registry.download(version, "reference", Path(tmp)))
-        candidates = [local / REFERENCE_FILE, *sorted(local.rglob(REFERENCE_FILE))]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise MonitoringError(
-                f"champion version {version}: its 'reference' artifact has no {REFERENCE_FILE} (looked in {local})"
-            )
-        try:
-            return pd.read_parquet(found)
-        except Exception as exc:
-            raise MonitoringError(f"champion version {version}: cannot read {REFERENCE_FILE}: {exc}") from exc
+def _load_reference(registry: Any, version: str, tmp: Path) -> tuple[pd.DataFrame, ReferenceStats | None]:
+    """The champion's descriptor profile, and its reference statistics (None for a version registered
+    before they were kept)."""
+    from refinery.evaluation.evaluate import MONITORING_DIR
+    from refinery.monitoring.signals import ReferenceStats
+
+    local = Path(registry.download(version, "reference", tmp))
+    candidates = [local / REFERENCE_FILE, *sorted(local.rglob(REFERENCE_FILE))]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise MonitoringError(
+            f"champion version {version}: its 'reference' artifact has no {REFERENCE_FILE} (looked in {local})"
+        )
+    try:
+        descriptors = pd.read_parquet(found)
+    except Exception as exc:
+        raise MonitoringError(f"champion version {version}: cannot read {REFERENCE_FILE}: {exc}") from exc
+    evaluation = Path(registry.download(version, "evaluation", tmp))
+    stats_dir = evaluation / MONITORING_DIR
+    stats = ReferenceStats.load(stats_dir) if stats_dir.is_dir() else None
+    return descriptors, stats
 
 
-def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | None = None) -> MonitorDecision:
-    """Check the newest served predictions for drift against the champion and maybe start a retrain.
+def new_labelled_rows(cfg: RunConfig, champion_tags: dict[str, str]) -> int | None:
+    """Labelled rows that arrived since the champion was trained: service feedback after the newest id it
+    read, and rows of ``data.incoming_uri`` beyond those it read. None when neither source is configured.
+
+    Raises:
+        DataError: An incoming file cannot be read.
+        MonitoringError: The feedback store cannot be read.
+    """
+    from refinery.data.load import read_table
+    from refinery.data.sources import incoming_files
+    from refinery.monitoring.inference_log import InferenceLog
+    from refinery.registry.register import FEEDBACK_THROUGH_TAG, INCOMING_ROWS_TAG
+
+    data = cfg.data
+    if not data.feedback and not data.incoming_uri:
+        return None
+    count = 0
+    if data.feedback and cfg.serving.inference_log:
+        through = int(champion_tags.get(FEEDBACK_THROUGH_TAG, "0") or 0)
+        count += InferenceLog(cfg.serving.inference_log).count_feedback(after_id=through)
+    if data.incoming_uri:
+        rows = sum(
+            len(read_table(data.model_copy(update={"uri": uri, "format": "auto"})))
+            for uri in incoming_files(data.incoming_uri)
+        )
+        count += max(0, rows - int(champion_tags.get(INCOMING_ROWS_TAG, "0") or 0))
+    return count
+
+
+@dataclass(frozen=True)
+class WindowSignals:
+    """Every signal's result on one window, and the descriptor drift report behind the first."""
+
+    drift: DriftResult
+    signals: list[SignalResult]
+
+
+def window_signals(
+    cfg: MonitoringConfig,
+    window: pd.DataFrame,
+    descriptors: pd.DataFrame,
+    stats: ReferenceStats | None,
+    model_dir: Path | None,
+    feedback: pd.DataFrame,
+    out_dir: Path,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> WindowSignals:
+    """Compute every drift signal on a window of served predictions.
 
     Args:
-        cfg: The resolved run configuration (registry, serving.inference_log, monitoring).
+        cfg: Monitoring settings.
+        window: The predictions: ``text``, ``label`` (predicted), ``scores`` (dict label -> probability)
+            and ``prediction_id``.
+        descriptors: The reference descriptor profile (training texts and labels).
+        stats: The reference statistics kept with the model version; None leaves the embedding,
+            confidence and estimated-accuracy signals unmeasured.
+        model_dir: The serving model, to embed the window's texts; None leaves the embedding signal
+            unmeasured.
+        feedback: Labelled feedback on the window's predictions: ``prediction_id`` and ``label``.
+        out_dir: Where the descriptor drift report goes.
+        batch_size: Texts per forward pass when embedding.
+        max_length: Token length the texts are truncated to when embedding (``model.max_length``).
+    """
+    import numpy as np
+
+    from refinery.modeling import load_classifier
+    from refinery.monitoring.descriptors import text_descriptors
+    from refinery.monitoring.signals import (
+        confidence_signal,
+        descriptor_signal,
+        embedding_signal,
+        estimated_accuracy_signal,
+        feedback_accuracy_signal,
+    )
+
+    texts = window["text"].astype(str).tolist()
+    current = text_descriptors(texts)
+    current[LABEL_COLUMN] = window[LABEL_COLUMN].astype(str).to_numpy()
+    drift = detect_drift(descriptors, current, cfg, out_dir)
+    signals = [descriptor_signal(drift, cfg.signals.descriptors)]
+
+    def unmeasured(name: str, why: str) -> SignalResult:
+        return SignalResult(name=name, value=None, threshold=0.0, fired=False, detail=f"not measured: {why}")
+
+    if stats is None:
+        why = "the champion was registered without reference statistics"
+        signals += [unmeasured(n, why) for n in ("embedding", "confidence", "estimated_accuracy")]
+    else:
+        if model_dir is None:
+            signals.append(unmeasured("embedding", "no model to embed the window with"))
+        else:
+            classifier = load_classifier(model_dir, max_length=max_length)
+            _, embeddings = classifier.encode(texts, batch_size=batch_size)
+            signals.append(embedding_signal(stats, embeddings, cfg.signals.embedding))
+        labels = sorted({label for scores in window["scores"] for label in scores})
+        probabilities = np.array(
+            [[float(scores.get(label, 0.0)) for label in labels] for scores in window["scores"]],
+            dtype=np.float32,
+        )
+        signals.append(confidence_signal(stats, probabilities, cfg.signals.confidence))
+        signals.append(estimated_accuracy_signal(stats, probabilities, cfg.signals.estimated_accuracy))
+    if stats is None:
+        signals.append(
+            unmeasured("feedback_accuracy", "the champion was registered without reference statistics")
+        )
+    else:
+        truth = dict(zip(feedback["prediction_id"], feedback["label"], strict=True)) if len(feedback) else {}
+        labelled = window[window["prediction_id"].isin(list(truth))]
+        signals.append(
+            feedback_accuracy_signal(
+                stats,
+                labelled[LABEL_COLUMN].astype(str).tolist(),
+                [str(truth[i]) for i in labelled["prediction_id"]],
+                cfg.signals.feedback_accuracy,
+            )
+        )
+    return WindowSignals(drift, signals)
+
+
+def monitor(
+    cfg: RunConfig,
+    start_retrain: Callable[[], str],
+    now: datetime | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> MonitorDecision:
+    """Check the newest predictions of the serving model for drift and maybe start a retrain.
+
+    Args:
+        cfg: The resolved run configuration (registry, serving.inference_log, monitoring, and the data
+            section's sources of new labels).
         start_retrain: Starts a retraining run and returns its run id; called at most once, only for
             a ``fired`` decision.
         now: The time of the decision (default: the current UTC time); naive values are taken as UTC.
+        announce: Called with the signals' summary and the verdict once the window is tested, before a
+            retrain starts (the command line prints it, so the reason comes before the run's output).
 
     Returns:
-        The decision, also recorded in the trigger log and, when a drift report was written, saved as
-        ``decision.json`` in its folder under ``monitoring.report_dir``.
+        The decision, also recorded in the trigger log and, when the window was tested, saved as
+        ``decision.json`` beside the drift report in a folder under ``monitoring.report_dir``.
 
     Raises:
         MonitoringError: No champion is registered, its reference profile is missing or unreadable, the
             inference log lacks the text or label column, or ``start_retrain`` returned no run id.
         Exception: Whatever ``start_retrain`` raised, after the failure is recorded on the ``fired`` row.
     """
-    from refinery.monitoring.descriptors import text_descriptors
     from refinery.monitoring.inference_log import InferenceLog
     from refinery.registry.mlflow_registry import Registry
 
@@ -468,7 +719,9 @@ def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | No
             "nothing to monitor (promote a model first)"
         )
     triggers = TriggerLog(mon.trigger_log)
-    window = InferenceLog(cfg.serving.inference_log).recent(mon.window_size)
+    log = InferenceLog(cfg.serving.inference_log)
+    # Only the serving model's predictions: an older version's traffic says nothing about this one.
+    window = log.recent(mon.window_size, model_version=champion.version)
     rows = len(window)
     common: dict[str, Any] = {
         "model_name": model_name,
@@ -486,22 +739,57 @@ def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | No
     missing = [c for c in ("text", LABEL_COLUMN) if c not in window.columns]
     if missing:
         raise MonitoringError(f"inference log {cfg.serving.inference_log}: window lacks column(s) {missing}")
-    reference = _load_reference(registry, champion.version)
-    current = text_descriptors(window["text"].astype(str).tolist())
-    current[LABEL_COLUMN] = window[LABEL_COLUMN].astype(str).to_numpy()
-
     out_dir = _new_report_dir(Path(mon.report_dir), now)
     try:
-        drift = detect_drift(reference, current, mon, out_dir)
+        with tempfile.TemporaryDirectory(prefix="refinery-reference-") as tmp:
+            descriptors, stats = _load_reference(registry, champion.version, Path(tmp))
+            model_dir = registry.download(champion.version, "model", Path(tmp)) if stats is not None else None
+            feedback = log.feedback_for(window["prediction_id"].tolist())
+            measured = window_signals(
+                mon,
+                window,
+                descriptors,
+                stats,
+                model_dir,
+                feedback,
+                out_dir,
+                batch_size=cfg.training.eval_batch_size,
+                max_length=cfg.model.max_length,
+            )
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # no half-written report folder
         raise
-    verdict = decide_action(rows, drift, triggers.last_fired(model_name), mon, now)
+    drift, signals = measured.drift, measured.signals
+    fired_now = bool(firing(signals, mon))
+    labelled = new_labelled_rows(cfg, dict(champion.tags)) if fired_now else None
+    verdict = decide_action(
+        rows,
+        signals,
+        triggers.last_fired(model_name),
+        mon,
+        now,
+        streak=triggers.drifting_streak(model_name, champion.version) if fired_now else 0,
+        new_labelled_rows=labelled,
+    )
+    if announce is not None:
+        preview = MonitorDecision(
+            action=verdict.action,
+            reason=verdict.reason,
+            timestamp=now,
+            decision_id=0,
+            signals=signals,
+            new_labelled_rows=labelled,
+            policy=verdict.policy,
+            **common,
+        )
+        announce(preview.to_text())
     details: dict[str, Any] = {
         **common,
         "dataset_drift": drift.dataset_drift,
         "drifted_share": drift.drifted_share,
         "report": drift.report,
+        "drifting": fired_now,
+        "signals": [s.to_dict() for s in signals],
     }
 
     run_id: str | None = None
@@ -509,18 +797,18 @@ def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | No
         record = triggers.record(action=verdict.action, reason=verdict.reason, now=now, **details)
     else:
         claimed = triggers.claim(
-            reason=f"{verdict.reason}; starting retrain",
+            reason=verdict.reason,
             now=now,
             cooldown_minutes=mon.cooldown_minutes,
             **details,
         )
         if claimed is None:
             # Another monitor fired between our look at the log and our claim.
-            verdict = Verdict(
-                "suppressed_cooldown",
-                f"{verdict.reason}; another monitor fired at "
-                f"{triggers.last_fired(model_name)} within the {mon.cooldown_minutes:g} min cooldown",
+            policy = (
+                f"another monitor fired at {triggers.last_fired(model_name)} within the"
+                f" {mon.cooldown_minutes:g} min cooldown"
             )
+            verdict = Verdict("suppressed_cooldown", f"{verdict.reason}; {policy}", policy)
             record = triggers.record(action=verdict.action, reason=verdict.reason, now=now, **details)
         else:
             try:
@@ -537,7 +825,7 @@ def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | No
             record = triggers.update(
                 claimed.id, retrain_run_id=run_id, reason=f"{verdict.reason}; retrain run {run_id}"
             )
-            verdict = Verdict(verdict.action, record.reason)
+            verdict = Verdict(verdict.action, record.reason, verdict.policy)
 
     decision = MonitorDecision(
         action=verdict.action,
@@ -547,6 +835,9 @@ def monitor(cfg: RunConfig, start_retrain: Callable[[], str], now: datetime | No
         drift=drift,
         retrain_run_id=run_id,
         report_dir=str(out_dir),
+        signals=signals,
+        new_labelled_rows=labelled,
+        policy=verdict.policy,
         **common,
     )
     decision.write_json(out_dir / DECISION_JSON)

@@ -148,6 +148,7 @@ class RunSummary:
                     f"  champion v{evaluation.get('champion_version')}: test macro-F1 {cp['macro_f1']:.4f},"
                     f" accuracy {cp['accuracy']:.4f}"
                 )
+            lines += _domain_lines(evaluation)
         if self.decision:
             from refinery.evaluation.gate import GateDecision
 
@@ -159,9 +160,31 @@ class RunSummary:
         if promo := self.steps.get("promote"):
             lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
             lines.append(f"  champion: {promo['name']} version {promo['version']}")
+        elif self.succeeded and self.decision and self.decision.get("no_change"):
+            lines.append(
+                "  champion: unchanged; the challenger is no change, so nothing was registered,"
+                " packaged or promoted"
+            )
         elif self.succeeded:
             lines.append("  champion: unchanged")
         return "\n".join(lines)
+
+
+def _domain_lines(evaluation: dict[str, Any]) -> list[str]:
+    """Accuracy of both models on the established and the new test rows, when the run added new ones."""
+    from refinery.data.prepare import DOMAIN_SLICE
+
+    ours = evaluation["challenger"].get("slices", {}).get(DOMAIN_SLICE, {})
+    theirs = (evaluation.get("champion") or {}).get("slices", {}).get(DOMAIN_SLICE, {})
+    lines = []
+    for domain in ("established", "new"):
+        if domain in ours:
+            champion = f", champion {theirs[domain]['accuracy']:.4f}" if domain in theirs else ""
+            lines.append(
+                f"  {domain} test rows ({ours[domain]['n']}): accuracy challenger"
+                f" {ours[domain]['accuracy']:.4f}{champion}"
+            )
+    return lines
 
 
 # Where each step leaves its JSON result inside its task folder.

@@ -60,30 +60,54 @@ def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
 
 @dataclass(frozen=True)
 class ResolvedRun:
-    """What the first step of a run hands on: the resolved configuration, its digest and the data's
-    fingerprint (written as resolved.json; the sections become the other steps' inputs)."""
+    """What the first step of a run hands on: the resolved configuration, its digest, the data's
+    fingerprint and the newest service feedback id the run reads (written as resolved.json; the sections
+    become the other steps' inputs)."""
 
     sections: dict[str, dict[str, Any]]
     config_sha: str
     data_fingerprint: str
+    feedback_through: int = 0
+
+
+def _data_fingerprint(cfg: RunConfig, feedback_through: int) -> str:
+    from refinery.data.load import fingerprint
+    from refinery.data.sources import source_lines
+
+    return fingerprint(cfg.data, source_lines(cfg, feedback_through))
+
+
+def _check_data(cfg: RunConfig, data_fingerprint: str, feedback_through: int) -> None:
+    """Stop when the run's data is no longer what the run started with (the fingerprint differs)."""
+    from refinery.data.load import check_fingerprint
+    from refinery.data.sources import source_lines
+
+    if data_fingerprint:
+        check_fingerprint(cfg.data, data_fingerprint, source_lines(cfg, feedback_through))
 
 
 @_records_failure
 def resolve_config(config: str, parameters: dict[str, Any], out_dir: Path) -> ResolvedRun:
     """Read the run's configuration (YAML text or a URI), apply the typed run parameters, resolve it
-    where the steps run, and fingerprint the data it names."""
+    where the steps run, pin the service feedback it reads, and fingerprint the data it names."""
     from refinery.config import config_for_run
-    from refinery.data.load import fingerprint
+    from refinery.data.sources import feedback_watermark
 
     cfg = config_for_run(config, parameters)
-    resolved = ResolvedRun(cfg.sections(), cfg.digest(), fingerprint(cfg.data))
+    through = feedback_watermark(cfg)
+    resolved = ResolvedRun(cfg.sections(), cfg.digest(), _data_fingerprint(cfg, through), through)
     write_json(resolved, Path(out_dir) / "resolved.json")
     return resolved
 
 
 @_records_failure
 def validate(
-    cfg: RunConfig, out_dir: Path, markdown_path: Path, html_path: Path, data_fingerprint: str = ""
+    cfg: RunConfig,
+    out_dir: Path,
+    markdown_path: Path,
+    html_path: Path,
+    data_fingerprint: str = "",
+    feedback_through: int = 0,
 ) -> Any:
     """Run the data contract; the run stops here (DataValidationError) when an ``error`` rule fails.
 
@@ -91,12 +115,10 @@ def validate(
     with. The Markdown and HTML reports are copied to their artifact paths first, so the failed step
     shows them.
     """
-    from refinery.data.load import check_fingerprint
     from refinery.data.validate import validate_data
 
-    if data_fingerprint:
-        check_fingerprint(cfg.data, data_fingerprint)
-    report = validate_data(cfg, Path(out_dir))
+    _check_data(cfg, data_fingerprint, feedback_through)
+    report = validate_data(cfg, Path(out_dir), feedback_through=feedback_through)
     for name, path in (("markdown", markdown_path), ("html", html_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report.paths[name], path)
@@ -105,15 +127,14 @@ def validate(
 
 
 @_records_failure
-def prepare(cfg: RunConfig, out_dir: Path, data_fingerprint: str = "") -> Any:
-    """Clean, deduplicate and split the data; record the drift reference profile. With
-    ``data_fingerprint``, it first checks that the data is still what the run started with."""
-    from refinery.data.load import check_fingerprint
+def prepare(cfg: RunConfig, out_dir: Path, data_fingerprint: str = "", feedback_through: int = 0) -> Any:
+    """Assemble (base data, new labelled rows, replay), clean, deduplicate and split the data; record the
+    drift reference profile. With ``data_fingerprint``, it first checks that the data is still what the
+    run started with."""
     from refinery.data.prepare import prepare_data
 
-    if data_fingerprint:
-        check_fingerprint(cfg.data, data_fingerprint)
-    return prepare_data(cfg, Path(out_dir))
+    _check_data(cfg, data_fingerprint, feedback_through)
+    return prepare_data(cfg, Path(out_dir), feedback_through=feedback_through)
 
 
 @_records_failure

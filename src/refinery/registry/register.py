@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from refinery.config import RunConfig
 
 PREPARED_FILE = "prepared.json"
+#: Version tags of the new labelled data a version learnt from: the newest service feedback id it read,
+#: and the rows it read from data.incoming_uri.
+FEEDBACK_THROUGH_TAG = "feedback_through"
+INCOMING_ROWS_TAG = "incoming_rows"
 #: Version tag naming the pipeline run that registered it; a run registers at most one version.
 RUN_TAG = "pipeline_run_id"
 TRAINING_FILE = "training.json"
@@ -90,6 +94,20 @@ def lineage_tags(
         if shas.get(split):
             tags[f"{split}_data_uri"] = str(uris.get(split, ""))
             tags[f"{split}_data_sha256"] = str(shas[split])
+    # What new labelled data the version learnt from: the monitor counts what arrived since.
+    lineage = prepared.get("lineage") or []
+    feedback = [entry for entry in lineage if entry.get("role") == "feedback"]
+    incoming = [entry for entry in lineage if entry.get("role") == "incoming"]
+    if feedback:
+        tags[FEEDBACK_THROUGH_TAG] = str(int(feedback[0].get("through_id") or 0))
+        tags["feedback_sha256"] = str(feedback[0]["sha256"])
+    if incoming:
+        tags[INCOMING_ROWS_TAG] = str(sum(int(entry["rows"]) for entry in incoming))
+        tags["incoming_files"] = str(len(incoming))
+    new_rows = prepared.get("new_rows") or {}
+    if new_rows:
+        tags["new_train_rows"] = str(int(new_rows.get("train", 0)))
+        tags["new_test_rows"] = str(int(new_rows.get("test", 0)))
     return tags
 
 

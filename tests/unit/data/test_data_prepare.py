@@ -32,6 +32,8 @@ REMOVED = (
     "exact_duplicates_removed",
     "normalised_duplicates_removed",
     "leaked_removed",
+    "new_base_duplicates_removed",
+    "replay_removed",
     "balance_removed",
 )
 

@@ -103,10 +103,20 @@ def test_learnable_but_not_trivial(reviews: pd.DataFrame) -> None:
 def test_write_demo_data(tmp_path: Path) -> None:
     result = write_demo_data(tmp_path / "demo", n=200, seed=5)
     assert (result.reviews_rows, result.drifted_rows) == (200, 100)
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["drifted.csv", "reviews.csv"]
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "drifted.csv",
+        "reviews.csv",
+        "traffic.csv",
+    ]
     frame = read_table(DataConfig(uri=str(result.reviews_path), labels=("negative", "positive")))
     pd.testing.assert_frame_equal(frame, generate_reviews(200, seed=5))
     drifted = read_table(DataConfig(uri=str(result.drifted_path), labels=("negative", "positive")))
     pd.testing.assert_frame_equal(drifted, generate_reviews(100, seed=6, drifted=True))
     assert sum(result.label_counts["reviews"].values()) == 200
     assert result.to_dict()["reviews_path"] == str(result.reviews_path)
+    # The traffic after the release: unseen reviews, three products to one hotel.
+    traffic = read_table(DataConfig(uri=str(result.traffic_path), labels=("negative", "positive")))
+    assert result.traffic_rows == len(traffic) == 40
+    hotel_words = traffic["text"].str.contains("hotel|room|stay|staff|breakfast", case=False)
+    assert 5 <= int(hotel_words.sum()) <= 20
+    assert not set(traffic["text"]) & set(frame["text"])

@@ -39,8 +39,10 @@ def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
     assert sorted(p.name for p in out.iterdir()) == [
         "confusion_matrix.png",
         "evaluation.json",
+        "monitoring",
         "predictions.parquet",
     ]
+    assert sorted(p.name for p in (out / "monitoring").iterdir()) == ["embeddings.npy", "reference_stats.json"]
     assert _leftovers(tmp_path) == []
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +91,10 @@ def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
         "champion_version",
         "comparison",
         "retention",
+        "no_change",
     }
+    # The champion itself as challenger: the same weights, so no change.
+    assert result.no_change is not None and "weights hash the same as champion v4's" in result.no_change
 
 
 def test_first_model_has_no_champion(

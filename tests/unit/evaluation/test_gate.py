@@ -3,6 +3,7 @@ significance (paired bootstrap, McNemar), slices and the retention set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refinery.config import GateConfig, RunConfig, parse_config, resolve
+from refinery.config import GateConfig, RunConfig, SignificanceConfig, parse_config, resolve
 from refinery.errors import RefineryError
 from refinery.evaluation.evaluate import EvaluationResult, RetentionResult, compare, score
 from refinery.evaluation.gate import GateDecision, decide
@@ -229,14 +230,20 @@ def test_bad_gate_settings_are_named(gate: dict[str, Any], message: str) -> None
 
 def test_markdown_names_every_rule_value_and_the_decision(tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    decision = decide(
-        cfg.gate, evaluation(cfg, rows(200), right_share(200, 0.9, 1), right_share(200, 0.9, 1))
-    )
+    gate = cfg.gate.model_copy(update={"significance": SignificanceConfig(mode="not_worse")})
+    decision = decide(gate, evaluation(cfg, rows(200), right_share(200, 0.9, 1), right_share(200, 0.9, 1)))
     md = decision.to_markdown()
     assert md.startswith("## Promotion gate: PASSED")
-    observed = decision.rules[0].observed
+    observed = next(r.observed for r in decision.rules if r.name == "min.macro_f1")
     assert f"| min.macro_f1 | {observed:.4f} | >= 0.7000 | pass |" in md
     assert "| bootstrap.macro_f1 | 0.0000 | >= 0.0000 | pass |" in md
+    # The default mode, better, refuses a challenger that is only as good.
+    assert (
+        md
+        != decide(
+            cfg.gate, evaluation(cfg, rows(200), right_share(200, 0.9, 1), right_share(200, 0.9, 1))
+        ).to_markdown()
+    )
 
 
 def test_decision_and_evaluation_round_trip_through_json(tmp_path: Path) -> None:
@@ -268,3 +275,117 @@ def test_reading_a_missing_or_foreign_file_names_it(tmp_path: Path) -> None:
     (tmp_path / "evaluation.json").write_text('{"labels": ["a"]}')
     with pytest.raises(RefineryError, match=r"evaluation\.json is not an evaluation result"):
         EvaluationResult.from_json(tmp_path / "evaluation.json")
+
+
+# -- new labelled rows: the `new` and `established` test sets, and copies ---------------------------------
+
+
+def two_domains(established: int, new: int) -> pd.DataFrame:
+    frame = pd.concat(
+        [rows(established).assign(domain="established"), rows(new).assign(domain="new")], ignore_index=True
+    )
+    frame["text"] = [f"review {i}" for i in range(len(frame))]
+    return frame
+
+
+def improved(mask: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """``mask`` with wrong rows turned right until ``share`` of them are right."""
+    out = mask.copy()
+    wrong = np.flatnonzero(~out)
+    extra = round(len(out) * share) - int(out.sum())
+    out[np.random.default_rng(seed).choice(wrong, size=extra, replace=False)] = True
+    return out
+
+
+def domain_evaluation(
+    cfg: RunConfig, frame: pd.DataFrame, ours: np.ndarray, theirs: np.ndarray, no_change: str | None = None
+) -> EvaluationResult:
+    challenger, champion = probabilities(frame, ours), probabilities(frame, theirs)
+    columns = ["category", "domain"]
+    return EvaluationResult(
+        labels=LABELS,
+        test_rows=len(frame),
+        challenger=score(cfg, frame, challenger, slice_columns=columns),
+        champion=score(cfg, frame, champion, slice_columns=columns),
+        champion_version="3",
+        comparison=compare(cfg, frame, challenger, champion),
+        no_change=no_change,
+    )
+
+
+def test_a_copy_is_refused_as_no_change_whatever_else_holds(tmp_path: Path) -> None:
+    cfg = config(tmp_path, significance={"mode": "off"})
+    frame = rows(200)
+    same = right_share(200, 0.9, 1)
+    result = replace(
+        evaluation(cfg, frame, same, same),
+        no_change="the challenger's weights hash the same as champion v3's (sha256 0123456789ab)",
+    )
+    decision = decide(cfg.gate, result)
+    assert not decision.passed and decision.no_change
+    assert decision.rules[0].name == "no_change" and not decision.rules[0].passed
+    assert decision.reasons == [
+        "no change: the challenger's weights hash the same as champion v3's (sha256 0123456789ab);"
+        " nothing to register, package or promote"
+    ]
+    assert decision.to_lines()[0] == "gate: NO CHANGE"
+    assert GateDecision.from_dict(decision.to_dict()) == decision
+
+
+def test_new_rows_no_better_than_the_champion_are_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    frame = two_domains(400, 150)
+    established = right_share(400, 0.9, 1)
+    new = right_share(150, 0.8, 2)
+    ours = np.concatenate([established, improved(new, 0.82, 3)])
+    theirs = np.concatenate([established, new])
+    result = domain_evaluation(cfg, frame, ours, theirs)
+    assert result.comparison is not None
+    assert (result.comparison.on, result.comparison.rows) == ("new", 150)
+    decision = decide(cfg.gate, result)
+    assert not decision.passed and not decision.no_change
+    failed = {rule.name for rule in decision.failed()}
+    assert "mcnemar.accuracy" in failed
+    assert "on the 150 new test rows" in by_name(decision)["bootstrap.macro_f1"].detail
+
+
+def test_better_on_new_rows_holding_the_established_ones_passes(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    frame = two_domains(400, 150)
+    established = right_share(400, 0.9, 1)
+    new = right_share(150, 0.7, 2)
+    decision = decide(
+        cfg.gate,
+        domain_evaluation(
+            cfg,
+            frame,
+            np.concatenate([established, improved(new, 0.95, 3)]),
+            np.concatenate([established, new]),
+        ),
+    )
+    assert decision.passed, decision.reasons
+    rules = by_name(decision)
+    assert rules["mcnemar.accuracy"].passed and rules["bootstrap.macro_f1"].observed > 0
+    assert rules["established.macro_f1"].passed
+    assert {"slice.domain=new", "slice.domain=established"} <= set(rules)
+
+
+def test_better_on_new_rows_but_forgetting_the_established_ones_is_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    frame = two_domains(400, 150)
+    theirs_established = right_share(400, 0.92, 1)
+    ours_established = theirs_established.copy()
+    ours_established[np.flatnonzero(theirs_established)[:20]] = False  # 5 points worse
+    new = right_share(150, 0.7, 2)
+    decision = decide(
+        cfg.gate,
+        domain_evaluation(
+            cfg,
+            frame,
+            np.concatenate([ours_established, improved(new, 0.95, 3)]),
+            np.concatenate([theirs_established, new]),
+        ),
+    )
+    assert not decision.passed
+    assert "established.macro_f1" in {rule.name for rule in decision.failed()}
+    assert "established test rows (400)" in by_name(decision)["established.macro_f1"].detail

@@ -21,6 +21,7 @@ from refinery.monitoring.controller import (
     monitor,
 )
 from refinery.monitoring.drift import ColumnDrift, DriftResult
+from refinery.monitoring.signals import SignalResult
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LABELS = ("negative", "positive")
@@ -55,16 +56,24 @@ def drift_result(dataset_drift: bool) -> DriftResult:
 
 # -- decide_action: the pure decision table ------------------------------------------------------------
 
-DRIFT, NO_DRIFT = drift_result(True), drift_result(False)
+
+def signal(name: str, fired: bool, value: float = 0.8, threshold: float = 0.6) -> SignalResult:
+    return SignalResult(name=name, value=value, threshold=threshold, fired=fired, detail=f"{name} {value}")
+
+
+DRIFT = [signal("descriptors", False, 0.1, 0.5), signal("embedding", True, 0.83, 0.6)]
+NO_DRIFT = [signal("descriptors", False, 0.1, 0.5), signal("embedding", False, 0.52, 0.6)]
+REPORTED_ONLY = [signal("confidence", True, 0.001, 0.01), signal("embedding", False, 0.52, 0.6)]
 
 
 @pytest.mark.parametrize(
-    ("window_rows", "drift", "last_fired", "settings", "expected"),
+    ("window_rows", "signals", "last_fired", "settings", "expected"),
     [
         (10, None, None, {}, "insufficient_data"),
         (49, None, T0 - timedelta(days=1), {}, "insufficient_data"),
         (200, NO_DRIFT, None, {}, "no_drift"),
         (200, NO_DRIFT, T0 - timedelta(minutes=5), {}, "no_drift"),
+        (200, REPORTED_ONLY, None, {}, "no_drift"),
         (200, DRIFT, None, {}, "fired"),
         (200, DRIFT, T0 - timedelta(minutes=59), {}, "suppressed_cooldown"),
         (200, DRIFT, T0 - timedelta(minutes=60), {}, "fired"),
@@ -73,12 +82,16 @@ DRIFT, NO_DRIFT = drift_result(True), drift_result(False)
         (200, DRIFT, None, {"retrain": False}, "retrain_disabled"),
         (200, DRIFT, T0 - timedelta(minutes=1), {"retrain": False}, "retrain_disabled"),
         (200, NO_DRIFT, None, {"retrain": False}, "no_drift"),
+        (200, DRIFT, None, {"consecutive_windows": 2}, "drift_pending"),
+        (200, DRIFT, None, {"signals": {"embedding": {"fire": False}}}, "no_drift"),
+        (200, DRIFT, None, {"min_labelled_rows": 100}, "awaiting_labels"),
     ],
     ids=[
         "tiny-window",
         "just-below-min-window",
         "no-drift",
         "no-drift-after-recent-fire",
+        "only-a-reported-signal-fired",
         "drift-never-fired",
         "drift-within-cooldown",
         "drift-at-cooldown-end",
@@ -87,31 +100,51 @@ DRIFT, NO_DRIFT = drift_result(True), drift_result(False)
         "drift-retrain-disabled",
         "drift-retrain-disabled-within-cooldown",
         "no-drift-retrain-disabled",
+        "first-of-two-windows",
+        "signal-not-allowed-to-fire",
+        "too-few-labels",
     ],
 )
 def test_decide_action_table(
     window_rows: int,
-    drift: DriftResult | None,
+    signals: list[SignalResult] | None,
     last_fired: datetime | None,
     settings: dict[str, object],
     expected: str,
 ) -> None:
-    cfg = MonitoringConfig(**{"min_window_size": 50, "cooldown_minutes": 60, **settings})
-    verdict = decide_action(window_rows, drift, last_fired, cfg, T0)
+    cfg = MonitoringConfig(
+        **{"min_window_size": 50, "cooldown_minutes": 60, "min_labelled_rows": 0, **settings}
+    )
+    verdict = decide_action(window_rows, signals, last_fired, cfg, T0, new_labelled_rows=10)
     assert verdict.action == expected
     assert verdict.reason
 
 
-def test_decide_action_reasons_name_the_numbers() -> None:
-    cfg = MonitoringConfig(min_window_size=50, cooldown_minutes=60)
+def test_decide_action_counts_consecutive_windows_and_labels() -> None:
+    cfg = MonitoringConfig(consecutive_windows=3, min_labelled_rows=100)
+    pending = decide_action(200, DRIFT, None, cfg, T0, streak=1, new_labelled_rows=500)
+    assert pending.action == "drift_pending" and "window 2 in a row" in pending.reason
+    assert decide_action(200, DRIFT, None, cfg, T0, streak=2, new_labelled_rows=500).action == "fired"
+    waiting = decide_action(200, DRIFT, None, cfg, T0, streak=2, new_labelled_rows=99)
+    assert waiting.action == "awaiting_labels"
+    assert "99 new labelled row(s)" in waiting.reason and "min_labelled_rows=100" in waiting.reason
+    unconfigured = decide_action(200, DRIFT, None, cfg, T0, streak=2, new_labelled_rows=None)
+    assert "no source of new labels is configured" in unconfigured.reason
+
+
+def test_decide_action_reasons_name_the_signal_and_its_value() -> None:
+    cfg = MonitoringConfig(min_window_size=50, cooldown_minutes=60, min_labelled_rows=0)
     assert "min_window_size=50" in decide_action(10, None, None, cfg, T0).reason
-    assert "50% of columns drifted (text_length" in decide_action(200, DRIFT, None, cfg, T0).reason
+    fired = decide_action(200, DRIFT, None, cfg, T0).reason
+    assert fired.startswith("drift: embedding fired: embedding 0.83")
+    assert "descriptors quiet" in fired
+    assert "confidence fired (reported only)" in decide_action(200, REPORTED_ONLY, None, cfg, T0).reason
     suppressed = decide_action(200, DRIFT, T0 - timedelta(minutes=10), cfg, T0).reason
     assert "60 min cooldown" in suppressed and "2025-03-01T11:50:00+00:00" in suppressed
 
 
 def test_decide_action_naive_times_are_utc() -> None:
-    cfg = MonitoringConfig(cooldown_minutes=60)
+    cfg = MonitoringConfig(cooldown_minutes=60, min_labelled_rows=0)
     naive_now = T0.replace(tzinfo=None)
     assert (
         decide_action(200, DRIFT, naive_now - timedelta(minutes=30), cfg, naive_now).action
@@ -119,8 +152,8 @@ def test_decide_action_naive_times_are_utc() -> None:
     )
 
 
-def test_decide_action_needs_a_drift_result_for_a_full_window() -> None:
-    with pytest.raises(ValueError, match="needs a drift result"):
+def test_decide_action_needs_signals_for_a_full_window() -> None:
+    with pytest.raises(ValueError, match="needs signal results"):
         decide_action(200, None, None, MonitoringConfig(), T0)
 
 
@@ -331,6 +364,7 @@ def monitor_config(champion_state: dict[str, object], tmp_path: Path) -> Callabl
                 "monitoring.window_size=200",
                 "monitoring.min_window_size=50",
                 "monitoring.cooldown_minutes=60",
+                "monitoring.min_labelled_rows=0",
                 *(overrides or []),
             ],
             base=REPO_ROOT,
@@ -498,3 +532,140 @@ def test_monitor_decision_round_trips_as_json(
     assert data["action"] == decision.action and data["decision_id"] == decision.decision_id
     assert decision.to_text().startswith(f"{decision.action}: ")
     assert "drift_report.html" in decision.to_text()
+
+
+# -- the window, the labels policy and the signals that follow the model -------------------------------
+
+
+def test_window_counts_only_the_serving_versions_predictions(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config()
+    fill_log(cfg, "999", n=200, seed=7, drifted=True)  # an older version's traffic
+    fill_log(cfg, str(champion_state["version"]), n=30, seed=8, drifted=True)
+    decision = monitor(cfg, RetrainStarter(), now=T0)
+    assert decision.action == "insufficient_data"
+    assert decision.window_rows == 30
+
+
+def test_drift_waits_for_new_labels_then_fires(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    from refinery.monitoring.inference_log import InferenceLog
+
+    cfg = monitor_config(["data.feedback=true", "monitoring.min_labelled_rows=50"])
+    version = str(champion_state["version"])
+    fill_log(cfg, version, n=200, seed=9, drifted=True)
+    start = RetrainStarter()
+
+    waiting = monitor(cfg, start, now=T0)
+    assert waiting.action == "awaiting_labels", waiting.reason
+    assert waiting.new_labelled_rows == 0 and start.calls == 0
+    assert "fewer than monitoring.min_labelled_rows=50" in waiting.reason
+
+    log = InferenceLog(str(cfg.serving.inference_log))
+    window = log.recent(200, model_version=version)
+    log.add_feedback(
+        [{"prediction_id": pid, "label": "negative"} for pid in window["prediction_id"][:60]],
+        LABELS,
+        max_text_chars=2000,
+    )
+    fired = monitor(cfg, start, now=T0 + timedelta(minutes=1))
+    assert fired.action == "fired", fired.reason
+    assert fired.new_labelled_rows == 60 and start.calls == 1
+    assert "60 new labelled row(s)" in fired.reason
+
+
+def test_consecutive_windows_must_all_drift(
+    monitor_config: Callable[..., RunConfig], champion_state: dict[str, object]
+) -> None:
+    cfg = monitor_config(["monitoring.consecutive_windows=2"])
+    fill_log(cfg, str(champion_state["version"]), n=200, seed=10, drifted=True)
+    start = RetrainStarter()
+    first = monitor(cfg, start, now=T0)
+    assert first.action == "drift_pending" and "window 1 in a row" in first.reason
+    second = monitor(cfg, start, now=T0 + timedelta(minutes=1))
+    assert second.action == "fired" and start.calls == 1
+    rows = TriggerLog(str(cfg.monitoring.trigger_log)).decisions(cfg.registry.model_name)
+    assert [r.drifting for r in rows] == [True, True]
+    assert {s["name"] for s in rows[0].signals or []} >= {"descriptors", "embedding", "confidence"}
+
+
+@pytest.fixture(scope="module")
+def stats_champion(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, object]:
+    """A champion registered with reference statistics: the tiny model's embeddings and probabilities
+    of held-out product reviews, as evaluation keeps them."""
+    import numpy as np
+
+    from refinery.data.demo import generate_reviews
+    from refinery.evaluation.evaluate import MONITORING_DIR
+    from refinery.modeling import load_classifier
+    from refinery.monitoring.descriptors import text_descriptors
+    from refinery.monitoring.signals import fit_reference
+    from refinery.registry.mlflow_registry import Registry
+
+    root = tmp_path_factory.mktemp("stats-registry")
+    cfg = config_in(root, tiny_model_dir)
+    held_out = generate_reviews(n=400, seed=20)
+    prepared = root / "prepared"
+    prepared.mkdir()
+    reference = text_descriptors(held_out["text"].tolist())
+    reference["label"] = held_out["label"].to_numpy()
+    reference.to_parquet(prepared / "reference.parquet", index=False)
+    evaluation = root / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "evaluation.json").write_text(json.dumps({"macro_f1": 0.9}), encoding="utf-8")
+    classifier = load_classifier(tiny_model_dir)
+    probabilities, embeddings = classifier.encode(held_out["text"].tolist())
+    truth = held_out["label"].map({label: i for i, label in enumerate(classifier.labels)}).to_numpy()
+    fit_reference(embeddings, probabilities, np.asarray(truth)).save(evaluation / MONITORING_DIR)
+
+    registry = Registry(cfg.registry)
+    version = registry.register(
+        tiny_model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
+    )
+    registry.set_champion(version.version)
+    return {
+        "root": root,
+        "tracking_uri": cfg.registry.tracking_uri,
+        "artifact_location": cfg.registry.artifact_location,
+        "version": version.version,
+    }
+
+
+@pytest.mark.parametrize(("drifted", "fires"), [(True, True), (False, False)], ids=["hotels", "products"])
+def test_embedding_signal_follows_the_serving_models_view(
+    stats_champion: dict[str, object], tmp_path: Path, drifted: bool, fires: bool
+) -> None:
+    root = stats_champion["root"]
+    cfg = load_config(
+        REPO_ROOT / "configs" / "test.yaml",
+        [
+            f"state_dir={tmp_path / 'state'}",
+            f"data.uri={root}/reviews.csv",
+            f"model.base={root}",
+            f"registry.tracking_uri={stats_champion['tracking_uri']}",
+            f"registry.artifact_location={stats_champion['artifact_location']}",
+            "monitoring.window_size=200",
+            "monitoring.min_window_size=50",
+            "monitoring.min_labelled_rows=0",
+            "monitoring.signals.descriptors.fire=false",
+        ],
+        base=REPO_ROOT,
+    )
+    fill_log(cfg, str(stats_champion["version"]), n=200, seed=21, drifted=drifted)
+    decision = monitor(cfg, RetrainStarter(), now=T0)
+    by_name = {s.name: s for s in decision.signals}
+    assert set(by_name) == {
+        "descriptors",
+        "embedding",
+        "confidence",
+        "estimated_accuracy",
+        "feedback_accuracy",
+    }
+    embedding = by_name["embedding"]
+    assert embedding.value is not None and embedding.fired is fires, embedding.detail
+    assert decision.action == ("fired" if fires else "no_drift"), decision.reason
+    if fires:
+        assert decision.reason.startswith("drift: embedding fired")
+    assert by_name["feedback_accuracy"].value is None  # no labelled feedback on this window

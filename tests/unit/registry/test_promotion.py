@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import TEST_CONFIG, config_in
+from tests.conftest import LABELS, TEST_CONFIG, config_in
 from tests.postgres import PostgresServer
 from tests.processes import TcpProxy
 
@@ -60,12 +60,16 @@ class Loop:
     def cli(self) -> list[str]:
         return ["-c", str(TEST_CONFIG), *(arg for o in self.overrides for arg in ("--set", o))]
 
-    def candidate(self, run: str, *, package: bool = True) -> tuple[str, PackageResult | None]:
-        """Evaluate the model against the current champion, register it and (by default) package it."""
+    def candidate(
+        self, run: str, *, package: bool = True, model: Path | None = None
+    ) -> tuple[str, PackageResult | None]:
+        """Evaluate the model (or ``model``) against the current champion, register it and (by default)
+        package it."""
         out = self.root / run
-        steps.evaluate(self.cfg, self.data, self.model, out / "evaluation")
+        model = model or self.model
+        steps.evaluate(self.cfg, self.data, model, out / "evaluation")
         version = steps.register(
-            self.cfg, self.model, self.data, out / "evaluation", run, out / "registration"
+            self.cfg, model, self.data, out / "evaluation", run, out / "registration"
         ).version
         bento = steps.package(self.cfg, version, out / "bento") if package else None
         return version, bento
@@ -260,12 +264,31 @@ def test_rollback_to_a_version_never_served_is_refused_and_nothing_moves(loop: L
     assert loop.head() == head and loop.assert_consistent() == "1"
 
 
-def test_manual_promotion_goes_through_the_gate_and_packages_when_needed(
-    loop: Loop, capsys: pytest.CaptureFixture[str]
-) -> None:
-    version, _ = loop.candidate("run2", package=False)
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory: pytest.TempPathFactory, demo_df: pd.DataFrame) -> Path:
+    """Another tiny model (another seed): a challenger that is not a copy of the champion."""
+    from tests.tiny_model import build_tiny_model
 
-    assert main(["models", "promote", *loop.cli, version]) == 0
+    return build_tiny_model(tmp_path_factory.mktemp("other-model"), list(demo_df["text"]), LABELS, seed=1)
+
+
+# The gate's comparisons are another file's subject: here only its verdict's consequences matter.
+LENIENT = [
+    "--set",
+    "gate.significance.mode=off",
+    "--set",
+    "gate.max_regression.macro_f1=1",
+    "--set",
+    "gate.slices.enabled=false",
+]
+
+
+def test_manual_promotion_goes_through_the_gate_and_packages_when_needed(
+    loop: Loop, capsys: pytest.CaptureFixture[str], other_model: Path
+) -> None:
+    version, _ = loop.candidate("run2", package=False, model=other_model)
+
+    assert main(["models", "promote", *loop.cli, *LENIENT, version]) == 0
 
     out = capsys.readouterr().out
     assert "gate: PASSED" in out and f"promoted review-sentiment-test version {version}" in out
@@ -276,10 +299,10 @@ def test_manual_promotion_goes_through_the_gate_and_packages_when_needed(
 
 
 def test_manual_promotion_rejected_by_the_gate_moves_nothing_unless_forced_with_a_reason(
-    loop: Loop, capsys: pytest.CaptureFixture[str]
+    loop: Loop, capsys: pytest.CaptureFixture[str], other_model: Path
 ) -> None:
-    version, _ = loop.candidate("run2")
-    strict = [*loop.cli, "--set", "gate.min.macro_f1=0.999"]
+    version, _ = loop.candidate("run2", model=other_model)
+    strict = [*loop.cli, *LENIENT, "--set", "gate.min.macro_f1=0.999"]
     head = loop.head()
 
     assert main(["models", "promote", *strict, version]) == 1
@@ -465,3 +488,14 @@ def test_a_retried_package_step_reuses_the_bento_it_stored_and_tags_it_once(loop
     assert mended.bento_sha256 == stored.bento_sha256 == loop.registry.get(version).tags["bento_sha256"]
     loop.promote(version, mended)
     assert loop.assert_consistent() == version
+
+
+def test_manual_promotion_of_a_copy_is_refused_as_no_change(
+    loop: Loop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version, _ = loop.candidate("run2", package=False)  # the champion's own weights again
+    head = loop.head()
+    assert main(["models", "promote", *loop.cli, *LENIENT, version]) == 1
+    out = capsys.readouterr().out
+    assert "gate: NO CHANGE" in out and "weights hash the same as champion v1's" in out
+    assert loop.head() == head and loop.assert_consistent() == "1"
