@@ -496,13 +496,14 @@ class SignificanceConfig(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Of the bootstrap interval.")
     resamples: int = Field(1000, ge=100, le=100_000)
 
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="McNemar's significance level.")
+    seed: int = 0
+
     @field_validator("mode", mode="before")
     @classmethod
     def _off_as_written(cls, value: Any) -> Any:
         # YAML reads a bare `off` (in a file or a --set value) as false.
         return "off" if value is False else value
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="McNemar's significance level.")
-    seed: int = 0
 
 
 class SliceRulesConfig(_Strict):
@@ -642,7 +643,10 @@ class EmbeddingSignalConfig(SignalConfig):
     embeddings (stored with the model version) from the window's; drift when it succeeds."""
 
     max_auc: float = Field(
-        0.55, gt=0.5, lt=1, description="Cross-validated ROC AUC of the domain classifier above this is drift."
+        0.55,
+        gt=0.5,
+        lt=1,
+        description="Cross-validated ROC AUC of the domain classifier above this is drift.",
     )
     max_rows: int = Field(
         2000, ge=100, description="Rows per side the classifier sees (a seeded sample of larger sides)."

@@ -175,16 +175,12 @@ def validate_texts(texts: object, max_text_chars: int, max_batch_items: int) -> 
             f"texts has {len(items)} items; at most {max_batch_items} are accepted per request "
             "(serving.max_batch_items)"
         )
+    from refinery.monitoring.inference_log import text_problem
+
     for i, item in enumerate(items):
-        where = "texts" if single else f"texts[{i}]"
-        if not isinstance(item, str):
-            raise InvalidRequest(f"{where} is {type(item).__name__}, expected a string")
-        if not item.strip():
-            raise InvalidRequest(f"{where} is blank; send non-empty text")
-        if len(item) > max_text_chars:
-            raise InvalidRequest(
-                f"{where} has {len(item)} characters; the limit is {max_text_chars} (serving.max_text_chars)"
-            )
+        problem = text_problem(item, "texts" if single else f"texts[{i}]", max_text_chars)
+        if problem:
+            raise InvalidRequest(problem)
     return [str(item) for item in items]
 
 

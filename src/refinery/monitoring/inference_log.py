@@ -52,6 +52,18 @@ _SHOWN_VALUE_CHARS = 64
 _T = TypeVar("_T")
 
 
+def text_problem(value: object, where: str, max_text_chars: int) -> str | None:
+    """What is wrong with a text a client sent (``where`` names it in the message), or None: one rule for
+    the texts of /classify and /feedback."""
+    if not isinstance(value, str):
+        return f"{where} is {type(value).__name__}, expected a string"
+    if not value.strip():
+        return f"{where} is blank; send non-empty text"
+    if len(value) > max_text_chars:
+        return f"{where} has {len(value)} characters; the limit is {max_text_chars} (serving.max_text_chars)"
+    return None
+
+
 class InvalidFeedback(RefineryError):
     """A feedback request is malformed, names an unknown prediction, or labels a text twice.
 
@@ -226,14 +238,9 @@ def _check_items(
                 raise InvalidFeedback(f"{where}.prediction_id is blank")
             checked.append(_Item(i, label, prediction_id, None))
             continue
-        if not isinstance(text, str):
-            raise InvalidFeedback(f"{where}.text is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise InvalidFeedback(f"{where}.text is blank; send non-empty text")
-        if len(text) > max_text_chars:
-            raise InvalidFeedback(
-                f"{where}.text has {len(text)} characters; the limit is {max_text_chars} (serving.max_text_chars)"
-            )
+        problem = text_problem(text, f"{where}.text", max_text_chars)
+        if problem:
+            raise InvalidFeedback(problem)
         checked.append(_Item(i, label, None, text))
     return checked
 

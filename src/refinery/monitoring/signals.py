@@ -298,14 +298,15 @@ def embedding_signal(
 
     When a share ``s`` of the window comes from a new topic and the rest from the reference's, the AUC
     can reach at most ``0.5 + s / 2`` (those rows perfectly told apart, the others not at all): a
-    threshold of 0.6 could never flag a 20% mix. The default ``max_auc`` of 0.55 sits about 3.5 standard
-    deviations above the clean windows' AUC for 400-row windows. Smaller windows spread the AUC wider
-    under no drift, and one threshold then raises more false alarms: on SST-2 (bench/drift.py) clean
-    windows crossed 0.55 in 0 of 100 at 400 rows, 7 of 100 at 200 rows and 9 of 100 at 100 rows.
+    threshold of 0.6 could never flag a 20% mix. The default ``max_auc`` of 0.55 sits 2.5-3 standard
+    deviations above the AUC of clean 400-row windows: on SST-2 (bench/README.md) 4 of 1,400 crossed
+    it, and every window with 20% product reviews. Smaller windows spread the AUC wider under no drift,
+    and one threshold then raises more false alarms: 7 of 100 clean windows of 200 rows crossed 0.55,
+    9 of 100 of 100 rows.
 
     This is scikit-learn rather than Evidently 0.7.23's embedding drift, measured for the choice
     (bench/drift.py, bench/README.md). Its ``EmbeddingsDrift`` metric (legacy ``EmbeddingsDriftMetric``)
-    fits a t-SNE of up to 5,000 rows for its plot on every call: 31-51 s for one 400-row window against
+    fits a t-SNE of up to 5,000 rows for its plot on every call: 31-53 s for one 400-row window against
     2,000 reference rows on two cores, where this takes 0.2 s. Its ``ModelDriftMethod`` alone is fast,
     but scores an SGD classifier on unscaled features on one 50/50 split: on SST-2 windows it raised 1
     false alarm in 20 clean windows and detected 70% of the windows with 20% product reviews, against

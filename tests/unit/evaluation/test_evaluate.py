@@ -42,7 +42,10 @@ def test_writes_three_outputs_and_scores_both_models_on_one_test_set(
         "monitoring",
         "predictions.parquet",
     ]
-    assert sorted(p.name for p in (out / "monitoring").iterdir()) == ["embeddings.npy", "reference_stats.json"]
+    assert sorted(p.name for p in (out / "monitoring").iterdir()) == [
+        "embeddings.npy",
+        "reference_stats.json",
+    ]
     assert _leftovers(tmp_path) == []
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -315,28 +315,38 @@ def test_trigger_log_rejects_bad_input(tmp_path: Path) -> None:
 # -- monitor(): real registry (MLflow on sqlite), inference log, descriptors and Evidently ----------------
 
 
-@pytest.fixture(scope="module")
-def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, object]:
-    """A registry whose champion carries a reference profile of generated reviews (built once per module)."""
+def register_champion(root: Path, model_dir: Path, seed: int, with_stats: bool) -> dict[str, object]:
+    """A registry under ``root`` whose champion carries a reference profile of 400 generated reviews
+    and, ``with_stats``, the reference statistics evaluate keeps (the model's embeddings and
+    probabilities of those reviews)."""
+    import numpy as np
+
     from refinery.data.demo import generate_reviews
+    from refinery.evaluation.evaluate import MONITORING_DIR
+    from refinery.modeling import load_classifier
     from refinery.monitoring.descriptors import text_descriptors
+    from refinery.monitoring.signals import fit_reference
     from refinery.registry.mlflow_registry import Registry
 
-    root = tmp_path_factory.mktemp("monitor-registry")
-    cfg = config_in(root, tiny_model_dir)
-    training = generate_reviews(n=400, seed=0)
+    cfg = config_in(root, model_dir)
+    reviews = generate_reviews(n=400, seed=seed)
     prepared = root / "prepared"
     prepared.mkdir()
-    reference = text_descriptors(training["text"].tolist())
-    reference["label"] = training["label"].to_numpy()
+    reference = text_descriptors(reviews["text"].tolist())
+    reference["label"] = reviews["label"].to_numpy()
     reference.to_parquet(prepared / "reference.parquet", index=False)
     evaluation = root / "evaluation"
     evaluation.mkdir()
     (evaluation / "evaluation.json").write_text(json.dumps({"macro_f1": 0.9}), encoding="utf-8")
+    if with_stats:
+        classifier = load_classifier(model_dir)
+        probabilities, embeddings = classifier.encode(reviews["text"].tolist())
+        truth = reviews["label"].map({label: i for i, label in enumerate(classifier.labels)}).to_numpy()
+        fit_reference(embeddings, probabilities, np.asarray(truth)).save(evaluation / MONITORING_DIR)
 
     registry = Registry(cfg.registry)
     version = registry.register(
-        tiny_model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
+        model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
     )
     registry.set_champion(version.version)
     return {
@@ -345,6 +355,12 @@ def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
         "artifact_location": cfg.registry.artifact_location,
         "version": version.version,
     }
+
+
+@pytest.fixture(scope="module")
+def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, object]:
+    """A champion with a reference profile only, as versions registered before reference statistics."""
+    return register_champion(tmp_path_factory.mktemp("monitor-registry"), tiny_model_dir, 0, with_stats=False)
 
 
 @pytest.fixture
@@ -593,44 +609,8 @@ def test_consecutive_windows_must_all_drift(
 
 @pytest.fixture(scope="module")
 def stats_champion(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, object]:
-    """A champion registered with reference statistics: the tiny model's embeddings and probabilities
-    of held-out product reviews, as evaluation keeps them."""
-    import numpy as np
-
-    from refinery.data.demo import generate_reviews
-    from refinery.evaluation.evaluate import MONITORING_DIR
-    from refinery.modeling import load_classifier
-    from refinery.monitoring.descriptors import text_descriptors
-    from refinery.monitoring.signals import fit_reference
-    from refinery.registry.mlflow_registry import Registry
-
-    root = tmp_path_factory.mktemp("stats-registry")
-    cfg = config_in(root, tiny_model_dir)
-    held_out = generate_reviews(n=400, seed=20)
-    prepared = root / "prepared"
-    prepared.mkdir()
-    reference = text_descriptors(held_out["text"].tolist())
-    reference["label"] = held_out["label"].to_numpy()
-    reference.to_parquet(prepared / "reference.parquet", index=False)
-    evaluation = root / "evaluation"
-    evaluation.mkdir()
-    (evaluation / "evaluation.json").write_text(json.dumps({"macro_f1": 0.9}), encoding="utf-8")
-    classifier = load_classifier(tiny_model_dir)
-    probabilities, embeddings = classifier.encode(held_out["text"].tolist())
-    truth = held_out["label"].map({label: i for i, label in enumerate(classifier.labels)}).to_numpy()
-    fit_reference(embeddings, probabilities, np.asarray(truth)).save(evaluation / MONITORING_DIR)
-
-    registry = Registry(cfg.registry)
-    version = registry.register(
-        tiny_model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
-    )
-    registry.set_champion(version.version)
-    return {
-        "root": root,
-        "tracking_uri": cfg.registry.tracking_uri,
-        "artifact_location": cfg.registry.artifact_location,
-        "version": version.version,
-    }
+    """A champion registered with reference statistics of held-out product reviews."""
+    return register_champion(tmp_path_factory.mktemp("stats-registry"), tiny_model_dir, 20, with_stats=True)
 
 
 @pytest.mark.parametrize(("drifted", "fires"), [(True, True), (False, False)], ids=["hotels", "products"])
