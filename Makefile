@@ -50,8 +50,8 @@ demo: base-model
 	$(REFINERY) run -c $(DEMO_CONFIG)
 	@echo "=== 2. hotel reviews reach the service; a labelling team sends their labels to /feedback ==="
 	@set -e; $(SERVE_DEMO) --input data/demo/reviews.csv --limit 5 --show; \
-	  $(REFINERY) predict -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 600; \
-	  $(REFINERY) feedback -c $(DEMO_CONFIG) --input data/demo/drifted.csv --limit 600
+	  $(REFINERY) predict -c $(DEMO_CONFIG) --input data/demo/drifted.csv; \
+	  $(REFINERY) feedback -c $(DEMO_CONFIG) --input data/demo/drifted.csv
 	@echo "=== 3. the monitor: drift on v1's window, enough new labels, so a retrain on both domains ==="
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
 	@echo "=== 4. version 2 serves both domains (data/demo/traffic.csv); the monitor checks its window ==="
