@@ -45,8 +45,8 @@ SERVE_DEMO = $(REFINERY) serve -c $(DEMO_CONFIG) >> .refinery/serve.log 2>&1 & p
 	  trap "kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true" EXIT; \
 	  $(REFINERY) predict -c $(DEMO_CONFIG) --wait 180
 demo: base-model
-	$(REFINERY) demo-data -o data/demo
-	@echo "=== 1. version 1: fine-tuned on 2000 product reviews ==="
+	$(REFINERY) demo-data -o data/demo --rows 1600
+	@echo "=== 1. version 1: fine-tuned on 1,600 product reviews ==="
 	$(REFINERY) run -c $(DEMO_CONFIG)
 	@echo "=== 2. hotel reviews reach the service; a labelling team sends their labels to /feedback ==="
 	@set -e; $(SERVE_DEMO) --input data/demo/reviews.csv --limit 5 --show; \

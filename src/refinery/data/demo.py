@@ -719,8 +719,8 @@ def write_demo_data(out_dir: Path, n: int = 2000, seed: int = 13) -> DemoData:
     - ``reviews.csv``: ``n`` product reviews, the training data of the first model;
     - ``drifted.csv``: ``n // 2`` hotel reviews, the new domain the service meets (the demo serves them
       and posts their labels as feedback);
-    - ``traffic.csv``: ``n // 5`` unseen reviews, three product reviews to one hotel review: the traffic
-      once both domains are served.
+    - ``traffic.csv``: ``n // 5`` unseen reviews, three product reviews to two hotel reviews: the traffic
+      once both domains are served, in about the mix the retrained model is judged on.
 
     Args:
         out_dir: Folder to write into (created if needed).
@@ -735,7 +735,7 @@ def write_demo_data(out_dir: Path, n: int = 2000, seed: int = 13) -> DemoData:
     out_dir.mkdir(parents=True, exist_ok=True)
     reviews = generate_reviews(n, seed)
     drifted = generate_reviews(n // 2, seed + 1, drifted=True)
-    hotels = n // 5 // 4
+    hotels = n // 5 * 2 // 5
     mixed = pd.concat(
         [generate_reviews(n // 5 - hotels, seed + 2), generate_reviews(hotels, seed + 3, drifted=True)],
         ignore_index=True,
