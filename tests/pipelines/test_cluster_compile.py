@@ -191,7 +191,7 @@ def test_no_secret_value_is_in_the_file_only_secret_names(compiled: tuple[str, d
         "refinery-s3",
         "refinery-git",
         "refinery-registry",
-        "refinery-inference-log",
+        "refinery-feedback",
     }
 
 
