@@ -119,7 +119,14 @@ def test_worse_challenger_is_not_promoted(loop) -> None:
 )
 def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, failed_step) -> None:
     make, _first, _ = loop
-    cfg = make(broken)
+    # Another seed, so the challenger is no copy of the champion; a lenient gate, so it gets past it.
+    passing = [
+        "training.learning_rate=0.0015",
+        "training.seed=8",
+        "gate.significance.mode=off",
+        "gate.max_regression.macro_f1=1",
+    ]
+    cfg = make([*passing, "gate.slices.enabled=false", *broken])
     registry = Registry(cfg.registry)
     champion_before = registry.champion()
     head = _gitops_head(make())
@@ -160,6 +167,7 @@ def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop,
     from refinery.cli import main
     from refinery.data.demo import generate_reviews
     from refinery.monitoring.controller import TriggerLog
+    from refinery.monitoring.story import loop_story
     from refinery.orchestration.local import collect_summary
 
     make, _first, base_args = loop
@@ -208,6 +216,10 @@ def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop,
     actions = [d.action for d in triggers.decisions(cfg.registry.model_name)]
     # A promoted v2 has served nothing yet; else v1's window is within the cooldown.
     assert actions[-1] == ("insufficient_data" if promoted else "suppressed_cooldown")
+    # The loop summary reads the same records.
+    story = loop_story(cfg)
+    assert [d.action for d in story.decisions] == actions
+    assert story.versions[0].version == "1" and story.versions[0].promoted
 
 
 def test_hyperparameter_search_trains_every_trial_and_carries_the_best_on(
