@@ -499,12 +499,6 @@ class SignificanceConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="McNemar's significance level.")
     seed: int = 0
 
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _off_as_written(cls, value: Any) -> Any:
-        # YAML reads a bare `off` (in a file or a --set value) as false.
-        return "off" if value is False else value
-
 
 class SliceRulesConfig(_Strict):
     """Per-slice non-regression: every slice (a value of a data.slice_columns column, or a text-length
@@ -1141,6 +1135,25 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as a configuration is written: only ``true``/``false`` are booleans. YAML 1.1, which PyYAML
+    follows, also reads ``on``/``off``/``yes``/``no`` as booleans, which turns ``severity: off`` into
+    false and the key of ``significance: {on: new}`` into true."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain data only
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides to a raw config tree; values are parsed as YAML scalars or lists."""
     for item in overrides:
@@ -1148,7 +1161,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=2")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
         _set_dotted(tree, key.strip(), value)
@@ -1165,7 +1178,7 @@ def parse_config(tree: dict[str, Any], source: str = "<config>") -> RunConfig:
 
 def _tree(text: str, source: str) -> dict[str, Any]:
     try:
-        tree = yaml.safe_load(text)
+        tree = _yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):

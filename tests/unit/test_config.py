@@ -48,6 +48,25 @@ def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
         apply_overrides({"data": {"uri": "x"}}, ["data.uri.deep=1"])
 
 
+def test_on_off_yes_no_stay_words_in_files_and_overrides(tmp_path: Path) -> None:
+    # YAML 1.1 would read `off` as false and the key `on` as true; only true/false are booleans here.
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "data: {uri: d.csv, labels: [a, b], validation: {leakage: {severity: off}}}\n"
+        "model: {base: m}\n"
+        "gate: {significance: {on: new, mode: off}}\n"
+        "training: {refit: false}\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(
+        path, ["data.validation.alphabetic.severity=off", "training.tracking=false"], base=tmp_path
+    )
+    assert cfg.data.validation.leakage.severity == "off" and cfg.data.validation.alphabetic.severity == "off"
+    assert (cfg.gate.significance.on, cfg.gate.significance.mode) == ("new", "off")
+    assert cfg.training.refit is False and cfg.training.tracking is False
+    assert apply_overrides({}, ["a=yes", "b=on", "c=True"]) == {"a": "yes", "b": "on", "c": True}
+
+
 def test_config_is_frozen_and_round_trips_through_a_dict() -> None:
     cfg = load_config(REPO / "configs" / "test.yaml", base=REPO)
     with pytest.raises(Exception, match="frozen"):
