@@ -154,7 +154,9 @@ def create_tables(
     what: str,
     error: type[RefineryError],
 ) -> None:
-    """Create the tables of ``metadata`` that the database lacks, safely beside others doing the same.
+    """Create the tables of ``metadata`` that the database lacks, safely beside others doing the same,
+    and add the columns a table made by an earlier release lacks (as nullable columns: its rows hold
+    NULL there).
 
     Processes (or threads) that all find a table missing all issue ``CREATE TABLE``; the losers fail with
     "already exists" on sqlite, DuplicateTable or a unique violation in the catalog on PostgreSQL, or a
@@ -172,7 +174,7 @@ def create_tables(
     for attempt in range(_CREATE_ATTEMPTS):
         try:
             metadata.create_all(engine, checkfirst=True)
-            return
+            break
         except sqlalchemy.exc.SQLAlchemyError as exc:
             racing = is_sqlite_locked(exc) or _has_any_table(engine, metadata)
             if not racing or attempt == _CREATE_ATTEMPTS - 1:
@@ -181,6 +183,35 @@ def create_tables(
                     f"{what} at {mask_url(engine.url)}: cannot create the tables {names}: {exc}"
                 ) from exc
             time.sleep(0.05 * (attempt + 1))
+
+    _add_missing_columns(engine, metadata, what=what, error=error)
+
+
+def _add_missing_columns(
+    engine: sqlalchemy.Engine, metadata: sqlalchemy.MetaData, *, what: str, error: type[RefineryError]
+) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for each column of ``metadata`` a table lacks. Several processes may
+    try at once: a loser's statement fails, and the column is then there."""
+    import sqlalchemy
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in sqlalchemy.inspect(engine).get_columns(table)}
+
+    for table in metadata.sorted_tables:
+        try:
+            missing = [c for c in table.columns if c.name not in columns(table.name)]
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise error(f"{what} at {mask_url(engine.url)}: cannot read table {table.name}: {exc}") from exc
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                if column.name not in columns(table.name):
+                    raise error(
+                        f"{what} at {mask_url(engine.url)}: cannot add column {table.name}.{column.name}: {exc}"
+                    ) from exc
 
 
 def _has_any_table(engine: sqlalchemy.Engine, metadata: sqlalchemy.MetaData) -> bool:

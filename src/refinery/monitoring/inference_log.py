@@ -10,7 +10,8 @@ Two tables behind one SQLAlchemy URL: a sqlite file in the embedded deployment, 
 
 Several service workers append at once, so sqlite runs in WAL mode with a busy timeout, and a write that
 still meets a locked database is retried a few times. Tables are created on first use; a ``predictions``
-table made before prediction ids existed gains the column then (its old rows keep no id).
+table made before prediction ids existed gains the column and its unique index then (its old rows keep
+no id).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("label", sa.String(255), nullable=False),
         sa.Column("scores", sa.JSON, nullable=False),
-        # Nullable only in tables upgraded from before prediction ids (see _add_prediction_ids).
+        # NULL only in rows of tables upgraded from before prediction ids (see _index_prediction_ids).
         sa.Column("prediction_id", sa.String(32), nullable=False, unique=True, index=True),
     )
 
@@ -297,34 +298,12 @@ class InferenceLog:
             pre_ping=True,
         )
         create_tables(engine, self._metadata, what="inference log", error=MonitoringError)
-        self._add_prediction_ids(engine)
+        self._index_prediction_ids(engine)
         return engine
 
-    def _add_prediction_ids(self, engine: Engine) -> None:
-        """Give a ``predictions`` table made before prediction ids the column and its unique index.
-
-        Old rows keep NULL (no id was ever returned for them). Several workers may try at once: a loser's
-        ALTER fails, and the column is then there.
-        """
-
-        def has_column() -> bool:
-            return "prediction_id" in {c["name"] for c in sa.inspect(engine).get_columns(TABLE_NAME)}
-
-        try:
-            if has_column():
-                return
-            logger.info("inference log %s: adding the prediction_id column to %s", self.url, TABLE_NAME)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN prediction_id VARCHAR(32)")
-        except SQLAlchemyError as exc:
-            try:
-                present = has_column()
-            except SQLAlchemyError:
-                present = False
-            if not present:
-                raise MonitoringError(
-                    f"inference log at {self.url}: cannot add the prediction_id column to {TABLE_NAME}: {exc}"
-                ) from exc
+    def _index_prediction_ids(self, engine: Engine) -> None:
+        """The unique index on ``prediction_id``, which a table from before prediction ids lacks (create_tables
+        added the column; its old rows hold NULL, as no id was ever returned for them)."""
         try:
             with engine.begin() as conn:
                 conn.exec_driver_sql(

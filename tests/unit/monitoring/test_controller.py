@@ -160,6 +160,44 @@ def test_decide_action_needs_signals_for_a_full_window() -> None:
 # -- TriggerLog ------------------------------------------------------------------------------------------
 
 
+def test_a_trigger_log_from_before_the_signals_gains_their_columns(sql_url: str) -> None:
+    import sqlalchemy as sa
+
+    # The decisions table as the release before drift signals created it.
+    old = sa.MetaData()
+    table = sa.Table(
+        "retrain_decisions",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("model_name", sa.String(255), nullable=False),
+        sa.Column("champion_version", sa.String(64), nullable=True),
+        sa.Column("window_rows", sa.Integer, nullable=False),
+        sa.Column("dataset_drift", sa.Boolean, nullable=True),
+        sa.Column("drifted_share", sa.Float, nullable=True),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("retrain_run_id", sa.String(255), nullable=True),
+        sa.Column("report", sa.Text, nullable=True),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+    engine = sa.create_engine(sql_url)
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert().values(
+                timestamp=T0, model_name="m", window_rows=10, action="insufficient_data", reason="old"
+            )
+        )
+    engine.dispose()
+
+    log = TriggerLog(sql_url)
+    signals = [signal("embedding", True).to_dict()]
+    log.record(model_name="m", action="no_drift", reason="new", now=T0, drifting=False, signals=signals)
+    old_row, new_row = log.decisions("m")
+    assert (old_row.reason, old_row.drifting, old_row.signals) == ("old", None, None)
+    assert (new_row.drifting, new_row.signals) == (False, signals)
+
+
 def test_trigger_log_records_every_decision(sql_url: str) -> None:
     # sql_url: a sqlite file, then a database on the session's throwaway PostgreSQL server.
     log = TriggerLog(sql_url)
