@@ -198,12 +198,8 @@ def read_new_rows(cfg: RunConfig, base: list[pd.DataFrame], feedback_through: in
     columns = [data.text_column, data.label_column]
     new = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     new[data.label_column] = stringify(new[data.label_column])
-    known = set()
-    for table in base:
-        if data.text_column in table.columns:
-            known.update(_keys(table[data.text_column]).tolist())
-    seen = _keys(new[data.text_column]).isin(known).to_numpy() if len(new) else []
-    kept = new[~pd.Series(seen, dtype=bool).to_numpy()] if len(new) else new
+    known = pd.concat([_keys(t[data.text_column]) for t in base if data.text_column in t.columns])
+    kept = new[~_keys(new[data.text_column]).isin(known).to_numpy()]
     return NewRows(
         frame=kept.reset_index(drop=True),
         sources=sources,

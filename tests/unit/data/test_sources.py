@@ -160,3 +160,34 @@ def test_fingerprint_covers_incoming_files(tmp_path: Path, incoming: Path) -> No
     before = fingerprint(cfg.data, source_lines(cfg, 0))
     reviews(5, "guesthouse").to_csv(incoming / "batch-9.csv", index=False)
     assert fingerprint(cfg.data, source_lines(cfg, 0)) != before
+
+
+def test_feedback_is_read_through_the_pinned_id_with_its_lineage(tmp_path: Path) -> None:
+    from refinery.data.sources import feedback_watermark
+    from refinery.monitoring.inference_log import InferenceLog
+
+    cfg = config(tmp_path, feedback=True)
+    log = InferenceLog(str(cfg.serving.inference_log))
+    assert feedback_watermark(cfg) == 0
+    empty = prepare_data(cfg, tmp_path / "before")
+    assert empty.new_rows == {} and [e["role"] for e in empty.lineage] == ["train", "feedback"]
+
+    hotels = reviews(60, "hotel")
+    log.add_feedback(
+        [{"text": t, "label": lab} for t, lab in zip(hotels["text"], hotels["label"], strict=True)],
+        ("negative", "positive"),
+        max_text_chars=2000,
+    )
+    through = feedback_watermark(cfg)
+    # Feedback that arrives after the run pinned its id waits for the next run.
+    log.add_feedback([{"text": "a late hotel review", "label": "positive"}], ("negative", "positive"), 2000)
+    result = prepare_data(cfg, tmp_path / "dataset", feedback_through=through)
+    assert sum(result.new_rows.values()) == 60
+    entry = next(e for e in result.lineage if e["role"] == "feedback")
+    assert (entry["rows"], entry["through_id"]) == (60, through)
+    assert len(entry["sha256"]) == 64
+    everything = pd.concat(pd.read_parquet(tmp_path / "dataset" / f"{s}.parquet") for s in ("train", "test"))
+    assert "a late hotel review" not in set(everything["text"])
+    # The same rows give the same hash: the run's fingerprint holds while later feedback arrives.
+    assert source_lines(cfg, through) == source_lines(cfg, through)
+    assert source_lines(cfg, through) != source_lines(cfg, through + 1)
