@@ -199,7 +199,8 @@ def read_test_set(data_dir: Path, labels: Sequence[str], slice_columns: Sequence
     """Read ``test.parquet`` from a prepared dataset directory and check its columns and labels.
 
     Returns:
-        Columns ``text``, ``label`` and each of ``slice_columns``, all strings.
+        Columns ``text``, ``label``, each of ``slice_columns`` and, when the run added new labelled rows,
+        ``domain`` (written by prepare_data), all strings.
 
     Raises:
         DataError: The file is missing, unreadable, empty, lacks ``text``/``label`` or a slice column,
@@ -222,6 +223,8 @@ def read_test_set(data_dir: Path, labels: Sequence[str], slice_columns: Sequence
         )
     if frame.empty:
         raise DataError(f"{path} has no rows; cannot evaluate on an empty test set")
+    if DOMAIN_SLICE in frame.columns and DOMAIN_SLICE not in slice_columns:
+        slice_columns = (*slice_columns, DOMAIN_SLICE)
     frame = pd.DataFrame({c: frame[c].astype(str) for c in ("text", "label", *slice_columns)})
     unknown = sorted(set(frame["label"]) - set(labels))
     if unknown:
@@ -555,17 +558,11 @@ def evaluate(
         TrainingError: The challenger cannot be loaded or predicts another label set.
         RegistryError: The champion cannot be loaded or predicts another label set.
     """
-    import pyarrow.parquet as pq
-
     from refinery.monitoring.signals import fit_reference
 
     labels = tuple(cfg.data.labels)
-    slice_columns = tuple(cfg.data.slice_columns)
-    test_file = Path(data_dir) / "test.parquet"
-    columns = pq.read_schema(test_file).names if test_file.is_file() else []
-    if DOMAIN_SLICE in columns and DOMAIN_SLICE not in slice_columns:
-        slice_columns = (*slice_columns, DOMAIN_SLICE)
-    test = read_test_set(Path(data_dir), labels, slice_columns)
+    test = read_test_set(Path(data_dir), labels, tuple(cfg.data.slice_columns))
+    slice_columns = tuple(c for c in test.columns if c not in ("text", "label"))
     retention = read_retention_set(cfg) if cfg.data.retention_uri else None
     texts = test["text"].tolist()
     batch_size = cfg.training.eval_batch_size

@@ -641,36 +641,29 @@ def window_signals(
 
     if stats is None:
         why = "the champion was registered without reference statistics"
-        signals += [unmeasured(n, why) for n in ("embedding", "confidence", "estimated_accuracy")]
+        others = ("embedding", "confidence", "estimated_accuracy", "feedback_accuracy")
+        return WindowSignals(drift, [*signals, *(unmeasured(name, why) for name in others)])
+    if model_dir is None:
+        signals.append(unmeasured("embedding", "no model to embed the window with"))
     else:
-        if model_dir is None:
-            signals.append(unmeasured("embedding", "no model to embed the window with"))
-        else:
-            classifier = load_classifier(model_dir, max_length=max_length)
-            _, embeddings = classifier.encode(texts, batch_size=batch_size)
-            signals.append(embedding_signal(stats, embeddings, cfg.signals.embedding))
-        labels = sorted({label for scores in window["scores"] for label in scores})
-        probabilities = np.array(
-            [[float(scores.get(label, 0.0)) for label in labels] for scores in window["scores"]],
-            dtype=np.float32,
+        _, embeddings = load_classifier(model_dir, max_length=max_length).encode(texts, batch_size=batch_size)
+        signals.append(embedding_signal(stats, embeddings, cfg.signals.embedding))
+    labels = sorted({label for scores in window["scores"] for label in scores})
+    probabilities = np.array(
+        [[float(scores.get(label, 0.0)) for label in labels] for scores in window["scores"]], dtype=np.float32
+    )
+    signals.append(confidence_signal(stats, probabilities, cfg.signals.confidence))
+    signals.append(estimated_accuracy_signal(stats, probabilities, cfg.signals.estimated_accuracy))
+    truth = dict(zip(feedback["prediction_id"], feedback["label"], strict=True))
+    labelled = window[window["prediction_id"].isin(list(truth))]
+    signals.append(
+        feedback_accuracy_signal(
+            stats,
+            labelled[LABEL_COLUMN].astype(str).tolist(),
+            [str(truth[i]) for i in labelled["prediction_id"]],
+            cfg.signals.feedback_accuracy,
         )
-        signals.append(confidence_signal(stats, probabilities, cfg.signals.confidence))
-        signals.append(estimated_accuracy_signal(stats, probabilities, cfg.signals.estimated_accuracy))
-    if stats is None:
-        signals.append(
-            unmeasured("feedback_accuracy", "the champion was registered without reference statistics")
-        )
-    else:
-        truth = dict(zip(feedback["prediction_id"], feedback["label"], strict=True)) if len(feedback) else {}
-        labelled = window[window["prediction_id"].isin(list(truth))]
-        signals.append(
-            feedback_accuracy_signal(
-                stats,
-                labelled[LABEL_COLUMN].astype(str).tolist(),
-                [str(truth[i]) for i in labelled["prediction_id"]],
-                cfg.signals.feedback_accuracy,
-            )
-        )
+    )
     return WindowSignals(drift, signals)
 
 
