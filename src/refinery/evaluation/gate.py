@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from refinery.evaluation.metrics import ModelMetrics
 
 GATE_FILE = "decision.json"
+NO_CHANGE_RULE = "no_change"
 
 # Scores are ratios of small integers; a threshold computed as champion - tolerance can land a few ulps
 # away from an equal observed value, which must still count as "not worse".
@@ -88,14 +89,12 @@ class GateDecision:
         reasons: Why the decision came out as it did: the failed rules' details when rejected,
             every rule's detail when accepted.
         notes: What was looked at but not judged (slices too small, a first model without champion).
-        no_change: The challenger is no change from the champion (the ``no_change`` rule failed).
     """
 
     passed: bool
     rules: list[RuleResult]
     reasons: list[str]
     notes: list[str] = field(default_factory=list)
-    no_change: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -113,7 +112,6 @@ class GateDecision:
             rules=[RuleResult.from_dict(r) for r in data["rules"]],
             reasons=[str(r) for r in data["reasons"]],
             notes=[str(n) for n in data.get("notes", [])],
-            no_change=bool(data.get("no_change", False)),
         )
 
     @classmethod
@@ -124,6 +122,11 @@ class GateDecision:
             RefineryError: The file is missing or is not a gate decision.
         """
         return load_result(cls.from_dict, path, default_name=GATE_FILE, what="gate decision")
+
+    @property
+    def no_change(self) -> bool:
+        """Whether the challenger is no change from the champion: the ``no_change`` rule failed."""
+        return any(rule.name == NO_CHANGE_RULE and not rule.passed for rule in self.rules)
 
     def verdict(self) -> str:
         """``PASSED``, ``REJECTED`` or ``NO CHANGE``."""
@@ -324,36 +327,43 @@ def _slice_rules(
 
 def _retention_rule(gate: GateConfig, evaluation: EvaluationResult, who: str) -> list[RuleResult]:
     config = gate.retention
+
+    def kept_up(name: str, ours: float | None, theirs: float, where: str) -> RuleResult:
+        return _rule(
+            f"{name}.{config.metric}",
+            ours,
+            ">=",
+            max(0.0, theirs - config.max_regression),
+            f"challenger {config.metric} on {where} against {who}'s {theirs:.4f} with"
+            f" gate.retention.max_regression={config.max_regression:g}",
+        )
+
     rules = []
     retention = evaluation.retention
     if retention is not None and retention.champion is not None:
         reference = retention.champion.value(config.metric)
         assert reference is not None  # accuracy and macro-F1 are always measured
         rules.append(
-            _rule(
-                f"retention.{config.metric}",
+            kept_up(
+                "retention",
                 retention.challenger.value(config.metric),
-                ">=",
-                max(0.0, reference - config.max_regression),
-                f"challenger {config.metric} on the retention set ({retention.n} rows) against {who}'s"
-                f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+                reference,
+                f"the retention set ({retention.n} rows)",
             )
         )
     # With new labelled rows in the test set, its established rows are the retention check too.
-    ours = evaluation.challenger.slices.get(DOMAIN_SLICE, {}).get(ESTABLISHED)
+    domains = evaluation.challenger.slices.get(DOMAIN_SLICE, {})
+    ours = domains.get(ESTABLISHED)
     theirs = (
         evaluation.champion.slices.get(DOMAIN_SLICE, {}).get(ESTABLISHED) if evaluation.champion else None
     )
-    if ours is not None and theirs is not None and NEW in evaluation.challenger.slices.get(DOMAIN_SLICE, {}):
-        reference = getattr(theirs, config.metric)
+    if ours is not None and theirs is not None and NEW in domains:
         rules.append(
-            _rule(
-                f"established.{config.metric}",
+            kept_up(
+                "established",
                 getattr(ours, config.metric),
-                ">=",
-                max(0.0, reference - config.max_regression),
-                f"challenger {config.metric} on the established test rows ({ours.n}) against {who}'s"
-                f" {reference:.4f} with gate.retention.max_regression={config.max_regression:g}",
+                getattr(theirs, config.metric),
+                f"the established test rows ({ours.n})",
             )
         )
     return rules
@@ -362,7 +372,7 @@ def _retention_rule(gate: GateConfig, evaluation: EvaluationResult, who: str) ->
 def _no_change_rule(evaluation: EvaluationResult) -> RuleResult:
     reason = evaluation.no_change
     return RuleResult(
-        name="no_change",
+        name=NO_CHANGE_RULE,
         observed=1.0 if reason else 0.0,
         threshold=0.0,
         requirement="<=",
@@ -401,7 +411,7 @@ def decide(gate: GateConfig, evaluation: EvaluationResult) -> GateDecision:
         rules += _retention_rule(gate, evaluation, who)
     passed = all(rule.passed for rule in rules)
     reasons = [rule.detail for rule in rules if passed or not rule.passed]
-    unchanged = evaluation.no_change is not None and champion is not None
-    if unchanged:
-        reasons = [rules[0].detail]  # a copy: the other rules' verdicts do not matter
-    return GateDecision(passed=passed, rules=rules, reasons=reasons, notes=notes, no_change=unchanged)
+    decision = GateDecision(passed=passed, rules=rules, reasons=reasons, notes=notes)
+    if decision.no_change:  # a copy: the other rules' verdicts do not matter
+        return GateDecision(passed=False, rules=rules, reasons=[rules[0].detail], notes=notes)
+    return decision

@@ -125,6 +125,8 @@ class RunSummary:
 
     def to_text(self) -> str:
         """The end-of-run summary shown by ``refinery run``."""
+        from refinery.evaluation.gate import GateDecision
+
         lines = [
             f"run {self.run_name}: {'succeeded' if self.succeeded else 'FAILED'} in {self.seconds:.0f} s"
         ]
@@ -149,10 +151,9 @@ class RunSummary:
                     f" accuracy {cp['accuracy']:.4f}"
                 )
             lines += _domain_lines(evaluation)
-        if self.decision:
-            from refinery.evaluation.gate import GateDecision
-
-            lines += [f"  {line}" for line in GateDecision.from_dict(self.decision).to_lines()]
+        decision = GateDecision.from_dict(self.decision) if self.decision else None
+        if decision is not None:
+            lines += [f"  {line}" for line in decision.to_lines()]
         if reg := self.steps.get("register"):
             lines.append(f"  registered: {reg['name']} version {reg['version']}")
         if pkg := self.steps.get("package"):
@@ -160,7 +161,7 @@ class RunSummary:
         if promo := self.steps.get("promote"):
             lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
             lines.append(f"  champion: {promo['name']} version {promo['version']}")
-        elif self.succeeded and self.decision and self.decision.get("no_change"):
+        elif self.succeeded and decision is not None and decision.no_change:
             lines.append(
                 "  champion: unchanged; the challenger is no change, so nothing was registered,"
                 " packaged or promoted"
