@@ -593,16 +593,14 @@ def evaluate(
     champion_scored = "champion" in models
     comparison = None
     unchanged = None
-    if champion_scored:
+    if champion_dir is not None:
         who = f"champion v{champion_version}" if champion_version else "the champion"
+        scored = [probabilities, *([kept_probabilities] if kept_probabilities else [])]
         unchanged = no_change(
             Path(challenger_dir),
-            Path(champion_dir),  # type: ignore[arg-type]  # scored, so given
-            [
-                probabilities["challenger"],
-                *([kept_probabilities["challenger"]] if kept_probabilities else []),
-            ],
-            [probabilities["champion"], *([kept_probabilities["champion"]] if kept_probabilities else [])],
+            Path(champion_dir),
+            [p["challenger"] for p in scored],
+            [p["champion"] for p in scored],
             who,
         )
         if cfg.gate.significance.mode != "off":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from refinery.data.prepare import DOMAIN_SLICE, ESTABLISHED, NEW
 
@@ -94,7 +94,7 @@ class LoopStory:
         return "\n".join(lines)
 
 
-def _domain_accuracy(metrics: dict) -> dict[str, float]:  # type: ignore[type-arg]
+def _domain_accuracy(metrics: dict[str, Any]) -> dict[str, float]:
     scores = {"all": float(metrics["accuracy"])}
     for domain, score in metrics.get("slices", {}).get(DOMAIN_SLICE, {}).items():
         scores[str(domain)] = float(score["accuracy"])

@@ -191,3 +191,23 @@ def test_a_slice_column_missing_from_the_test_set_is_named(
     with pytest.raises(DataError, match=r"lacks column\(s\) \['shop'\].*data.slice_columns"):
         evaluate(make_config(["data.slice_columns=[shop]"]), data_dir, tiny_model_dir, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_no_change_by_weights_or_by_every_prediction(tmp_path: Path) -> None:
+    import numpy as np
+
+    from refinery.evaluation.evaluate import no_change
+
+    ours, theirs, same = tmp_path / "ours", tmp_path / "theirs", tmp_path / "same"
+    for folder, content in ((ours, b"weights a"), (theirs, b"weights b"), (same, b"weights a")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(content)
+    test = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    retention = np.array([[0.3, 0.7]])
+    assert "weights hash the same as v1's" in str(no_change(ours, same, [test], [test * 0.5], "v1"))
+    # Other weights, but the same label on every row of both scored sets: still no change.
+    softer = np.array([[0.6, 0.4], [0.4, 0.6], [0.51, 0.49]])
+    reason = no_change(ours, theirs, [test, retention], [softer, retention], "v1")
+    assert reason == "the challenger predicts the same label as v1 on all 4 scored rows"
+    # One row of the retention set predicted otherwise: a change.
+    assert no_change(ours, theirs, [test, retention], [softer, retention[:, ::-1]], "v1") is None
