@@ -62,7 +62,7 @@ from refinery.config import RunConfig
 from refinery.data.augment import augment_rows, read_synonyms
 from refinery.data.load import file_sha256, read_table, stringify
 from refinery.data.profile import profile_texts
-from refinery.data.sources import read_new_rows
+from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW, read_new_rows
 from refinery.data.text import as_text, clean_texts, comparison_keys, first_occurrence, key_hashes
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
@@ -73,8 +73,6 @@ OUTPUT_FILES = (*(f"{name}.parquet" for name in SPLITS), "reference.parquet", "p
 _KEY = "_key"
 _GROUP = "_group"
 MISSING_SLICE = "(missing)"  # a slice column's value for rows that have none
-DOMAIN_SLICE = "domain"  # the test split's column telling data.uri's rows from new labelled rows
-ESTABLISHED, NEW = "established", "new"
 
 
 @dataclass(frozen=True)

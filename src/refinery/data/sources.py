@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from refinery.config import DataConfig, RunConfig
     from refinery.monitoring.inference_log import InferenceLog
 
-NEW_SPLIT = "new"
+# The test split's column telling data.uri's rows (established) from new labelled rows (new); "new" is
+# also the new rows' split name in the data contract's report.
+DOMAIN_SLICE = "domain"
+ESTABLISHED, NEW = "established", "new"
 _GLOB_CHARS = "*?["
 
 

@@ -197,14 +197,14 @@ def read_splits(
     Raises:
         DataError: A file cannot be read (see :func:`~refinery.data.load.read_table`).
     """
-    from refinery.data.sources import NEW_SPLIT, read_new_rows
+    from refinery.data.sources import NEW, read_new_rows
 
     files = data.split_uris()
     frames = [read_table(data.model_copy(update={"uri": uri})) for uri in files.values()]
     new = read_new_rows(cfg, frames, feedback_through) if cfg is not None else None
     if new is not None and len(new.frame):
         frames.append(new.frame)
-        files[NEW_SPLIT] = ", ".join(source.uri for source in new.sources)
+        files[NEW] = ", ".join(source.uri for source in new.sources)
     return _union(frames, list(files)), files, [len(f) for f in frames]
 
 

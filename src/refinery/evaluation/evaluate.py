@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.data.prepare import DOMAIN_SLICE, NEW
+from refinery.data.sources import DOMAIN_SLICE, NEW
 from refinery.errors import DataError, RefineryError, RegistryError, TrainingError
 from refinery.evaluation.metrics import ModelMetrics, classification_metrics
 from refinery.evaluation.stats import (

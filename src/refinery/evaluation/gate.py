@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.config import LOWER_IS_BETTER
-from refinery.data.prepare import DOMAIN_SLICE, ESTABLISHED, NEW
+from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.results import load_result, to_jsonable, write_json
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.data.prepare import DOMAIN_SLICE, ESTABLISHED, NEW
+from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig

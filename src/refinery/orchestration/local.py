@@ -173,7 +173,7 @@ class RunSummary:
 
 def _domain_lines(evaluation: dict[str, Any]) -> list[str]:
     """Accuracy of both models on the established and the new test rows, when the run added new ones."""
-    from refinery.data.prepare import DOMAIN_SLICE
+    from refinery.data.sources import DOMAIN_SLICE
 
     ours = evaluation["challenger"].get("slices", {}).get(DOMAIN_SLICE, {})
     theirs = (evaluation.get("champion") or {}).get("slices", {}).get(DOMAIN_SLICE, {})
