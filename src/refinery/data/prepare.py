@@ -62,7 +62,7 @@ from refinery.config import RunConfig
 from refinery.data.augment import augment_rows, read_synonyms
 from refinery.data.load import file_sha256, read_table, stringify
 from refinery.data.profile import profile_texts
-from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW, read_new_rows
+from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW, is_new_test_row, read_new_rows
 from refinery.data.text import as_text, clean_texts, comparison_keys, first_occurrence, key_hashes
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
@@ -489,8 +489,6 @@ def _add_new_rows(
     parts: dict[str, pd.DataFrame], new: _Cleaned, cfg: RunConfig
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int], int]:
     """Send the new rows to training and the ``new`` test set; mark the test split's domains."""
-    from refinery.data.sources import is_new_test_row
-
     table = new.table
     to_test = is_new_test_row(table[_KEY], cfg.data.new_test_fraction).to_numpy()
     base_train, replay_removed = _replay(parts["train"], cfg)
@@ -539,7 +537,7 @@ def prepare_data(
         for name, (table, _) in sources.items()
     }
 
-    given = {name: c.table for name, c in cleaned.items() if name not in ("train", NEW)}
+    given = {name: c.table for name, c in cleaned.items() if name != "train"}
     parts = _split(cleaned["train"].table, given, cfg)
     new_rows: dict[str, int] = {}
     replay_removed = 0
