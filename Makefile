@@ -22,7 +22,7 @@ BASE_IMAGE := localhost/refinery-base:bookworm-$(shell sha256sum containers/buil
 REGISTRY ?=
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 
-.PHONY: install base-model demo test test-fast lint compile clean postgres services podman base-image image-context image image-gpu images push
+.PHONY: install base-model demo test test-fast lint compile clean postgres services checkov podman base-image image-context image image-gpu images push
 
 install: $(VENV)/.installed
 
@@ -63,11 +63,11 @@ demo: base-model
 	$(REFINERY) loop-summary -c $(DEMO_CONFIG)
 
 # The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
-test: install postgres services images
+test: install postgres services checkov images
 	$(BIN)/pytest -q --durations=15
 
 # No pipelines, servers or containers: a minute or two.
-test-fast: install postgres
+test-fast: install postgres checkov
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
@@ -75,9 +75,11 @@ lint: install
 	$(BIN)/ruff format --check src tests components pipelines serving bench
 	$(BIN)/mypy
 
-# The pipeline for the cluster configs/prod.yaml describes (images in its images.registry, or REGISTRY).
+# The pipelines (training, monitoring) for the cluster configs/prod.yaml describes (images in its images.registry, or REGISTRY).
 compile: install
-	$(REFINERY) compile -c configs/prod.yaml $(if $(REGISTRY),--registry $(REGISTRY)) -o build/training-pipeline.yaml
+	for pipeline in training monitoring; do \
+	  $(REFINERY) compile -c configs/prod.yaml --pipeline $$pipeline $(if $(REGISTRY),--registry $(REGISTRY)) || exit 1; \
+	done
 
 clean:
 	rm -rf .refinery build data/demo models
@@ -99,6 +101,18 @@ services:
 	  { echo "installing Debian's docker-registry, openssh-server and apache2-utils"; $(SUDO) apt-get update -qq && \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      docker-registry openssh-server apache2-utils >/dev/null; }
+
+# checkov, which the manifest tests run on the rendered k8s/ tree (tests/unit/test_k8s_manifests.py), in a
+# virtual environment of its own: its pins conflict with kfp's and mlflow's. Exact versions, no resolver.
+CHECKOV_VENV := build/checkov-venv
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: tests/manifests/checkov-requirements.txt
+	rm -rf $(CHECKOV_VENV) && $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q --no-deps -r $<
+	$(CHECKOV_VENV)/bin/python -m pip check >/dev/null
+	touch $@
 
 # --- container images, built without a registry -------------------------------------------------------
 # runc: containers.conf selects it (crun fails on this machine's mixed cgroup v1/v2 hierarchy).
