@@ -8,6 +8,7 @@ def evaluate(
     evaluation_config: dict,
     gate_config: dict,
     registry_config: dict,
+    environment: str,
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Output[Artifact],
@@ -16,8 +17,8 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
 ):
-    """Challenger and current champion (from the registry) on the same test set: metrics, plots,
-    predictions of both."""
+    """Challenger and the current champion of ``environment`` (the run's gitops.environment, from the
+    registry) on the same test set: metrics, plots, predictions of both."""
     import pandas as pd
 
     from refinery.config import step_config
@@ -39,6 +40,7 @@ def evaluate(
         out_dir=evaluation.path,
         predictions_path=predictions.path,
         report_path=report.path,
+        environment=environment,
     )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)

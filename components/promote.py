@@ -11,8 +11,9 @@ def promote(
     image: str,
     promotion: Output[Artifact],
 ) -> str:
-    """Commit the release (the Bento, and ``image`` pinned by digest) to the GitOps overlay, then move
-    the champion alias; returns the commit sha."""
+    """Commit the release (the Bento, and ``image`` pinned by digest) to the GitOps overlay of
+    ``gitops_config``'s environment, then move its ``champion-<environment>`` alias; for a protected
+    environment, push a review branch instead and leave the alias; returns the commit sha."""
     from refinery.config import step_config
     from refinery.orchestration import steps
     from refinery.packaging.bento import PackageResult

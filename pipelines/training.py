@@ -127,6 +127,7 @@ def build_training_pipeline(
             evaluation_config=out["evaluation"],
             gate_config=out["gate"],
             registry_config=out["registry"],
+            environment=environment,
             dataset=dataset,
             model=model,
         )

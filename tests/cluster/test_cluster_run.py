@@ -321,8 +321,10 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
     registry = _registry(cluster)
     # Nothing duplicated by the retries: one version, one Bento, one promotion commit, no revert.
     assert [v.version for v in registry.versions()] == ["1"]
-    champion = registry.champion()
+    # Promoted to dev (the run's gitops.environment): its alias and records, and no other environment's.
+    champion = registry.champion("dev")
     assert champion is not None and champion.version == "1"
+    assert registry.champions() == {"dev": "1"}
     # The Bento and the model's artifacts are in S3, where every step and the serving pods can read them.
     name, version = champion.tags["bento_tag"].split(":")
     assert champion.tags["bento_uri"] == f"s3://bentos/refinery/{name}/{version}.bento"
@@ -341,7 +343,7 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
     assert overlay["images"] == [
         {"name": "refinery-serving", "newName": f"{cluster.registry.host}/refinery", "digest": cluster.digest}
     ]
-    assert champion.tags["serving_image"] == f"{cluster.registry.host}/refinery@{cluster.digest}"
+    assert champion.tags["dev.serving_image"] == f"{cluster.registry.host}/refinery@{cluster.digest}"
     literals = dict(item.split("=", 1) for item in overlay["configMapGenerator"][0]["literals"])
     assert literals["REFINERY_MODEL_VERSION"] == "1"
     assert literals["REFINERY_BENTO_URI"] == champion.tags["bento_uri"]
@@ -351,7 +353,7 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
         text=True,
         check=True,
     )
-    assert champion.tags["gitops_commit"] == head.stdout.strip()
+    assert champion.tags["dev.gitops_commit"] == head.stdout.strip()
 
 
 def test_each_service_cut_during_the_run_fails_its_step_which_succeeds_once_it_is_back(

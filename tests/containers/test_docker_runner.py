@@ -216,7 +216,7 @@ def test_training_pipeline_in_containers_registers_packages_and_promotes(
     assert "▶ finetune" in shown and "✓ promote success" in shown
     assert "executor_input" not in shown, "the condensed view hides kfp's executor input"
 
-    champion = Registry(cfg.registry).champion()
+    champion = Registry(cfg.registry).champion(cfg.gitops.environment)
     assert champion is not None and champion.version == summary.steps["register"]["version"]
     assert champion.tags["bento_tag"] == summary.steps["package"]["bento_tag"]
     assert Path(champion.tags["bento_uri"]).is_relative_to(cfg.packaging.bento_store)

@@ -71,5 +71,5 @@ def test_a_challenger_trained_on_a_tenth_of_sst2_is_rejected_with_its_reasons(tm
     assert any("max_regression.macro_f1" in reason or "macro_f1" in reason for reason in decision.reasons)
     # Nothing moved: the first model is still champion and still released.
     cfg = config(tenth)
-    assert Registry(cfg.registry).champion().version == champion  # type: ignore[union-attr]
+    assert Registry(cfg.registry).champion(cfg.gitops.environment).version == champion  # type: ignore[union-attr]
     assert current_release(cfg.gitops).model_version == champion  # type: ignore[union-attr]

@@ -75,8 +75,9 @@ def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop)
     assert first.succeeded, first.to_text()
     assert first.decision["passed"]
     registry = Registry(cfg.registry)
-    champion = registry.champion()
+    champion = registry.champion(cfg.gitops.environment)
     assert champion is not None and champion.version == first.steps["register"]["version"]
+    assert registry.champions() == {cfg.gitops.environment: champion.version}
     # Lineage recorded on the version.
     for tag in ("data_sha256", "config_sha", "pipeline_run_id", "git_sha", "base_model"):
         assert champion.tags.get(tag), tag
@@ -88,7 +89,7 @@ def test_first_run_validates_trains_registers_packages_promotes_and_crowns(loop)
     release = current_release(cfg.gitops)
     assert release is not None
     assert (release.model_version, release.bento_tag) == (champion.version, champion.tags["bento_tag"])
-    assert champion.tags["gitops_commit"] == _gitops_head(cfg)
+    assert champion.tags[f"{cfg.gitops.environment}.gitops_commit"] == _gitops_head(cfg)
     assert "champion" in first.to_text()
     assert first.steps["evaluate"]["challenger"]["macro_f1"] >= cfg.gate.min["macro_f1"]
 
@@ -103,7 +104,7 @@ def test_worse_challenger_is_not_promoted(loop) -> None:
     assert summary.succeeded  # the pipeline worked; the gate said no
     assert not summary.decision["passed"]
     assert any(r["name"] == "max_regression.macro_f1" and not r["passed"] for r in summary.decision["rules"])
-    assert registry.champion().version == first.steps["register"]["version"]
+    assert registry.champion(cfg.gitops.environment).version == first.steps["register"]["version"]
     assert {v.version for v in registry.versions()} == before_versions
     assert _gitops_head(cfg) == head
     assert "register" not in summary.steps and "champion: unchanged" in summary.to_text()
@@ -128,13 +129,13 @@ def test_failure_after_registration_leaves_the_champion_in_place(loop, broken, f
     ]
     cfg = make([*passing, "gate.slices.enabled=false", *broken])
     registry = Registry(cfg.registry)
-    champion_before = registry.champion()
+    champion_before = registry.champion(cfg.gitops.environment)
     head = _gitops_head(make())
     summary = run_training(cfg)
     assert not summary.succeeded
     assert summary.failed_step == failed_step
     assert summary.error, "the failed step's error message is shown"
-    assert registry.champion().version == champion_before.version
+    assert registry.champion(cfg.gitops.environment).version == champion_before.version
     assert _gitops_head(make()) == head
 
 
@@ -188,8 +189,8 @@ def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop,
             empty = httpx.post(f"http://127.0.0.1:{port}/classify", json={"texts": []}, timeout=30)
             assert empty.status_code == 400 and "empty" in empty.text
             triggers = TriggerLog(cfg.monitoring.trigger_log)
-            # Drift, but no labels yet: a retrain would train on the same data.
-            assert main(["monitor", *cli_args]) == 0
+            # Drift, but no labels yet: a retrain would train on the same data (a quiet exit code).
+            assert main(["monitor", *cli_args, "--exit-code"]) == 0
             assert [d.action for d in triggers.decisions(cfg.registry.model_name)] == ["awaiting_labels"]
             assert main(["feedback", *serve_args, "--input", str(drifted), "--limit", "200"]) == 0
         finally:
@@ -199,7 +200,8 @@ def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop,
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
 
-    assert main(["monitor", *cli_args]) == 0
+    # --exit-code: 1 says a retraining run started (the CronJob's drift alert reads it).
+    assert main(["monitor", *cli_args, "--exit-code"]) == 1
     decisions = triggers.decisions(cfg.registry.model_name)
     assert [d.action for d in decisions] == ["awaiting_labels", "fired"]
     retrain_run = decisions[1].retrain_run_id

@@ -80,6 +80,7 @@ def test_evaluate_component_logs_confusion_matrix_roc_report_and_predictions(
             f"{name}_config": sections[name]
             for name in ("data", "model", "training", "evaluation", "gate", "registry")
         },
+        environment=cfg.gitops.environment,
         dataset=Dataset(uri=str(data), name="dataset"),
         model=Model(uri=str(tiny_model_dir), name="model"),
         **out,

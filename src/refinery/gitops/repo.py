@@ -20,6 +20,12 @@ configuration so that no global git configuration is needed. A push that loses a
 redone on a fresh clone, so each promotion lands as its own commit; with ``expected``, :func:`promote` is
 a compare-and-swap instead, which :mod:`refinery.registry.promotion` uses so that of two promotions
 judged against the same champion only the first lands.
+
+An environment listed in ``gitops.protected_environments`` changes only through review: :func:`propose`
+makes the same commit on a fresh clone but pushes it to the branch ``promote/<environment>/<model>-v<N>``,
+never to ``gitops.branch``, and names the page to compare it on (:func:`compare_url`) or the git
+commands that merge it (:func:`merge_hint`). :func:`read_state` reads every overlay of the branch and
+every review branch (merged or not) in one clone, for ``refinery models sync`` and ``refinery status``.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ RELEASE_CONFIGMAP = "refinery-release"
 UNRELEASED = "none"
 #: Where the overlays live inside the GitOps repository.
 OVERLAYS_DIR = "k8s/overlays"
+#: Prefix of the branches a promotion to a protected environment pushes for review.
+REVIEW_PREFIX = "promote/"
 
 # The release literals, by Release field: the serving container reads them as environment variables.
 _LITERALS = {
@@ -166,6 +174,128 @@ class PromotionResult:
     def write_json(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically) and return the path."""
         return write_json(self, path)
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    """The outcome of :func:`propose`: a promotion waiting for review on its own branch.
+
+    Attributes:
+        branch: The review branch, ``promote/<environment>/<model>-v<version>``.
+        commit: The review branch's head naming the release; when ``merged``, the head of the main
+            branch (``gitops.branch``), which already names it.
+        base: The head of the main branch the change was made on.
+        environment: The overlay the change is for.
+        repository: The GitOps repository (credentials in a URL are masked).
+        changed_files: Paths the branch's commit changes; empty when nothing was pushed (the branch
+            already held this change, or the main branch already names the release).
+        release: The release proposed.
+        merged: The main branch already names the release: there is nothing to review.
+        compare_url: The web page comparing the branch with the main branch, when there is one.
+        merge_hint: How to merge the branch without a web page (the git commands).
+    """
+
+    branch: str
+    commit: str
+    base: str
+    environment: str
+    repository: str
+    changed_files: tuple[str, ...]
+    release: Release
+    merged: bool
+    compare_url: str | None
+    merge_hint: str
+
+    @property
+    def changed(self) -> bool:
+        """Whether a new commit was pushed to the review branch."""
+        return bool(self.changed_files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One environment's overlay at the head of the main branch.
+
+    Attributes:
+        environment: The folder name under ``k8s/overlays``.
+        release: What it serves; None when nothing was ever released there, or it cannot be read.
+        commit: The last commit of the main branch that changed the overlay.
+        namespace: The kustomization's ``namespace`` ("" when it sets none).
+        name_prefix: Its ``namePrefix`` ("" for none): the Deployment is ``<prefix>refinery-serving<suffix>``.
+        name_suffix: Its ``nameSuffix`` ("" for none).
+        error: Why the release could not be read ("" when it could).
+    """
+
+    environment: str
+    release: Release | None
+    commit: str
+    namespace: str = ""
+    name_prefix: str = ""
+    name_suffix: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class ReviewBranch:
+    """A ``promote/<environment>/...`` branch a protected promotion pushed.
+
+    Attributes:
+        name: The branch, e.g. ``promote/prod/review-sentiment-v4``.
+        environment: The environment its name is for.
+        commit: Its head.
+        release: What the environment's overlay names at its head (None: nothing, or unreadable).
+        merged: Its head is in the main branch, or the main branch's overlay names the same release
+            (a squash merge): it no longer waits for review.
+    """
+
+    name: str
+    environment: str
+    commit: str
+    release: Release | None
+    merged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
+
+
+@dataclass(frozen=True)
+class GitOpsState:
+    """Every overlay of the main branch and every review branch, read from one clone.
+
+    Attributes:
+        repository: The GitOps repository (credentials masked).
+        branch: The main branch (``gitops.branch``).
+        head: Its head.
+        overlays: One per environment, by name.
+        review_branches: Every ``promote/...`` branch, by name.
+    """
+
+    repository: str
+    branch: str
+    head: str
+    overlays: tuple[Overlay, ...]
+    review_branches: tuple[ReviewBranch, ...]
+
+    def overlay(self, environment: str) -> Overlay | None:
+        """The overlay of ``environment``, or None when the repository has none."""
+        return next((o for o in self.overlays if o.environment == environment), None)
+
+    def pending(self, environment: str) -> list[ReviewBranch]:
+        """The review branches of ``environment`` that are not merged."""
+        return [b for b in self.review_branches if b.environment == environment and not b.merged]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the fields."""
+        return to_jsonable(self)
 
 
 # ---------------------------------------------------------------------------------------- credentials
@@ -325,10 +455,16 @@ def promote(
 
     Raises:
         PromotionConflict: The overlay names a version outside ``expected``.
-        GitOpsError: The release is malformed, the environment has no overlay (the message lists the
-            available ones), the overlay lacks the entries promote edits, or a git command failed (the
-            message names the repository and git's error output).
+        GitOpsError: The environment is protected (its changes go through :func:`propose`), the release
+            is malformed, the environment has no overlay (the message lists the available ones), the
+            overlay lacks the entries promote edits, or a git command failed (the message names the
+            repository and git's error output).
     """
+    if cfg.protected():
+        raise GitOpsError(
+            f"environment {cfg.environment!r} is protected (gitops.protected_environments): its overlay"
+            " changes go to a review branch, never straight to the branch Argo CD syncs"
+        )
     _check_release(release)
     location = ensure_repository(cfg)
     overlay = _overlay_path(cfg.environment)
@@ -445,6 +581,214 @@ def current_release(cfg: GitOpsConfig) -> Release | None:
     return _release_from_text(proc.stdout, where)
 
 
+def review_branch(environment: str, release: Release) -> str:
+    """The branch a promotion of ``release`` to a protected ``environment`` is pushed to."""
+    return f"{REVIEW_PREFIX}{environment}/{release.model_name}-v{release.model_version}"
+
+
+def compare_url(cfg: GitOpsConfig, branch: str) -> str | None:
+    """The web page comparing ``branch`` with ``cfg.branch``: ``cfg.compare_url`` filled in, else derived
+    from a GitHub or GitLab repository URL (``git@github.com:acme/gitops.git`` ->
+    ``https://github.com/acme/gitops/compare/main...BRANCH``); None for other hosts and local paths."""
+    if cfg.compare_url:
+        return cfg.compare_url.format(base=cfg.branch, branch=branch)
+    web = _web_location(cfg.repository or "")
+    if web is None:
+        return None
+    host, path = web
+    if "github" in host:
+        return f"https://{host}/{path}/compare/{cfg.branch}...{branch}"
+    if "gitlab" in host:
+        return f"https://{host}/{path}/-/compare/{cfg.branch}...{branch}"
+    return None
+
+
+def merge_hint(cfg: GitOpsConfig, branch: str) -> str:
+    """The git commands a reviewer runs to merge ``branch`` into ``cfg.branch`` (no web page needed)."""
+    location = _redact(cfg.repository or "")
+    return (
+        f"git clone {shlex.quote(location)} gitops-review && cd gitops-review && "
+        f"git merge --no-ff origin/{branch} && git push origin {cfg.branch}"
+    )
+
+
+@_authenticated
+def propose(
+    cfg: GitOpsConfig,
+    release: Release,
+    *,
+    expected: tuple[str | None, ...] | None = None,
+    action: str = "promote",
+    reason: str = "",
+) -> ProposalResult:
+    """Push the change of ``k8s/overlays/<cfg.environment>`` to ``release`` to a review branch
+    (:func:`review_branch`), built on the head of ``cfg.branch``, which it leaves alone.
+
+    The commit is the one :func:`promote` would make, on a fresh clone. Nothing is pushed when the main
+    branch already names the release (``merged``), or when the review branch already holds this change
+    on the current head (a retried promotion). A review branch left from an earlier promotion that was
+    merged since is moved forward (its head is in the main branch); one holding another, unmerged change
+    is refused, naming it.
+
+    Args:
+        cfg: The GitOps section, ``environment`` being the protected one.
+        release: The model version and Bento to serve.
+        expected: Model versions the main branch's overlay may name (None: never released); None accepts any.
+        action: ``promote`` or ``rollback``: the commit message's verb.
+        reason: Why, recorded in the commit message.
+
+    Raises:
+        PromotionConflict: The main branch's overlay names a version outside ``expected``.
+        GitOpsError: The release is malformed, the environment has no overlay, the review branch holds
+            another unmerged change, or a git command failed.
+    """
+    _check_release(release)
+    location = ensure_repository(cfg)
+    overlay = _overlay_path(cfg.environment)
+    branch = review_branch(cfg.environment, release)
+    for attempt in range(1, _PUSH_ATTEMPTS + 1):
+        with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
+            work = Path(tmp) / "work"
+            # With history: a review branch merged earlier must be seen to be an ancestor of the new commit.
+            _clone(cfg, location, work, history=True)
+            base = _head(work, cfg, location)
+            overlay_file = work / overlay
+            if not overlay_file.is_file():
+                raise _unknown_environment(cfg, location, _environments_in_tree(work))
+            where = f"{_redact(location)}:{overlay}"
+            text = overlay_file.read_text(encoding="utf-8")
+            previous = _release_from_text(text, where)
+            if previous == release:
+                return _proposal(cfg, location, release, base, base, (), merged=True)
+            named = previous.model_version if previous else None
+            if expected is not None and named not in expected:
+                wanted = " or ".join("nothing released" if v is None else f"version {v}" for v in expected)
+                raise PromotionConflict(
+                    f"cannot {action} {release.model_name} v{release.model_version}: {where} names "
+                    f"{'nothing released' if named is None else f'version {named}'} at {base[:12]}, "
+                    f"expected {wanted}; another promotion got there first (or was merged and "
+                    "`refinery models sync` has not run yet)"
+                )
+            tip = _fetch_branch(cfg, location, work, branch)
+            if tip is not None and _parent(cfg, location, work, tip) == base:
+                shown = _git(["show", f"{tip}:{overlay}"], cfg, location, cwd=work, check=False)
+                if shown.returncode == 0 and _release_from_text(shown.stdout, where) == release:
+                    return _proposal(cfg, location, release, tip, base, (), merged=False)
+            overlay_file.write_text(_apply_release(text, release, where), encoding="utf-8")
+            _git(["add", "--", overlay], cfg, location, cwd=work)
+            changed = tuple(_git(["diff", "--cached", "--name-only"], cfg, location, cwd=work).stdout.split())
+            subject, body = _commit_message(cfg.environment, release, previous, overlay, action, reason)
+            body += f"\nRefinery-Review-Branch: {branch}"
+            _git(["commit", "--quiet", "-m", subject, "-m", body], cfg, location, cwd=work)
+            commit = _head(work, cfg, location)
+            push = _git(
+                ["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"],
+                cfg,
+                location,
+                cwd=work,
+                check=False,
+            )
+            if push.returncode == 0:
+                return _proposal(cfg, location, release, commit, base, changed, merged=False)
+            now = _remote_tip(cfg, location, branch)
+            if attempt < _PUSH_ATTEMPTS and now != tip:
+                # Another promotion of the same release pushed the branch meanwhile: look again.
+                time.sleep(_RETRY_PAUSE_S * attempt)
+                continue
+            if tip is not None and now == tip:
+                raise GitOpsError(
+                    f"GitOps repository {_redact(location)}: branch {branch} already exists at {tip[:12]} with"
+                    f" a change that is neither this promotion on the head of {cfg.branch!r} ({base[:12]}) nor"
+                    f" merged into it; merge it, or delete it (git push origin --delete {branch}), and"
+                    " promote again"
+                )
+            raise _command_error(location, push, "rejected the review branch push")
+    raise AssertionError("unreachable: every attempt returns, continues or raises")  # pragma: no cover
+
+
+@_authenticated
+def read_state(cfg: GitOpsConfig) -> GitOpsState:
+    """Every environment's overlay at the head of ``cfg.branch`` and every review branch, from one clone.
+
+    A local repository is created from the seed on first use, like :func:`ensure_repository`. An
+    overlay whose release literals cannot be read is reported with its error, not raised.
+
+    Raises:
+        GitOpsError: The repository cannot be reached or read.
+    """
+    location = ensure_repository(cfg)
+    with tempfile.TemporaryDirectory(prefix="refinery-gitops-") as tmp:
+        work = Path(tmp) / "work"
+        # The whole history of the branch: each overlay's last change, and which review branches it holds.
+        _clone(cfg, location, work, history=True)
+        head = _head(work, cfg, location)
+        overlays = []
+        for environment in _environments_in_tree(work):
+            path = _overlay_path(environment)
+            text = (work / path).read_text(encoding="utf-8")
+            changed = _git(["log", "-1", "--format=%H", "HEAD", "--", path], cfg, location, cwd=work)
+            release, error = None, ""
+            try:
+                release = _release_from_text(text, f"{_redact(location)}:{path}")
+            except GitOpsError as exc:
+                error = str(exc)
+            data: dict[str, Any] = {}
+            with contextlib.suppress(yaml.YAMLError):
+                loaded = yaml.safe_load(text)
+                data = loaded if isinstance(loaded, dict) else {}
+            overlays.append(
+                Overlay(
+                    environment,
+                    release,
+                    changed.stdout.strip() or head,
+                    str(data.get("namespace") or ""),
+                    str(data.get("namePrefix") or ""),
+                    str(data.get("nameSuffix") or ""),
+                    error,
+                )
+            )
+        main_releases = {o.environment: o.release for o in overlays}
+        _git(
+            [
+                "fetch",
+                "--quiet",
+                "origin",
+                f"+refs/heads/{REVIEW_PREFIX}*:refs/remotes/origin/{REVIEW_PREFIX}*",
+            ],
+            cfg,
+            location,
+            cwd=work,
+        )
+        listed = _git(
+            [
+                "for-each-ref",
+                "--format=%(refname:strip=3) %(objectname)",
+                f"refs/remotes/origin/{REVIEW_PREFIX}",
+            ],
+            cfg,
+            location,
+            cwd=work,
+        )
+        branches = []
+        for line in listed.stdout.splitlines():
+            name, _, tip = line.partition(" ")
+            environment = name.removeprefix(REVIEW_PREFIX).partition("/")[0]
+            path = _overlay_path(environment)
+            shown = _git(["show", f"{tip}:{path}"], cfg, location, cwd=work, check=False)
+            proposed = None
+            if shown.returncode == 0:
+                with contextlib.suppress(GitOpsError):
+                    proposed = _release_from_text(shown.stdout, f"{name}:{path}")
+            ancestor = _git(
+                ["merge-base", "--is-ancestor", tip, "HEAD"], cfg, location, cwd=work, check=False
+            )
+            merged = ancestor.returncode == 0 or (
+                proposed is not None and main_releases.get(environment) == proposed
+            )
+            branches.append(ReviewBranch(name, environment, tip, proposed, merged))
+    return GitOpsState(_redact(location), cfg.branch, head, tuple(overlays), tuple(branches))
+
+
 # ------------------------------------------------------------------------------------------------ git
 
 
@@ -541,9 +885,9 @@ def _has_branch(path: Path, cfg: GitOpsConfig) -> bool:
     return proc.returncode == 0
 
 
-def _clone(cfg: GitOpsConfig, location: str, work: Path) -> None:
+def _clone(cfg: GitOpsConfig, location: str, work: Path, *, history: bool = False) -> None:
     args = ["clone", "--quiet", "--single-branch", "--branch", cfg.branch]
-    if is_git_remote(location):
+    if is_git_remote(location) and not history:
         # Only the head is needed; a local path is cloned with hard links, where depth does not apply.
         args += ["--depth", "1"]
     _git([*args, location, str(work)], cfg, location)
@@ -559,6 +903,80 @@ def _branch_moved(cfg: GitOpsConfig, location: str, base: str) -> bool:
         return False
     heads = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
     return bool(heads) and heads[0] != base
+
+
+def _proposal(
+    cfg: GitOpsConfig,
+    location: str,
+    release: Release,
+    commit: str,
+    base: str,
+    changed: tuple[str, ...],
+    *,
+    merged: bool,
+) -> ProposalResult:
+    branch = review_branch(cfg.environment, release)
+    return ProposalResult(
+        branch,
+        commit,
+        base,
+        cfg.environment,
+        _redact(location),
+        changed,
+        release,
+        merged,
+        compare_url(cfg, branch),
+        merge_hint(cfg, branch),
+    )
+
+
+def _fetch_branch(cfg: GitOpsConfig, location: str, work: Path, branch: str) -> str | None:
+    """Fetch ``branch`` of the remote into the clone; its head, or None when the remote has no such branch."""
+    if _remote_tip(cfg, location, branch) is None:
+        return None
+    _git(
+        ["fetch", "--quiet", "origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"],
+        cfg,
+        location,
+        cwd=work,
+    )
+    return _git(["rev-parse", f"refs/remotes/origin/{branch}"], cfg, location, cwd=work).stdout.strip()
+
+
+def _remote_tip(cfg: GitOpsConfig, location: str, branch: str) -> str | None:
+    proc = _git(["ls-remote", "--heads", location, f"refs/heads/{branch}"], cfg, location)
+    heads = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    return heads[0] if heads else None
+
+
+def _parent(cfg: GitOpsConfig, location: str, work: Path, commit: str) -> str | None:
+    """The first parent of ``commit``, read from the commit object itself."""
+    raw = _git(["cat-file", "commit", commit], cfg, location, cwd=work).stdout
+    for line in raw.splitlines():
+        if not line:
+            break
+        if line.startswith("parent "):
+            return line.split()[1]
+    return None
+
+
+def _web_location(location: str) -> tuple[str, str] | None:
+    """(host, owner/repository path) of a hosted repository URL, for its web pages; None for a path."""
+    if not is_git_remote(location) or location.startswith("file://"):
+        return None
+    if "://" in location:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(location)
+        host = parts.hostname or ""
+        if parts.scheme in {"http", "https"} and parts.port:
+            host = f"{host}:{parts.port}"
+        path = parts.path
+    else:
+        host_part, _, path = location.partition(":")
+        host = host_part.rpartition("@")[2]
+    path = path.strip("/").removesuffix(".git").strip("/")
+    return (host.lower(), path) if host and path else None
 
 
 # ------------------------------------------------------------------------------------------- seeding

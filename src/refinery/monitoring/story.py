@@ -29,7 +29,7 @@ class VersionRow:
         new_train_rows: New labelled rows it trained on.
         accuracy: Its accuracy by test domain (``all``, ``established``, ``new``).
         champion_accuracy: The champion's accuracy on the same rows, by domain.
-        promoted: Whether it carries (or carried) a GitOps commit.
+        promoted: Whether it was promoted in the configured environment (carries its GitOps commit).
         gate: The gate's verdict tag.
     """
 
@@ -111,9 +111,12 @@ def loop_story(cfg: RunConfig) -> LoopStory:
     from refinery.evaluation.evaluate import EVALUATION_FILE
     from refinery.monitoring.controller import TriggerLog
     from refinery.registry.mlflow_registry import Registry
+    from refinery.registry.promotion import GITOPS_COMMIT, recorded
     from refinery.results import read_json
 
     registry = Registry(cfg.registry)
+    # Promoted: in the configured environment (gitops.environment), the one the monitor watches.
+    environment = cfg.gitops.environment
     versions = []
     with tempfile.TemporaryDirectory(prefix="refinery-story-") as tmp:
         for info in sorted(registry.versions(), key=lambda v: int(v.version)):
@@ -127,7 +130,7 @@ def loop_story(cfg: RunConfig) -> LoopStory:
                     new_train_rows=int(info.tags.get("new_train_rows", "0") or 0),
                     accuracy=_domain_accuracy(evaluation["challenger"]),
                     champion_accuracy=_domain_accuracy(champion) if champion else {},
-                    promoted=bool(info.tags.get("gitops_commit")),
+                    promoted=bool(recorded(info, environment, GITOPS_COMMIT, legacy=True)),
                     gate=info.tags.get("gate", "?").split(":", 1)[0],
                 )
             )

@@ -158,7 +158,17 @@ class RunSummary:
             lines.append(f"  registered: {reg['name']} version {reg['version']}")
         if pkg := self.steps.get("package"):
             lines.append(f"  bento: {pkg['bento_tag']}")
-        if promo := self.steps.get("promote"):
+        if (promo := self.steps.get("promote")) and promo.get("pending_branch"):
+            # A protected environment: the change waits for review, the champion has not moved.
+            lines.append(
+                f"  review branch: {promo['pending_branch']} ({promo['environment']}, commit"
+                f" {promo['commit'][:12]}): {promo.get('compare_url') or promo.get('merge_hint')}"
+            )
+            lines.append(
+                f"  champion: unchanged until the branch is merged and `refinery models sync` runs"
+                f" ({promo['name']} version {promo['version']} waits for review)"
+            )
+        elif promo:
             lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
             lines.append(f"  champion: {promo['name']} version {promo['version']}")
         elif self.succeeded and decision is not None and decision.no_change:

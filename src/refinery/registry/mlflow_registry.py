@@ -4,9 +4,17 @@ One registered model (``registry.model_name``) holds every trained version. Each
 from an MLflow run whose artifacts are ``model/`` (the saved model directory), ``reference/``
 (``reference.parquet``, the per-text descriptors drift monitoring compares served requests against, and
 ``profile.json``, the profile of the training data, both kept with the model) and ``evaluation/`` (the
-evaluation outputs). Two aliases carry the loop's state: ``challenger`` names the newest registered
-version, ``champion`` the version that is served. The same code talks to a sqlite file (the embedded
-default) and to PostgreSQL or an MLflow server; nothing here touches MLflow's process-wide tracking URI.
+evaluation outputs). Aliases carry the loop's state: ``challenger`` names the newest registered
+version, ``champion-<environment>`` (e.g. ``champion-dev``, ``champion-prod``) the version each GitOps
+environment serves. The same code talks to a sqlite file (the embedded default) and to PostgreSQL or an
+MLflow server; nothing here touches MLflow's process-wide tracking URI.
+
+Registries written before champions were per environment hold one plain ``champion`` alias, which
+promotion moved together with the overlay of the configuration's ``gitops.environment``. It is read as
+that (the configured) environment's champion while ``champion-<environment>`` does not exist
+(:meth:`Registry.champion` with ``legacy=True``), and retired by the first promotion, rollback or
+``refinery models sync`` that writes the configured environment's alias (see
+:mod:`refinery.registry.promotion`).
 """
 
 from __future__ import annotations
@@ -29,12 +37,21 @@ if TYPE_CHECKING:
 
     from refinery.config import RegistryConfig
 
-CHAMPION = "champion"
+#: Prefix of the per-environment champion aliases: ``champion-dev`` names what dev serves.
+CHAMPION_PREFIX = "champion-"
+#: The one champion alias of registries written before champions were per environment.
+LEGACY_CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARTIFACTS = ("model", "reference", "evaluation")
 REFERENCE_FILE = "reference.parquet"
 PROFILE_FILE = "profile.json"
 CARD_FILE = "model_card.md"
+
+
+def champion_alias(environment: str) -> str:
+    """The alias naming the version ``environment`` serves: ``champion-<environment>``."""
+    return f"{CHAMPION_PREFIX}{environment}"
+
 
 # Database back ends get a short connect timeout so an unreachable server fails in seconds, before
 # MLflow's own engine creation, which retries for about 100 s.
@@ -48,8 +65,9 @@ class ModelVersionInfo:
     Attributes:
         name: Registered model name.
         version: Version number, as a string.
-        aliases: Aliases pointing at this version (e.g. ``("challenger", "champion")``).
-        tags: Version tags: lineage (data, config, git, pipeline run), metrics, bento_tag, gitops_commit.
+        aliases: Aliases pointing at this version (e.g. ``("challenger", "champion-dev")``).
+        tags: Version tags: lineage (data, config, git, pipeline run), metrics, the Bento, and per
+            environment what promotion recorded (``<environment>.gitops_commit``, ...).
         run_id: The MLflow run holding the version's artifacts.
         source: The version's artifact source URI.
     """
@@ -292,25 +310,55 @@ class Registry:
                     break
         return sorted((self._info(mv, aliases) for mv in found), key=lambda info: int(info.version))
 
-    def champion(self) -> ModelVersionInfo | None:
-        """The version the ``champion`` alias names, or None when there is no champion yet."""
-        version = self._aliases().get(CHAMPION)
+    def champion(self, environment: str, *, legacy: bool = False) -> ModelVersionInfo | None:
+        """The version ``environment`` serves (alias ``champion-<environment>``), or None when it has none.
+
+        Args:
+            environment: The GitOps environment, e.g. ``dev``.
+            legacy: ``environment`` is the configured one (``gitops.environment``): without its own alias,
+                the plain ``champion`` alias of an older registry stands for it (see the module).
+        """
+        aliases = self._aliases()
+        version = aliases.get(champion_alias(environment))
+        if version is None and legacy:
+            version = aliases.get(LEGACY_CHAMPION)
         return None if version is None else self.get(version)
+
+    def champions(self) -> dict[str, str]:
+        """Environment -> version of every ``champion-<environment>`` alias (the legacy alias is not one)."""
+        return {
+            alias.removeprefix(CHAMPION_PREFIX): version
+            for alias, version in sorted(self._aliases().items())
+            if alias.startswith(CHAMPION_PREFIX)
+        }
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version of every alias of the registered model (empty before the first version)."""
+        return dict(sorted(self._aliases().items()))
 
     def challenger(self) -> ModelVersionInfo | None:
         """The version the ``challenger`` alias names (the newest registered), or None."""
         version = self._aliases().get(CHALLENGER)
         return None if version is None else self.get(version)
 
-    def resolve(self, reference: str | None) -> ModelVersionInfo:
-        """The version a reference names: ``NAME@ALIAS``, ``NAME/VERSION``, ``@ALIAS``, ``VERSION``, or
-        None for the champion. ``NAME``, when given, must be this registry's model name.
+    def resolve(self, reference: str | None, *, environment: str | None = None) -> ModelVersionInfo:
+        """The version a reference names: ``NAME@ALIAS``, ``NAME/VERSION``, ``@ALIAS`` (e.g.
+        ``@champion-prod``), ``VERSION``, or None for ``environment``'s champion. ``NAME``, when given,
+        must be this registry's model name.
+
+        Args:
+            reference: The reference.
+            environment: The configured environment (``gitops.environment``): None names its champion,
+                and ``@champion-<environment>`` falls back to the legacy ``champion`` alias (see
+                :meth:`champion`).
 
         Raises:
             RegistryError: The name is another model's, the alias points nowhere, the version does not
-                exist, or the registry is unreachable.
+                exist, no reference and no environment are given, or the registry is unreachable.
         """
-        ref = (reference or f"@{CHAMPION}").strip()
+        if reference is None and environment is None:
+            raise RegistryError("name a version or alias: there is no environment whose champion to take")
+        ref = (reference or f"@{champion_alias(environment or '')}").strip()
         name, at, alias = ref.partition("@")
         if not at:
             name, slash, alias = ref.rpartition("/")
@@ -322,6 +370,8 @@ class Registry:
             )
         if at:
             aliases = self._aliases()
+            if environment and alias == champion_alias(environment) and LEGACY_CHAMPION in aliases:
+                aliases.setdefault(alias, aliases[LEGACY_CHAMPION])
             if alias not in aliases:
                 known = ", ".join(sorted(aliases)) or "none"
                 raise RegistryError(f"{self.name} has no version with alias {alias!r} (aliases: {known})")
@@ -503,13 +553,38 @@ class Registry:
             for key, value in tags.items():
                 client.set_model_version_tag(self.name, info.version, str(key), str(value))
 
-    def set_champion(self, version: str) -> None:
-        """Point the ``champion`` alias at ``version`` (one update; the previous champion loses it).
+    def set_champion(self, version: str, environment: str) -> None:
+        """Point ``champion-<environment>`` at ``version`` (one update; the previous champion loses it).
 
         Raises:
             RegistryError: The version does not exist, or the registry is unreachable.
         """
-        self._set_alias(CHAMPION, version)
+        self._set_alias(champion_alias(environment), version)
+
+    def untag(self, version: str, keys: list[str]) -> None:
+        """Remove tags from a version; a tag it does not have is skipped.
+
+        Raises:
+            RegistryError: The version does not exist, or the registry is unreachable.
+        """
+        info = self.get(version)
+        client = self._connect()
+        with self._errors(f"untag version {info.version} of {self.name}"):
+            for key in keys:
+                if key in info.tags:
+                    client.delete_model_version_tag(self.name, info.version, key)
+
+    def remove_alias(self, alias: str) -> None:
+        """Delete ``alias`` from the registered model; an alias that does not exist is no error.
+
+        Raises:
+            RegistryError: The registry is unreachable.
+        """
+        if alias not in self._aliases():
+            return
+        client = self._connect()
+        with self._errors(f"remove the {alias} alias of {self.name}"):
+            client.delete_registered_model_alias(self.name, alias)
 
     def _set_alias(self, alias: str, version: str) -> None:
         info = self.get(version)

@@ -17,7 +17,7 @@ from refinery.evaluation.evaluate import EvaluationResult
 from refinery.evaluation.gate import GateDecision
 from refinery.registry.card import model_card
 from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
-from refinery.registry.promotion import EVALUATED_AGAINST, NO_CHAMPION
+from refinery.registry.promotion import EVALUATED_AGAINST, GATE, NO_CHAMPION, gate_summary
 from refinery.results import read_json
 from refinery.version import image_tag, source_sha
 
@@ -160,10 +160,7 @@ def register_model(
         report = ValidationReport.read(Path(validation_dir) / "validation.json")
         tags["validation"] = f"{'passed' if report.success else 'failed'}, {len(report.warnings)} warning(s)"
     if decision is not None:
-        held = sum(rule.passed for rule in decision.rules)
-        tags["gate"] = (
-            f"{'passed' if decision.passed else 'rejected'}: {held} of {len(decision.rules)} rules held"
-        )
+        tags[GATE] = gate_summary(decision)
 
     metrics: dict[str, float] = {
         f"test_{name}": value for name, value in evaluation.challenger.headline().items()

@@ -234,12 +234,12 @@ def test_promoting_the_current_release_makes_no_commit(cfg: GitOpsConfig) -> Non
 
 
 def test_unknown_environment_lists_the_available_ones(cfg: GitOpsConfig) -> None:
-    staging = cfg.model_copy(update={"environment": "staging"})
-    message = r"no environment 'staging' .*available environments: dev, prod"
+    qa = cfg.model_copy(update={"environment": "qa"})
+    message = r"no environment 'qa' .*available environments: dev, prod, staging"
     with pytest.raises(GitOpsError, match=message):
-        promote(staging, V3)
+        promote(qa, V3)
     with pytest.raises(GitOpsError, match=message):
-        current_release(staging)
+        current_release(qa)
     assert commit_count(cfg) == 1
 
 
@@ -407,6 +407,6 @@ def test_no_temporary_folder_is_left_behind(
     promote(cfg, V3)
     current_release(cfg.model_copy(update={"repository": f"file://{cfg.repository}"}))
     with pytest.raises(GitOpsError):
-        promote(cfg.model_copy(update={"environment": "staging"}), V4)
+        promote(cfg.model_copy(update={"environment": "qa"}), V4)
     assert list(scratch.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gitops.git", "scratch"]

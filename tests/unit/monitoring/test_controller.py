@@ -386,7 +386,7 @@ def register_champion(root: Path, model_dir: Path, seed: int, with_stats: bool) 
     version = registry.register(
         model_dir, prepared, evaluation, tags={"data_sha256": "test"}, metrics={"macro_f1": 0.9}
     )
-    registry.set_champion(version.version)
+    registry.set_champion(version.version, cfg.gitops.environment)
     return {
         "root": root,
         "tracking_uri": cfg.registry.tracking_uri,

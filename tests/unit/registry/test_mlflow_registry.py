@@ -175,28 +175,73 @@ def test_versions_lists_every_version_oldest_first(shared: dict[str, Any]) -> No
     assert versions[0].tags["pipeline_run_id"] == "pipeline-run-1"
 
 
-def test_champion_alias_moves(shared: dict[str, Any]) -> None:
+def test_champion_alias_moves_per_environment(shared: dict[str, Any]) -> None:
     registry: Registry = shared["registry"]
 
-    registry.set_champion("1")
-    assert registry.champion().version == "1"
-    assert registry.get("1").aliases == ("champion",)
+    registry.set_champion("1", "dev")
+    assert registry.champion("dev").version == "1"
+    assert registry.champion("prod") is None
+    assert registry.get("1").aliases == ("champion-dev",)
 
-    registry.set_champion("2")
-    assert registry.champion().version == "2"
-    assert registry.get("1").aliases == ()
-    assert registry.get("2").aliases == ("challenger", "champion")
+    registry.set_champion("2", "dev")
+    registry.set_champion("1", "prod")
+    assert registry.champion("dev").version == "2"
+    assert registry.champion("prod").version == "1"
+    assert registry.get("1").aliases == ("champion-prod",)
+    assert registry.get("2").aliases == ("challenger", "champion-dev")
+    assert registry.champions() == {"dev": "2", "prod": "1"}
     # A second Registry on the same URI sees the same state.
-    assert Registry(shared["cfg"].registry).champion().version == "2"
+    assert Registry(shared["cfg"].registry).champion("dev").version == "2"
+    registry.remove_alias("champion-prod")
+    registry.remove_alias("champion-prod")  # gone already: no error
+    assert registry.champions() == {"dev": "2"}
+
+
+def test_a_legacy_champion_alias_stands_for_the_configured_environment_only(shared: dict[str, Any]) -> None:
+    """An older registry's plain `champion` alias: read for the configured environment while it has no
+    alias of its own, never for another environment."""
+    from mlflow import MlflowClient
+
+    registry: Registry = shared["registry"]
+    uri = shared["cfg"].registry.tracking_uri
+    registry.remove_alias("champion-dev")
+    # As refinery wrote it before champions were per environment.
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        registry.name, "champion", "1"
+    )
+    try:
+        assert registry.champion("dev") is None
+        assert registry.champion("dev", legacy=True).version == "1"
+        assert registry.champion("prod") is None
+        assert registry.resolve(None, environment="dev").version == "1"
+        assert registry.resolve("@champion-dev", environment="dev").version == "1"
+        with pytest.raises(RegistryError, match="no version with alias 'champion-dev'"):
+            registry.resolve("@champion-dev")
+        registry.set_champion("2", "dev")
+        # Its own alias wins over the plain one.
+        assert registry.champion("dev", legacy=True).version == "2"
+        assert registry.resolve("@champion-dev", environment="dev").version == "2"
+    finally:
+        registry.remove_alias("champion")
 
 
 def test_set_champion_of_a_missing_version_is_refused(shared: dict[str, Any]) -> None:
     registry: Registry = shared["registry"]
-    before = registry.champion()
+    before = registry.champion("dev")
 
     with pytest.raises(RegistryError, match="version 7 of review-sentiment-test not found"):
-        registry.set_champion("7")
-    assert registry.champion() == before
+        registry.set_champion("7", "dev")
+    assert registry.champion("dev") == before
+
+
+def test_untag_removes_only_the_tags_a_version_has(shared: dict[str, Any]) -> None:
+    registry: Registry = shared["registry"]
+    registry.tag("2", {"prod.pending_branch": "promote/prod/review-sentiment-test-v2"})
+
+    registry.untag("2", ["prod.pending_branch", "prod.never_set"])
+
+    assert "prod.pending_branch" not in registry.get("2").tags
+    assert registry.get("2").tags["pipeline_run_id"] == "pipeline-run-2"
 
 
 def test_tag_adds_packaging_and_gitops_tags(shared: dict[str, Any]) -> None:
@@ -266,7 +311,7 @@ def test_register_model_without_prepared_summary_is_refused(
 def test_empty_registry_has_no_champion_and_no_versions(tmp_path: Path, new_store: NewStore) -> None:
     registry = Registry(_registry_config(tmp_path, name="never-registered", tracking_uri=new_store(tmp_path)))
 
-    assert registry.champion() is None
+    assert registry.champion("dev", legacy=True) is None
     assert registry.challenger() is None
     assert registry.versions() == []
     with pytest.raises(RegistryError, match="version 1 of never-registered not found"):
@@ -283,7 +328,7 @@ def test_sqlite_registry_in_an_uncreatable_folder_is_unreachable(tmp_path: Path)
     with pytest.raises(
         RegistryError, match=r"registry unreachable at sqlite:///.*not-a-folder/state/mlflow\.db"
     ):
-        registry.champion()
+        registry.champion("dev")
 
 
 def test_database_server_that_is_down_is_unreachable_and_password_is_masked(tmp_path: Path) -> None:
@@ -339,7 +384,7 @@ def test_postgres_that_never_answers_fails_within_the_connect_timeout(tmp_path: 
         with pytest.raises(
             RegistryError, match=rf"registry unreachable at .*127\.0\.0\.1:{port}/mlflow: .*time"
         ):
-            Registry(cfg).champion()
+            Registry(cfg).champion("dev")
         assert time.perf_counter() - began < _CONNECT_TIMEOUT_S + 5
 
 
@@ -349,7 +394,7 @@ def test_missing_postgres_database_is_named(postgres_server: PostgresServer, tmp
     with pytest.raises(
         RegistryError, match=r"registry unreachable at postgresql\+psycopg://.*/no_such_db: .*does not exist"
     ):
-        Registry(cfg).champion()
+        Registry(cfg).champion("dev")
 
 
 def test_a_version_carries_its_validation_gate_image_and_model_card(

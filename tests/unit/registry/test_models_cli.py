@@ -15,14 +15,14 @@ from refinery.registry.register import register_model
 
 @pytest.fixture
 def two_versions(tmp_path: Path, tiny_model_dir: Path) -> list[str]:
-    """CLI arguments selecting a registry whose version 1 is champion and version 2 challenger."""
+    """CLI arguments selecting a registry whose version 1 is dev's champion and version 2 challenger."""
     overrides = [f"state_dir={tmp_path / 'state'}", f"model.base={tiny_model_dir}"]
     cfg = config_in(tmp_path, tiny_model_dir, extra=overrides)
     for run, hint in (("run1", 5), ("run2", 4)):
         register_model(
             cfg, *_write_inputs(tmp_path / run, tiny_model_dir, macro_f1_hint=hint), run_id=f"pipe-{run}"
         )
-    Registry(cfg.registry).set_champion("1")
+    Registry(cfg.registry).set_champion("1", "dev")
     return ["-c", str(TEST_CONFIG), *(arg for o in overrides for arg in ("--set", o))]
 
 
@@ -32,7 +32,7 @@ def test_list_shows_every_version_with_aliases_and_scores(
     assert main(["models", "list", *two_versions]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "aliases" in lines[0] and "test macro-F1" in lines[0]
-    assert lines[1].split()[:3] == ["1", "champion", "1.000000"]
+    assert lines[1].split()[:3] == ["1", "champion-dev", "1.000000"]
     assert lines[2].split()[:2] == ["2", "challenger"] and lines[2].endswith("pipe-run2")
 
 
@@ -42,7 +42,8 @@ def test_list_shows_every_version_with_aliases_and_scores(
         (None, "1"),
         ("review-sentiment-test@challenger", "2"),
         ("review-sentiment-test/1", "1"),
-        ("@champion", "1"),
+        ("@champion-dev", "1"),
+        ("review-sentiment-test@champion-dev", "1"),
         ("2", "2"),
     ],
 )
@@ -61,10 +62,11 @@ def test_show_resolves_references_and_prints_tags_and_card(
     ("reference", "message"),
     [
         (
-            "other-model@champion",
+            "other-model@champion-dev",
             "names model 'other-model', but this registry holds 'review-sentiment-test'",
         ),
-        ("@staging", "no version with alias 'staging' (aliases: challenger, champion)"),
+        ("@staging", "no version with alias 'staging' (aliases: challenger, champion-dev)"),
+        ("@champion-prod", "no version with alias 'champion-prod'"),
         ("9", "version 9"),
     ],
 )

@@ -3,7 +3,7 @@
 Candidates go through the pipeline's own steps (evaluate, register, package) with the tiny model on
 prepared demo data, so every version has real artifacts and a real Bento. After each scenario the loop's
 state must be consistent: the champion alias, the overlay at the branch head and the champion's
-``gitops_commit`` and Bento tags name the same release, and that Bento is in the store unchanged. The
+``dev.gitops_commit`` and Bento tags name the same release, and that Bento is in the store unchanged. The
 serving image is a local (podman storage) name here, kept by tag; pinning by digest against a real
 registry is tested in tests/cluster.
 """
@@ -31,11 +31,15 @@ from refinery.gitops.repo import promote as commit_release
 from refinery.orchestration import steps
 from refinery.packaging import store
 from refinery.packaging.bento import PackageResult
-from refinery.registry.mlflow_registry import CHALLENGER, CHAMPION, Registry
-from refinery.registry.promotion import EVALUATED_AGAINST, SERVING_IMAGE, promote_version, rollback
+from refinery.registry.mlflow_registry import CHALLENGER, Registry, champion_alias
+from refinery.registry.promotion import EVALUATED_AGAINST, promote_version, rollback
 
 # The serving image of these promotions: in podman's local storage, so named by tag.
 IMAGE = "localhost/refinery:test"
+# configs/test.yaml promotes to dev: its alias, and the tags promotion records for it.
+CHAMPION = champion_alias("dev")
+SERVING_IMAGE, GITOPS_COMMIT = "dev.serving_image", "dev.gitops_commit"
+REPLACED, REASON = "dev.replaced_champion", "dev.champion_reason"
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +67,21 @@ class Loop:
     def candidate(
         self, run: str, *, package: bool = True, model: Path | None = None
     ) -> tuple[str, PackageResult | None]:
-        """Evaluate the model (or ``model``) against the current champion, register it and (by default)
+        """Evaluate the model (or ``model``) against the current champion, gate it, register it with the
+        gate's decision (whatever it is: promotion's refusals are this file's subject) and (by default)
         package it."""
         out = self.root / run
         model = model or self.model
         steps.evaluate(self.cfg, self.data, model, out / "evaluation")
+        steps.gate(self.cfg, out / "evaluation", out / "decision", out / "gate.md")
         version = steps.register(
-            self.cfg, model, self.data, out / "evaluation", run, out / "registration"
+            self.cfg,
+            model,
+            self.data,
+            out / "evaluation",
+            run,
+            out / "registration",
+            decision_dir=out / "decision",
         ).version
         bento = steps.package(self.cfg, version, out / "bento") if package else None
         return version, bento
@@ -102,7 +114,7 @@ class Loop:
     def assert_consistent(self) -> str:
         """The champion, the overlay at the head, the champion's tags and the Bento store agree;
         returns the champion version."""
-        champion = self.registry.champion()
+        champion = self.registry.champion("dev")
         assert champion is not None
         owners = [v for v, names in self.aliases().items() if CHAMPION in names]
         assert owners == [champion.version]
@@ -115,7 +127,7 @@ class Loop:
         )
         # The commit that made it champion names it too (a later revert of a failed promotion may sit on top).
         overlay = (
-            f"{champion.tags['gitops_commit']}:k8s/overlays/{self.cfg.gitops.environment}/kustomization.yaml"
+            f"{champion.tags[GITOPS_COMMIT]}:k8s/overlays/{self.cfg.gitops.environment}/kustomization.yaml"
         )
         git = ["git", "--git-dir", self.cfg.gitops.repository, "show", overlay]
         shown = subprocess.run(git, capture_output=True, text=True, check=True).stdout
@@ -135,9 +147,12 @@ def loop(tmp_path: Path, tiny_model_dir: Path, prepared: Path) -> Loop:
 def test_first_promotion_commits_then_moves_the_alias_with_its_record(loop: Loop) -> None:
     assert loop.assert_consistent() == "1"
     v1 = loop.registry.get("1")
-    assert v1.tags[EVALUATED_AGAINST] == "none" and v1.tags["replaced_champion"] == "none"
-    assert v1.tags["champion_reason"].startswith("promote: gate ")
-    assert v1.tags["gitops_commit"] == loop.head()
+    assert v1.tags[EVALUATED_AGAINST] == "none" and v1.tags[REPLACED] == "none"
+    assert v1.tags[REASON].startswith("promote: gate ")
+    assert v1.tags[GITOPS_COMMIT] == loop.head()
+    # Only dev's alias and records: no other environment was promoted.
+    assert loop.registry.champions() == {"dev": "1"}
+    assert not [key for key in v1.tags if key.startswith("prod.")]
     assert "Refinery-Action: promote" in loop.commit_message()
     # What package recorded stays: promotion writes its own tags, not the Bento's again.
     assert v1.tags["bento_model_tag"].startswith(f"{loop.registry.name}:v1-")
@@ -180,7 +195,7 @@ def test_the_gitops_push_refuses_a_promotion_that_lost_the_race(loop: Loop) -> N
         loop.promote(second, second_bento)
 
     assert loop.head() == head
-    assert loop.registry.champion().version == "1"  # type: ignore[union-attr]
+    assert loop.registry.champion("dev").version == "1"  # type: ignore[union-attr]
     # The first run's step finishes (a retry finds its own commit and only moves the alias).
     loop.promote(first, first_bento)
     assert loop.assert_consistent() == first and loop.head() == head
@@ -223,7 +238,7 @@ def test_two_runs_finishing_together_leave_one_champion_with_its_bento_and_commi
         refused = [o for o in outcomes if o[1] == "refused"]
         assert len(promoted) == 1 and len(refused) == 1, outcomes
         assert loop.assert_consistent() == promoted[0][0]
-        assert loop.head() == promoted[0][2] == loop.registry.get(promoted[0][0]).tags["gitops_commit"]
+        assert loop.head() == promoted[0][2] == loop.registry.get(promoted[0][0]).tags[GITOPS_COMMIT]
         assert f"version {champion}" in refused[0][2]
         assert CHAMPION not in loop.aliases()[refused[0][0]]
 
@@ -244,11 +259,13 @@ def test_rollback_restores_the_previous_champion_with_a_gitops_commit(
     assert message.startswith("rollback review-sentiment-test v1 in dev")
     assert "Refinery-Reason: from version 2: p95 latency doubled" in message
     v1 = loop.registry.get("1")
-    assert v1.tags["champion_reason"] == "rollback: from version 2: p95 latency doubled"
-    assert v1.tags["gitops_commit"] == loop.head()
+    assert v1.tags[REASON] == "rollback: from version 2: p95 latency doubled"
+    assert v1.tags[GITOPS_COMMIT] == loop.head()
     # Version 1 replaced no earlier champion: rolling back further needs an explicit target.
     assert main(["models", "rollback", *loop.cli]) == 2
-    assert "replaced no earlier champion; name the version to go back to with --to" in capsys.readouterr().err
+    assert "replaced no earlier champion in dev; name the version to go back to with --to" in (
+        capsys.readouterr().err
+    )
     # And forward again, by name.
     assert main(["models", "rollback", *loop.cli, "--to", bad]) == 0
     assert loop.assert_consistent() == bad
@@ -294,8 +311,11 @@ def test_manual_promotion_goes_through_the_gate_and_packages_when_needed(
     assert "gate: PASSED" in out and f"promoted review-sentiment-test version {version}" in out
     assert loop.assert_consistent() == version
     info = loop.registry.get(version)
-    assert info.tags["replaced_champion"] == "1"
-    assert info.tags["champion_reason"] == "promote: by refinery models promote, gate passed"
+    assert info.tags[REPLACED] == "1"
+    assert info.tags[REASON] == "promote: by refinery models promote, gate passed"
+    # The gate's new decision is the version's gate record, which promotion to prod reads.
+    assert info.tags["gate"].startswith("passed: ")
+    assert info.tags["gate_by"].startswith("refinery models promote in dev against version 1, ")
 
 
 def test_manual_promotion_rejected_by_the_gate_moves_nothing_unless_forced_with_a_reason(
@@ -317,7 +337,8 @@ def test_manual_promotion_rejected_by_the_gate_moves_nothing_unless_forced_with_
     assert main(["models", "promote", *strict, version, "--force", "--reason", "hotfix for ticket 42"]) == 0
     assert loop.assert_consistent() == version
     reason = "promote: by refinery models promote, forced: hotfix for ticket 42 (gate rejected)"
-    assert loop.registry.get(version).tags["champion_reason"] == reason
+    assert loop.registry.get(version).tags[REASON] == reason
+    assert loop.registry.get(version).tags["gate"].startswith("rejected: ")
     assert "Refinery-Reason: by refinery models promote, forced: hotfix for ticket 42 (gate rejected)" in (
         loop.commit_message()
     )

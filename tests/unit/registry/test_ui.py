@@ -100,7 +100,8 @@ def test_ui_serves_the_registry_store(sql_url: str, tmp_path: Path) -> None:
         assert artifact.json() == {"layers": 2}
     finally:
         stop_group(proc)
-    assert f"(review-sentiment-test: champion version 1) on {url}" in log.read_text()
+    # The fixture's plain `champion` alias (an older registry's) stands for the configured environment's.
+    assert f"(review-sentiment-test: champion-dev version 1) on {url}" in log.read_text()
     assert not (tmp_path / "mlruns").exists()
     assert not (tmp_path / "mlartifacts").exists()
 
