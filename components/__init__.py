@@ -17,6 +17,7 @@ from kfp import dsl
 from components.evaluate import evaluate
 from components.finetune import finetune
 from components.gate import gate
+from components.monitor import monitor
 from components.package import package
 from components.prepare_data import prepare_data
 from components.promote import promote
@@ -43,6 +44,7 @@ class Components:
     suggest_trials: Any
     finetune_trial: Any
     merge_round: Any
+    monitor: Any
 
 
 def build(images: Images) -> Components:
@@ -64,4 +66,5 @@ def build(images: Images) -> Components:
         suggest_trials=on(images.project, suggest_trials),
         finetune_trial=on(images.gpu, finetune_trial),
         merge_round=on(images.project, merge_round),
+        monitor=on(images.project, monitor),
     )

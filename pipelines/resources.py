@@ -37,10 +37,15 @@ STEP_SERVICES: dict[str, tuple[str, ...]] = {
     "register": ("registry", "object_store"),
     "package": ("registry", "object_store"),
     "promote": ("registry", "object_store", "git", "container_registry"),
+    # The monitoring pipeline's one step: the inference and trigger logs, the champion's reference
+    # statistics and model in the registry, the GitOps branch whose merged overlays move the aliases, and
+    # the Kubeflow Pipelines API it starts a retraining run through.
+    "monitor": ("registry", "object_store", "inference_log", "git", "pipelines"),
 }
 #: Steps never served from kfp's cache: their result depends on more than their inputs (the config file
-#: a URI names, the current champion) or they change the services (register, package, promote).
-UNCACHED = frozenset({"resolve-config", "evaluate", "register", "package", "promote"})
+#: a URI names, the current champion, the inference log) or they change the services (register, package,
+#: promote, monitor).
+UNCACHED = frozenset({"resolve-config", "evaluate", "register", "package", "promote", "monitor"})
 #: Steps with a retry policy of their own (fine-tuning resumes from checkpoints).
 FINETUNE_STEPS = frozenset({"finetune", "finetune-trial"})
 

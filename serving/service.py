@@ -74,6 +74,14 @@ _FEEDBACK_ERRORS: dict[int, type[BentoMLException]] = {400: InvalidArgument, 404
 
 ARGUMENTS = bentoml.use_arguments(BuildArguments)
 
+#: Predictions or labels the inference log refused (the request was answered 503): on /metrics beside
+#: BentoML's own metrics, for the alert in k8s/components/serving-monitoring. BentoML creates it lazily.
+LOG_WRITE_FAILURES = bentoml.metrics.Counter(
+    name="refinery_inference_log_write_failures",
+    documentation="Requests refused with 503 because the inference log could not be written.",
+    labelnames=["endpoint"],
+)
+
 
 @bentoml.service(name="refinery-classifier", workers=1, traffic={"timeout": 60})
 class Classifier:
@@ -86,6 +94,8 @@ class Classifier:
         self.core = ClassificationService.from_packaged_model(
             Path(stored.path), stored.info.labels, stored.info.metadata, ServiceSettings.from_env(os.environ)
         )
+        for endpoint in ("/classify", "/feedback"):
+            LOG_WRITE_FAILURES.labels(endpoint=endpoint)  # shown at 0 before the first failure
         logger.info(
             "serving %s version %s (labels %s), inference log %s",
             self.core.model_name,
@@ -107,6 +117,7 @@ class Classifier:
         except MonitoringError as exc:
             # Serving without logging would blind drift monitoring: refuse, and say so in the log.
             logger.error("%s", exc)
+            LOG_WRITE_FAILURES.labels(endpoint="/classify").inc()
             raise ServiceUnavailable("the inference log cannot be written") from exc
         return [Prediction(**r.to_dict()) for r in results]
 
@@ -126,5 +137,6 @@ class Classifier:
             raise _FEEDBACK_ERRORS.get(exc.status, InvalidArgument)(str(exc)) from None
         except MonitoringError as exc:
             logger.error("%s", exc)
+            LOG_WRITE_FAILURES.labels(endpoint="/feedback").inc()
             raise ServiceUnavailable("the inference log cannot be written") from exc
         return FeedbackStored(stored=len(records), feedback_ids=[r.id for r in records])

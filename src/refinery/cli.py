@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from refinery.registry.promotion import PromotionRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: An unexpected exception (a bug): its traceback is printed. Not 1, which Python gives an uncaught
+#: exception, so that a job reading exit statuses (the monitor's CronJob) never takes a crash for a
+#: verdict.
+EXIT_INTERNAL = 70
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -65,12 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from kfp import compiler
-    from pipelines.resources import environment_resources
-    from pipelines.training import build_training_pipeline
-
-    from refinery.config import resolve
-    from refinery.version import Images
+    from refinery.orchestration.compiling import compile_pipeline
 
     overrides = list(args.overrides)
     if args.environment:
@@ -78,32 +77,102 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.registry:
         overrides.append(f"images.registry={args.registry}")
     # The pipeline carries the configuration as written: its paths resolve where the steps run, and no
-    # path of this machine reaches the cluster. Resolving it here checks it the way the steps will.
-    cfg = read_config(args.config, overrides)
-    if cfg.embedded:
-        raise ConfigError(
-            f"{args.config} is an embedded configuration (state_dir {cfg.state_dir}): its registry, Bento"
-            " store and GitOps repository are files on this machine, which no pod can reach. Compile a"
-            " cluster configuration (state_dir: null, every service named), e.g. configs/prod.yaml"
-        )
-    resolve(cfg)
-    env, resources = environment_resources(cfg, args.environment, source=args.config)
-    default = Images.default(registry=cfg.images.registry)
-    images = Images(project=args.image or default.project, gpu=args.gpu_image or default.gpu)
-    if images.local():
-        raise ConfigError(
-            f"{', '.join(images.local())} would be pulled from podman's local storage (localhost/), which a"
-            " cluster cannot reach: name the registry with --registry or images.registry"
-        )
-    pipeline = build_training_pipeline(cfg, images, resources)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline, str(out))
-    where = f"resource profiles of environment {env}" if env in cfg.resources else "no resource profiles"
-    print(
-        f"wrote {out} (steps on {images.project}, finetune on {images.gpu}; {where};"
-        f" finetune retries {resources.finetune_retries}, network retries {resources.network_retries.count})"
+    # path of this machine reaches the cluster.
+    compiled = compile_pipeline(
+        read_config(args.config, overrides),
+        args.pipeline,
+        environment=args.environment,
+        image=args.image,
+        gpu_image=args.gpu_image,
+        source=args.config,
     )
+    out = Path(args.output or f"build/{args.pipeline}-pipeline.yaml")
+    compiled.write(out)
+    resources, images = compiled.resources, compiled.images
+    where = "no resource profiles"
+    if compiled.profiles:
+        where = f"resource profiles of environment {compiled.environment}"
+    if args.pipeline == "training":
+        print(
+            f"wrote {out} (steps on {images.project}, finetune on {images.gpu}; {where};"
+            f" finetune retries {resources.finetune_retries}, network retries {resources.network_retries.count})"
+        )
+    else:
+        print(
+            f"wrote {out} (on {images.project}; {where}; network retries {resources.network_retries.count})"
+        )
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from refinery.errors import PipelineError
+    from refinery.orchestration.compiling import require_cluster
+    from refinery.orchestration.kfp_api import connect, endpoint, submit_pipeline, wait_for_run
+
+    cfg = read_config(args.config, args.overrides)
+    # What the cluster cannot run, and where it would go, before the few seconds of compiling.
+    require_cluster(cfg, args.config)
+    ep = endpoint(cfg)
+    client = connect(ep)
+    print(f"submitting the {args.pipeline} pipeline of {args.config} to {ep.host}", flush=True)
+    run = submit_pipeline(
+        cfg,
+        args.pipeline,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        client=client,
+        source=args.config,
+    )
+    how = "uploaded" if run.version_uploaded else "already uploaded"
+    print(f"pipeline {run.pipeline_name} version {run.version_name} ({how})")
+    print(f"run {run.run_name} ({run.run_id}) in experiment {run.experiment}:\n{run.url}", flush=True)
+    if not args.wait:
+        return EXIT_OK
+    try:
+        outcome = wait_for_run(
+            client, run.run_id, args.timeout, on_change=lambda line: print(line, flush=True)
+        )
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"run {run.run_id} {outcome.state} after {outcome.seconds:.0f} s")
+    return EXIT_OK
+
+
+def cmd_schedules_apply(args: argparse.Namespace) -> int:
+    from refinery.orchestration.kfp_api import connect
+    from refinery.orchestration.schedules import apply, declared
+
+    declaration = declared(args.file)
+    client = connect(declaration.endpoint)
+    print(f"applying {args.file} to {declaration.endpoint.host}", flush=True)
+    applied = apply(declaration, client, show=lambda line: print(line, flush=True))
+    if not applied.done:
+        print("no changes")
+    if applied.plan.unmanaged:
+        print(f"not created by refinery, left alone: {', '.join(applied.plan.unmanaged)}")
+    return EXIT_OK
+
+
+def cmd_schedules_diff(args: argparse.Namespace) -> int:
+    from refinery.orchestration.kfp_api import connect
+    from refinery.orchestration.schedules import declared, plan
+
+    declaration = declared(args.file)
+    print(plan(declaration, connect(declaration.endpoint)).to_text())
+    return EXIT_OK
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    from refinery.orchestration.kfp_api import connect
+    from refinery.orchestration.schedules import format_rows, list_endpoint, list_schedules
+
+    if args.file and args.config:
+        print("error: give -f (a schedules file) or -c (a configuration), not both", file=sys.stderr)
+        return EXIT_USAGE
+    cfg = read_config(args.config, args.overrides) if args.config else None
+    ep, file = list_endpoint(args.file, cfg)
+    print(format_rows(list_schedules(connect(ep), ep, file)))
     return EXIT_OK
 
 
@@ -178,12 +247,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from refinery.registry.mlflow_registry import Registry
 
         cfg = _config(args)
-        champion = Registry(cfg.registry).champion()
+        champion = Registry(cfg.registry).champion(cfg.gitops.environment, legacy=True)
         bento = PackageResult.from_tags(champion.tags) if champion else None
         if champion is None or bento is None:
             raise RefineryError(
-                f"no packaged champion for {cfg.registry.model_name} in {cfg.registry.tracking_uri}:"
-                " run `refinery run` first"
+                f"no packaged champion of {cfg.gitops.environment} for {cfg.registry.model_name} in"
+                f" {cfg.registry.tracking_uri}: run `refinery run` first"
             )
         home = Path(cfg.packaging.bentoml_home or "")
         what = f"{cfg.registry.model_name} v{champion.version}"
@@ -220,7 +289,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return EXIT_OK
     # Reach the store first: an unreachable database fails here in seconds, naming it, instead of
     # MLflow's engine creation retrying for minutes.
-    champion = registry.champion()
+    champion = registry.champion(cfg.gitops.environment, legacy=True)
     # The store URI goes in the environment, not argv, so a password in it does not show in `ps`.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
     argv = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port)]
@@ -228,7 +297,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if cfg.registry.artifact_location:
         # Runs keep their own artifact location; the server reads them there rather than proxying.
         argv += ["--default-artifact-root", cfg.registry.artifact_location, "--no-serve-artifacts"]
-    state = f"champion version {champion.version}" if champion else "no champion yet"
+    alias = f"champion-{cfg.gitops.environment}"
+    state = f"{alias} version {champion.version}" if champion else f"no {alias} yet"
     print(
         f"MLflow UI for {registry.uri} ({cfg.registry.model_name}: {state}) on http://{args.host}:{args.port}",
         flush=True,
@@ -262,7 +332,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     registry = Registry(cfg.registry)
-    info = registry.resolve(args.reference)
+    info = registry.resolve(args.reference, environment=cfg.gitops.environment)
     print(
         f"{info.name} version {info.version}  aliases: {', '.join(info.aliases) or '-'}  run: {info.run_id}"
     )
@@ -280,6 +350,26 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def _print_promotion(record: PromotionRecord) -> None:
+    if record.pending:
+        verb = "rollback to" if record.action == "rollback" else "promotion of"
+        print(
+            f"{verb} {record.name} version {record.version} in {record.environment} waits for review: "
+            f"branch {record.pending_branch} (commit {record.commit[:12]}, bento {record.bento_tag});"
+            f" champion-{record.environment} stays on "
+            f"{'no version' if record.previous is None else f'version {record.previous}'}"
+        )
+        if record.compare_url:
+            print(f"review and merge it: {record.compare_url}")
+        else:
+            print(f"merge it: {record.merge_hint}")
+        print(f"then `refinery models sync --env {record.environment}` moves champion-{record.environment}")
+        return
+    if not record.changed:
+        print(
+            f"{record.name} version {record.version} is already the champion of {record.environment}: "
+            f"gitops commit {record.commit[:12]}, bento {record.bento_tag}"
+        )
+        return
     verb = "rolled back to" if record.action == "rollback" else "promoted"
     replaced = f", replacing version {record.previous}" if record.previous else ""
     print(
@@ -289,12 +379,38 @@ def _print_promotion(record: PromotionRecord) -> None:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from refinery.registry.promotion import promote_manually
+    from refinery.errors import GateRejected
+    from refinery.registry.promotion import promote_manually, promote_to_environment
 
+    force_reason = (args.reason or "") if args.force else None
+    if args.env is not None:
+        if args.data:
+            raise ConfigError(
+                "--data applies without --env: promotion to an environment reads the gate record"
+            )
+        try:
+            record = promote_to_environment(
+                _config(args),
+                args.env,
+                source=args.source,
+                reference=args.reference,
+                force_reason=force_reason,
+            )
+        except GateRejected as exc:
+            print(f"not promoted: {exc}")
+            return EXIT_FAILED
+        _print_promotion(record)
+        return EXIT_OK
+    if args.source is not None:
+        raise ConfigError("--from applies with --env: it names the environment to promote from")
+    if args.reference is None:
+        raise ConfigError(
+            "name the version to promote (or --env ENV to promote what another environment serves)"
+        )
     outcome = promote_manually(
         _config(args),
         args.reference,
-        force_reason=(args.reason or "") if args.force else None,
+        force_reason=force_reason,
         data_dir=Path(args.data) if args.data else None,
     )
     print("\n".join(outcome.decision.to_lines()))
@@ -309,7 +425,32 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 def cmd_models_rollback(args: argparse.Namespace) -> int:
     from refinery.registry.promotion import rollback
 
-    _print_promotion(rollback(_config(args), args.to, args.reason or ""))
+    _print_promotion(rollback(_config(args), args.to, args.reason or "", environment=args.env))
+    return EXIT_OK
+
+
+def cmd_models_sync(args: argparse.Namespace) -> int:
+    from refinery.registry.promotion import sync_aliases
+
+    results = sync_aliases(_config(args), args.env or None)
+    for result in results:
+        print(f"{result.environment}: {result.outcome}: {result.message}")
+    return EXIT_FAILED if any(result.outcome == "refused" for result in results) else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from refinery.registry.status import environment_status
+
+    if args.context and not args.kubeconfig:
+        raise ConfigError("--context names a context of --kubeconfig; give the kubeconfig too")
+    from refinery.db import mask_url
+
+    cfg = _config(args)
+    statuses = environment_status(cfg, kubeconfig=args.kubeconfig, context=args.context)
+    where = f"registry {mask_url(cfg.registry.tracking_uri or '')}, GitOps {mask_url(cfg.gitops.repository or '')}"
+    print(f"{cfg.registry.model_name}: {where} (branch {cfg.gitops.branch})")
+    for status in statuses:
+        print("\n".join(status.to_lines()))
     return EXIT_OK
 
 
@@ -362,8 +503,7 @@ def cmd_loop_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from refinery.monitoring.controller import monitor
-    from refinery.orchestration.local import run_training
+    from refinery.orchestration.retrain import monitor_round
 
     cfg = _config(args)
 
@@ -373,14 +513,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         shown.append(text)
         print(text, flush=True)
 
-    def start_retrain() -> str:
-        print("starting a retraining run", flush=True)
-        # As `refinery run` hands it over: a cluster configuration's paths resolve where the steps run.
-        summary = run_training(read_config(args.config, args.overrides))
-        print(summary.to_text(), flush=True)
-        return summary.run_name
+    def show(text: str) -> None:
+        print(text, flush=True)
 
-    decision = monitor(cfg, start_retrain, announce=announce)
+    # As `refinery run` hands it over: a cluster configuration's paths resolve where the steps run, and
+    # a cluster configuration's run goes to the Kubeflow Pipelines API.
+    done = monitor_round(cfg, read_config(args.config, args.overrides), announce=announce, show=show)
+    for line in done.alias_lines():
+        print(line)
+    decision = done.decision
     if not shown:
         print(decision.to_text())
     else:
@@ -391,10 +532,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if decision.drift is not None:
             lines.append(f"drift report: {decision.drift.report}")
         print("\n".join(lines))
-    return EXIT_OK
+    # --exit-code: a retraining run started is the verdict a scheduler reads (the CronJob's drift alert).
+    return EXIT_FAILED if args.exit_code and decision.action == "fired" else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from refinery.orchestration.compiling import PIPELINES
+
     parser = argparse.ArgumentParser(prog="refinery", description="A model-refinement loop on Kubernetes.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -414,8 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's full output")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("compile", help="write the training pipeline's IR YAML for Kubeflow Pipelines")
-    p.add_argument("-o", "--output", default="build/training-pipeline.yaml")
+    p = sub.add_parser("compile", help="write a pipeline's IR YAML for Kubeflow Pipelines")
+    p.add_argument("-o", "--output", help="the file to write (default: build/<pipeline>-pipeline.yaml)")
+    p.add_argument(
+        "--pipeline",
+        choices=list(PIPELINES),
+        default="training",
+        help="training, or monitoring (the drift monitor's one step) (default: training)",
+    )
     p.add_argument(
         "-c",
         "--config",
@@ -445,6 +595,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--environment", help="which entry of resources applies (default: the config's gitops.environment)"
     )
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser(
+        "submit",
+        help="start a run in Kubeflow Pipelines (the KFP API kfp.host or REFINERY_KFP_HOST names) from a"
+        " cluster configuration, compiled as `refinery compile` does; prints the run's link",
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--pipeline", choices=list(PIPELINES), default="training", help="which pipeline (default: training)"
+    )
+    p.add_argument("--experiment", help="the experiment the run goes to (default: kfp.experiment)")
+    p.add_argument("--run-name", help="the run's display name (default: <pipeline>-<UTC time>)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the run to its end, printing each change of state; exit 1 if it fails, naming the step",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=86400.0,
+        metavar="S",
+        help="with --wait: stop waiting after S seconds, exit 1 (default: 86400)",
+    )
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "schedules", help="recurring runs in Kubeflow Pipelines kept in a YAML file: apply, diff, list"
+    )
+    schedules = p.add_subparsers(dest="schedules_command", required=True, metavar="{apply,diff,list}")
+    s = schedules.add_parser(
+        "apply",
+        help="create, replace, enable or pause the recurring runs so that they match the file; pause (or"
+        " delete) those refinery created that it no longer declares",
+    )
+    s.add_argument("-f", "--file", required=True, help="the schedules file, e.g. configs/schedules.yaml")
+    s.set_defaults(func=cmd_schedules_apply)
+    s = schedules.add_parser("diff", help="print what apply would change, changing nothing")
+    s.add_argument("-f", "--file", required=True, help="the schedules file, e.g. configs/schedules.yaml")
+    s.set_defaults(func=cmd_schedules_diff)
+    s = schedules.add_parser(
+        "list", help="each recurring run: trigger, status, pipeline version, last run, managed by refinery"
+    )
+    s.add_argument("-f", "--file", help="a schedules file: its Kubeflow, and its schedules not applied yet")
+    s.add_argument("-c", "--config", help="or a configuration naming the Kubeflow (kfp.host)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.set_defaults(func=cmd_schedules_list)
 
     p = sub.add_parser("images", help="print the image names this version builds and runs")
     p.add_argument(
@@ -504,23 +701,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("models", help="the registered versions: list, show, promote, roll back")
-    models = p.add_subparsers(dest="models_command", required=True, metavar="{list,show,promote,rollback}")
+    p = sub.add_parser("models", help="the registered versions: list, show, promote, roll back, sync aliases")
+    models = p.add_subparsers(
+        dest="models_command", required=True, metavar="{list,show,promote,rollback,sync}"
+    )
     m = models.add_parser("list", help="every version with its aliases, test macro-F1 and gate verdict")
     _add_config_args(m)
     m.set_defaults(func=cmd_models_list)
     m = models.add_parser("show", help="one version's tags and model card")
     _add_config_args(m)
     m.add_argument(
-        "reference", nargs="?", help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION (default: the champion)"
+        "reference",
+        nargs="?",
+        help="NAME@ALIAS, NAME/VERSION, @ALIAS (e.g. @champion-prod) or VERSION (default: the champion of"
+        " gitops.environment)",
     )
     m.set_defaults(func=cmd_models_show)
     m = models.add_parser(
         "promote",
-        help="evaluate a version against the champion, gate it, package it if needed and promote it",
+        help="evaluate a version against gitops.environment's champion, gate it, package it if needed and"
+        " promote it there; with --env, promote what another environment serves through its gate record",
     )
     _add_config_args(m)
-    m.add_argument("reference", help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION")
+    m.add_argument(
+        "reference",
+        nargs="?",
+        help="NAME@ALIAS, NAME/VERSION, @ALIAS or VERSION (with --env, default: what --from serves)",
+    )
+    m.add_argument(
+        "--env",
+        help="promote to this environment what --from serves, if its recorded gate decision passed (same"
+        " Bento and image); a protected environment gets a review branch",
+    )
+    m.add_argument(
+        "--from",
+        dest="source",
+        metavar="ENV",
+        help="with --env, the environment whose champion to promote (default: gitops.environment)",
+    )
     m.add_argument(
         "--data",
         help="prepared dataset folder whose test.parquet to evaluate on (default: the test set the "
@@ -535,7 +753,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(m)
     m.add_argument("--to", help="the version to go back to (default: the one the champion replaced)")
     m.add_argument("--reason", help="why; recorded in the version's tags and the GitOps commit")
+    m.add_argument("--env", help="the environment to roll back (default: gitops.environment)")
     m.set_defaults(func=cmd_models_rollback)
+    m = models.add_parser(
+        "sync",
+        help="move each environment's champion alias to the version its overlay on the GitOps branch names"
+        " (after a review branch was merged); exit 1 when one is refused",
+    )
+    _add_config_args(m)
+    m.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="only this environment (repeatable; default: every overlay)",
+    )
+    m.set_defaults(func=cmd_models_sync)
+
+    p = sub.add_parser(
+        "status",
+        help="per environment: the champion alias, the overlay on the GitOps branch, pending review branches"
+        " and, with --kubeconfig, the running Deployment",
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--kubeconfig", help="read each environment's Deployment refinery-serving with this kubeconfig"
+    )
+    p.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("predict", help="send texts from a CSV file to a running service")
     _add_config_args(p)
@@ -559,6 +803,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("monitor", help="check the inference log for drift and trigger retraining")
     _add_config_args(p)
+    p.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when drift started a retraining run (default: 0 whatever the decision); a crash exits"
+        f" {EXIT_INTERNAL}, a usage or configuration error 2",
+    )
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser(
@@ -584,6 +834,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

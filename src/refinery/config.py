@@ -614,6 +614,45 @@ class GitOpsConfig(_Strict):
     seed_dir: str = Field("k8s", description="Manifests copied into a new local GitOps repository.")
     author_name: str = "refinery"
     author_email: str = "refinery@localhost"
+    protected_environments: tuple[str, ...] = Field(
+        (),
+        description="Environments whose overlay changes go through review: a promotion there pushes a"
+        " branch promote/<environment>/<model>-v<N> instead of committing to `branch`, and the"
+        " environment's champion alias moves only once that change is merged (refinery models sync).",
+    )
+    compare_url: str | None = Field(
+        None,
+        description="Template of the page that compares a promotion branch with `branch`, with the"
+        " placeholders {base} and {branch}, e.g. https://git.example/acme/gitops/compare/{base}...{branch};"
+        " empty: derived from a GitHub or GitLab repository URL, else the merge command is shown.",
+    )
+
+    @field_validator("protected_environments")
+    @classmethod
+    def _environment_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not re.match(r"^[a-z0-9][a-z0-9-]*$", name)]
+        if bad:
+            raise ValueError(f"{bad} are not environment names (lower-case letters, digits and '-')")
+        return value
+
+    @field_validator("compare_url")
+    @classmethod
+    def _compare_template(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        import string
+
+        names = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        unknown = names - {"base", "branch"}
+        if unknown or "branch" not in names:
+            raise ValueError(
+                f"{value!r} must name the branch as {{branch}} (and may name {{base}}), not {sorted(unknown)}"
+            )
+        return value
+
+    def protected(self, environment: str | None = None) -> bool:
+        """Whether ``environment`` (default: ``environment``) changes only through a reviewed branch."""
+        return (environment or self.environment) in self.protected_environments
 
 
 class ServingConfig(_Strict):
@@ -731,6 +770,49 @@ class StorageConfig(_Strict):
         return {name: value for name, value in values.items() if value}
 
 
+class KfpConfig(_Strict):
+    """Where ``refinery submit`` and ``refinery schedules`` find the Kubeflow Pipelines API, and how they
+    authenticate there (refinery.orchestration.kfp_api).
+
+    The environment wins over these settings: ``REFINERY_KFP_HOST`` (or kfp's own
+    ``KF_PIPELINES_ENDPOINT``) over ``host``, ``KF_PIPELINES_UI_ENDPOINT`` over ``ui_url``. No credential is
+    written here: a bearer token comes from ``REFINERY_KFP_TOKEN``, or else the pod's Kubeflow Pipelines
+    service-account token (the file ``KF_PIPELINES_SA_TOKEN_PATH`` names, by default
+    /var/run/secrets/kubeflow/pipelines/token) when it exists.
+    """
+
+    host: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="The KFP API endpoint, e.g. http://ml-pipeline.kubeflow.svc.cluster.local:8888 (null:"
+        " not configured).",
+    )
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="The Kubeflow profile namespace of a multi-user deployment (null: single-user).",
+    )
+    experiment: str = Field(
+        "refinery", min_length=1, description="The experiment runs go to (created when missing)."
+    )
+    ui_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the Kubeflow Pipelines UI for run links (default: the host).",
+    )
+    verify_ssl: bool = Field(True, description="Verify the API server's TLS certificate.")
+    ca_cert: str | None = Field(
+        None, description="A CA bundle file to verify the API server's certificate with."
+    )
+    service_account: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="The Kubernetes service account runs and recurring runs execute as (k8s/platform's"
+        " refinery-pipeline; null: Kubeflow's default, pipeline-runner or default-editor).",
+    )
+
+
 class ImagesConfig(_Strict):
     """Where the project images live: ``<registry>/refinery:<tag>`` (every step, and the serving image)
     and ``<registry>/refinery-gpu:<tag>`` (fine-tuning). ``localhost`` is podman's local storage, not a
@@ -803,6 +885,11 @@ class Credentials(_Strict):
         description="The inference log's database, where the data steps read the service's feedback"
         " (data.feedback): PGPASSWORD.",
     )
+    pipelines: str | None = Field(
+        None,
+        description="The Kubeflow Pipelines API the monitoring pipeline starts retraining runs through:"
+        " REFINERY_KFP_TOKEN, a bearer token (a multi-user deployment; single-user needs none).",
+    )
     image_pull_secret: str | None = Field(
         None, description="A docker-registry Secret the pods pull the images with (imagePullSecrets)."
     )
@@ -865,6 +952,9 @@ class RunConfig(_Strict):
     hpo: HpoConfig = HpoConfig()
     storage: StorageConfig = StorageConfig()
     images: ImagesConfig = ImagesConfig()
+    kfp: KfpConfig = Field(
+        KfpConfig(), description="The Kubeflow Pipelines API runs and recurring runs are submitted to."
+    )
     resources: dict[str, EnvironmentResources] = Field(
         default_factory=dict,
         description="Resource profiles per environment (the key matches gitops.environment); applied"
@@ -1226,9 +1316,9 @@ RUN_PARAMETERS: dict[str, str] = {
     "learning_rate": "training.learning_rate",
     "environment": "gitops.environment",
 }
-#: Settings fixed when the pipeline is compiled (they shape the pods, not the run): left out of the
-#: ``config`` parameter.
-COMPILE_TIME_SECTIONS = ("resources", "images", "storage")
+#: Settings fixed when the pipeline is compiled (they shape the pods, not the run), and where it is
+#: submitted (kfp): left out of the ``config`` parameter.
+COMPILE_TIME_SECTIONS = ("resources", "images", "storage", "kfp")
 
 
 def _dotted(tree: Mapping[str, Any], dotted: str) -> Any:
@@ -1308,6 +1398,17 @@ def config_for_run(config: str, parameters: Mapping[str, Any], base: Path | None
         ConfigError: The file cannot be read, is not YAML or is not a valid configuration; a cluster
             configuration names a local path (see :func:`resolve`).
     """
+    tree, source = _parameter_tree(config)
+    for name, key in RUN_PARAMETERS.items():
+        if name in parameters:
+            value = parameters[name]
+            _set_dotted(tree, key, None if name == "test_uri" and not value else value)
+    return resolve(parse_config(tree, source), base)
+
+
+def _parameter_tree(config: str) -> tuple[dict[str, Any], str]:
+    """The raw tree of a ``config`` pipeline parameter (YAML text, or the URI of a YAML file) and the
+    name errors give it."""
     source = "pipeline parameter 'config'"
     text = config
     stripped = config.strip()
@@ -1322,12 +1423,24 @@ def config_for_run(config: str, parameters: Mapping[str, Any], base: Path | None
             raise ConfigError(
                 f"cannot read the configuration {stripped}: {type(exc).__name__}: {exc}"
             ) from None
-    tree = _tree(text, source)
-    for name, key in RUN_PARAMETERS.items():
-        if name in parameters:
-            value = parameters[name]
-            _set_dotted(tree, key, None if name == "test_uri" and not value else value)
-    return resolve(parse_config(tree, source), base)
+    return _tree(text, source), source
+
+
+def config_from_parameter(config: str) -> RunConfig:
+    """A whole configuration handed to a pipeline as one parameter (:func:`config_as_written`, or the
+    URI of a YAML file), validated but not resolved.
+
+    Raises:
+        ConfigError: The file cannot be read, is not YAML or is not a valid configuration.
+    """
+    tree, source = _parameter_tree(config)
+    return parse_config(tree, source)
+
+
+def config_as_written(cfg: RunConfig) -> str:
+    """``cfg`` whole, compile-time sections included, as the settings it was given (the defaults left
+    out), on one line of JSON: the parameter of a pipeline that compiles another one from it."""
+    return json.dumps(cfg.model_dump(mode="json", exclude_unset=True), separators=(",", ":"))
 
 
 def json_schema() -> dict[str, Any]:

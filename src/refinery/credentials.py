@@ -59,6 +59,9 @@ SERVICES: dict[str, ServiceCredentials] = {
     "container_registry": ServiceCredentials(required=(REGISTRY_USERNAME, REGISTRY_PASSWORD)),
     # The service's feedback, read by the data steps beside the inference log (libpq's PGPASSWORD).
     "inference_log": ServiceCredentials(optional=("PGPASSWORD",)),
+    # The Kubeflow Pipelines API, for the monitor's retraining runs: a bearer token where the API
+    # authenticates (multi-user Kubeflow); refinery.orchestration.kfp_api reads it.
+    "pipelines": ServiceCredentials(optional=("REFINERY_KFP_TOKEN",)),
 }
 
 #: Every credential variable: what ``refinery run --runner docker`` hands on to the step containers

@@ -59,9 +59,23 @@ class GitOpsError(RefineryError):
     """The GitOps repository could not be read, edited, committed or pushed."""
 
 
+class ClusterError(RefineryError):
+    """A kubeconfig cannot be used, or the Kubernetes API it names is unreachable or refused a read."""
+
+
 class MonitoringError(RefineryError):
     """The inference log, reference profile or drift report could not be used."""
 
 
 class PipelineError(RefineryError):
     """A pipeline run failed; the message names the step and its error."""
+
+
+class KfpApiError(RefineryError):
+    """The Kubeflow Pipelines API is not configured, unreachable, refused the credentials, or refused or
+    failed a call; the message names the host and the call (and, for a schedule, the schedule).
+    ``status`` is the HTTP status of a call the server answered with an error, else None."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

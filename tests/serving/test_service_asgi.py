@@ -217,6 +217,7 @@ def test_asgi_feedback_on_a_labelled_text_is_a_conflict(client: Any, packaged: P
 def test_service_class_maps_errors_to_http_statuses(
     service: Any, packaged: Packaged, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import prometheus_client
     from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 
     blocker = tmp_path / "not-a-folder"
@@ -229,15 +230,23 @@ def test_service_class_maps_errors_to_http_statuses(
     with pytest.raises(InvalidArgument, match="texts is an empty list") as bad:
         instance.classify(texts=[])
     assert bad.value.error_code == 400
+
+    def failures(endpoint: str) -> float:
+        sample = "refinery_inference_log_write_failures_total"
+        return prometheus_client.REGISTRY.get_sample_value(sample, {"endpoint": endpoint}) or 0.0
+
+    before = {endpoint: failures(endpoint) for endpoint in ("/classify", "/feedback")}
     with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
         instance.classify(texts="an unloggable prediction")
     assert down.value.error_code == 503
+    assert failures("/classify") == before["/classify"] + 1
     with pytest.raises(InvalidArgument, match="items is an empty list") as bad:
         instance.feedback(items=[])
     assert bad.value.error_code == 400
     with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
         instance.feedback(items=[{"text": "an unstorable label", "label": "positive"}])
     assert down.value.error_code == 503
+    assert failures("/feedback") == before["/feedback"] + 1
 
 
 def test_service_class_maps_feedback_refusals_to_404_and_409(service: Any) -> None:

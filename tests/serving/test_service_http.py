@@ -184,6 +184,8 @@ def test_health_and_metrics(server: httpx.Client) -> None:
     metrics = server.get("/metrics")
     assert metrics.status_code == 200
     assert "bentoml_service_request_total" in metrics.text
+    # refinery's own counter, at 0 from the start, for the inference-log alert.
+    assert 'refinery_inference_log_write_failures_total{endpoint="/classify"} 0.0' in metrics.text
     assert 'endpoint="/classify"' in metrics.text
 
 

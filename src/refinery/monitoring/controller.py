@@ -518,6 +518,33 @@ class MonitorDecision:
             lines.append(f"drift report: {self.drift.report}")
         return "\n".join(lines)
 
+    def to_markdown(self) -> str:
+        """The decision as the Kubeflow UI shows a monitor run's output: verdict, window, signals, policy."""
+        lines = [
+            f"## Drift monitor: {self.action}",
+            "",
+            f"Model **{self.model_name}** version {self.champion_version}: a window of {self.window_rows}"
+            f" prediction(s) of that version, decision {self.decision_id} at {self.timestamp.isoformat()}.",
+            "",
+        ]
+        if self.signals:
+            lines += ["| signal | state | value | threshold | detail |", "|---|---|---:|---:|---|"]
+            for s in self.signals:
+                value = "not measured" if s.value is None else f"{s.value:.4f}"
+                state = "**FIRED**" if s.fired else "quiet"
+                lines.append(f"| {s.name} | {state} | {value} | {s.threshold:g} | {s.detail} |")
+            lines.append("")
+        if self.new_labelled_rows is not None:
+            lines += [
+                f"New labelled rows since version {self.champion_version} was trained: "
+                f"{self.new_labelled_rows}.",
+                "",
+            ]
+        lines.append(f"**Why:** {self.reason}")
+        if self.retrain_run_id:
+            lines += ["", f"**Retraining run:** {self.retrain_run_id}"]
+        return "\n".join(lines) + "\n"
+
 
 def _new_report_dir(root: Path, now: datetime) -> Path:
     stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
@@ -705,11 +732,13 @@ def monitor(
     model_name = cfg.registry.model_name
 
     registry = Registry(cfg.registry)
-    champion = registry.champion()
+    # What the configured environment serves (alias champion-<environment>).
+    environment = cfg.gitops.environment
+    champion = registry.champion(environment, legacy=True)
     if champion is None:
         raise MonitoringError(
-            f"no champion version of model {model_name!r} in the registry at {cfg.registry.tracking_uri}: "
-            "nothing to monitor (promote a model first)"
+            f"no champion version of model {model_name!r} in {environment} (alias champion-{environment}) "
+            f"in the registry at {cfg.registry.tracking_uri}: nothing to monitor (promote a model first)"
         )
     triggers = TriggerLog(mon.trigger_log)
     log = InferenceLog(cfg.serving.inference_log)

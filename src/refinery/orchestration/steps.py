@@ -154,9 +154,12 @@ def evaluate(
     out_dir: Path,
     predictions_path: Path | None = None,
     report_path: Path | None = None,
+    environment: str | None = None,
 ) -> Any:
     """Evaluate the challenger and, when one exists, the current champion on the same test set.
 
+    The champion is the run's environment's (``environment``, the run's ``gitops.environment``, which
+    the component is given alone; default ``cfg.gitops.environment``), the one its promote step replaces.
     Besides ``out_dir`` (evaluation.json, predictions.parquet, confusion_matrix.png), the predictions
     go to ``predictions_path`` (a KFP Dataset) and the HTML report to ``report_path`` when given.
     """
@@ -168,7 +171,8 @@ def evaluate(
     from refinery.registry.mlflow_registry import Registry
 
     registry = Registry(cfg.registry)
-    champion = registry.champion()
+    # The run's own environment, so an older registry's plain champion alias stands for it (as in promote).
+    champion = registry.champion(environment or cfg.gitops.environment, legacy=True)
     with tempfile.TemporaryDirectory(prefix="refinery-champion-") as tmp:
         champion_dir = registry.download(champion.version, "model", Path(tmp)) if champion else None
         result = run_evaluate(
@@ -249,10 +253,11 @@ def package(cfg: RunConfig, version: str, out_dir: Path) -> Any:
 
 @_records_failure
 def promote(cfg: RunConfig, version: str, bento: Any, image: str, out_dir: Path) -> Any:
-    """Make the registered version the champion, served from ``bento`` (a
+    """Make the registered version the configured environment's champion, served from ``bento`` (a
     :class:`~refinery.packaging.bento.PackageResult` in the Bento store) by ``image``: a GitOps commit to
-    the configured environment's overlay (the image pinned by digest), then the ``champion`` alias,
-    last - refused when another promotion replaced the champion this version was judged against (see
+    the environment's overlay (the image pinned by digest), then the ``champion-<environment>`` alias,
+    last - refused when another promotion replaced the champion this version was judged against. In a
+    protected environment the commit goes to a review branch and the alias waits for the merge (see
     :mod:`refinery.registry.promotion`)."""
     from refinery.registry.mlflow_registry import Registry
     from refinery.registry.promotion import evaluated_against, promote_version
@@ -348,3 +353,41 @@ def merge_round(
     Path(table_path).parent.mkdir(parents=True, exist_ok=True)
     Path(table_path).write_text(trials_table(everything, metric), encoding="utf-8")
     return [t.to_dict() for t in everything]
+
+
+#: The monitoring pipeline's outputs: the decision (also in the trigger log) and, when the window was
+#: tested, the drift report; a window too small to test gets a page saying so.
+_UNTESTED_REPORT = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>No drift report</title></head>"
+    "<body><h1>No drift report</h1><p>{reason}</p></body></html>\n"
+)
+
+
+@_records_failure
+def monitor(config: str, out_dir: Path, decision_md: Path, report_html: Path) -> Any:
+    """The monitoring pipeline's step: sync the champion aliases with the merged overlays, check the
+    serving model's window for drift against the inference log and, when the trigger policy fires, start
+    a training run (through the Kubeflow Pipelines API for
+    a cluster configuration). ``config`` is the whole configuration as one parameter
+    (:func:`refinery.config.config_as_written`, or a YAML file's URI): the training run is compiled from
+    it as ``refinery submit`` compiles it, so it lands on the same pipeline version."""
+    import html
+
+    from refinery.config import config_from_parameter, resolve
+    from refinery.orchestration.retrain import monitor_round
+
+    written = config_from_parameter(config)
+    done = monitor_round(resolve(written), written, show=logging.getLogger(__name__).info)
+    decision = done.decision
+    decision.write_json(Path(out_dir) / "decision.json")
+    Path(decision_md).parent.mkdir(parents=True, exist_ok=True)
+    aliases = "".join(f"\n- {line}" for line in done.alias_lines())
+    Path(decision_md).write_text(decision.to_markdown() + aliases, encoding="utf-8")
+    Path(report_html).parent.mkdir(parents=True, exist_ok=True)
+    if decision.drift is not None:
+        shutil.copyfile(decision.drift.report, report_html)
+    else:
+        Path(report_html).write_text(
+            _UNTESTED_REPORT.format(reason=html.escape(decision.reason)), encoding="utf-8"
+        )
+    return decision
