@@ -14,7 +14,7 @@ from kfp import components as kfp_components
 from kfp.dsl import HTML, Artifact, Markdown
 from pipelines.monitoring import PIPELINE_NAME
 from pipelines.resources import STEP_SERVICES
-from tests.unit.monitoring.test_controller import fill_log, register_champion
+from tests.unit.monitoring.test_controller import fill_log, register_champion, watching
 
 from refinery.cli import main
 from refinery.config import config_as_written, config_from_parameter, read_config
@@ -74,19 +74,8 @@ def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
 
 def _step(champion_state: dict[str, object], tmp_path: Path, overrides: list[str]) -> tuple[str, dict]:
     """Run the component body on an embedded configuration handed over as the pipeline parameter."""
-    root = champion_state["root"]
     cfg = read_config(
-        REPO / "configs" / "test.yaml",
-        [
-            f"state_dir={tmp_path / 'state'}",
-            f"data.uri={root}/reviews.csv",
-            f"model.base={root}",
-            f"registry.tracking_uri={champion_state['tracking_uri']}",
-            f"registry.artifact_location={champion_state['artifact_location']}",
-            "monitoring.window_size=200",
-            "monitoring.min_window_size=50",
-            *overrides,
-        ],
+        REPO / "configs" / "test.yaml", watching(champion_state, tmp_path / "state", *overrides)
     )
     from refinery.config import resolve
 

@@ -299,44 +299,47 @@ class PipelineVersion:
     uploaded: bool = False
 
 
+def _find_by_name(
+    client: Any, what: str, name: str, list_call: Callable[..., Any], items: str, id_field: str, **args: Any
+) -> str | None:
+    """The ``id_field`` of the first ``items`` that ``list_call`` (a paged v2beta1 list call, given
+    ``args``) returns under the display name ``name``, or None."""
+    with calling(client, f"looking up {what} {name}"):
+        for item in pages(
+            lambda token: list_call(
+                _request_timeout=CALL_TIMEOUT,
+                page_token=token,
+                page_size=_PAGE_SIZE,
+                filter=name_filter(name),
+                **args,
+            ),
+            items,
+        ):
+            if name in (item.display_name, getattr(item, "name", None)):
+                return str(getattr(item, id_field))
+    return None
+
+
 def find_pipeline(client: Any, name: str, namespace: str | None = None) -> str | None:
     """The id of the pipeline called ``name`` (in ``namespace``), or None."""
-    with calling(client, f"looking up pipeline {name}"):
-        found = [
-            p.pipeline_id
-            for p in pages(
-                lambda token: client.pipelines.pipeline_service_list_pipelines(
-                    _request_timeout=CALL_TIMEOUT,
-                    page_token=token,
-                    page_size=_PAGE_SIZE,
-                    filter=name_filter(name),
-                    **_namespace_arg(namespace),
-                ),
-                "pipelines",
-            )
-            if name in (p.display_name, p.name)
-        ]
-    return found[0] if found else None
+    list_call = client.pipelines.pipeline_service_list_pipelines
+    return _find_by_name(
+        client, "pipeline", name, list_call, "pipelines", "pipeline_id", **_namespace_arg(namespace)
+    )
 
 
 def find_version(client: Any, pipeline_id: str, name: str) -> str | None:
     """The id of the version called ``name`` of the pipeline, or None."""
-    with calling(client, f"looking up pipeline version {name}"):
-        found = [
-            v.pipeline_version_id
-            for v in pages(
-                lambda token: client.pipelines.pipeline_service_list_pipeline_versions(
-                    _request_timeout=CALL_TIMEOUT,
-                    pipeline_id=pipeline_id,
-                    page_token=token,
-                    page_size=_PAGE_SIZE,
-                    filter=name_filter(name),
-                ),
-                "pipeline_versions",
-            )
-            if name in (v.display_name, v.name)
-        ]
-    return found[0] if found else None
+    list_call = client.pipelines.pipeline_service_list_pipeline_versions
+    return _find_by_name(
+        client,
+        "pipeline version",
+        name,
+        list_call,
+        "pipeline_versions",
+        "pipeline_version_id",
+        pipeline_id=pipeline_id,
+    )
 
 
 def find_pipeline_version(
@@ -423,22 +426,10 @@ def ensure_pipeline_version(
 
 def find_experiment(client: Any, name: str, namespace: str | None = None) -> str | None:
     """The id of the experiment called ``name`` (in ``namespace``), or None."""
-    with calling(client, f"looking up experiment {name}"):
-        found = [
-            e.experiment_id
-            for e in pages(
-                lambda token: client.experiments.experiment_service_list_experiments(
-                    _request_timeout=CALL_TIMEOUT,
-                    page_token=token,
-                    page_size=_PAGE_SIZE,
-                    filter=name_filter(name),
-                    **_namespace_arg(namespace),
-                ),
-                "experiments",
-            )
-            if e.display_name == name
-        ]
-    return found[0] if found else None
+    list_call = client.experiments.experiment_service_list_experiments
+    return _find_by_name(
+        client, "experiment", name, list_call, "experiments", "experiment_id", **_namespace_arg(namespace)
+    )
 
 
 def ensure_experiment(client: Any, name: str, namespace: str | None = None) -> str:

@@ -401,26 +401,32 @@ def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
     return register_champion(tmp_path_factory.mktemp("monitor-registry"), tiny_model_dir, 0, with_stats=False)
 
 
+def watching(champion: dict[str, object], state_dir: Path, *extra: str) -> list[str]:
+    """``--set`` overrides of configs/test.yaml for a monitor of ``champion`` (from
+    :func:`register_champion`) with its own state (inference log, trigger log, reports) in ``state_dir``:
+    windows of 200, tested from 50 predictions, then ``extra``."""
+    root = champion["root"]
+    return [
+        f"state_dir={state_dir}",
+        f"data.uri={root}/reviews.csv",
+        f"model.base={root}",
+        f"registry.tracking_uri={champion['tracking_uri']}",
+        f"registry.artifact_location={champion['artifact_location']}",
+        "monitoring.window_size=200",
+        "monitoring.min_window_size=50",
+        *extra,
+    ]
+
+
 @pytest.fixture
 def monitor_config(champion_state: dict[str, object], tmp_path: Path) -> Callable[..., RunConfig]:
     """A config on the shared registry with this test's own inference log, trigger log and report folder."""
 
     def _make(overrides: list[str] | None = None) -> RunConfig:
-        root = champion_state["root"]
+        settings = ["monitoring.cooldown_minutes=60", "monitoring.min_labelled_rows=0", *(overrides or [])]
         return load_config(
             REPO_ROOT / "configs" / "test.yaml",
-            [
-                f"state_dir={tmp_path / 'state'}",
-                f"data.uri={root}/reviews.csv",
-                f"model.base={root}",
-                f"registry.tracking_uri={champion_state['tracking_uri']}",
-                f"registry.artifact_location={champion_state['artifact_location']}",
-                "monitoring.window_size=200",
-                "monitoring.min_window_size=50",
-                "monitoring.cooldown_minutes=60",
-                "monitoring.min_labelled_rows=0",
-                *(overrides or []),
-            ],
+            watching(champion_state, tmp_path / "state", *settings),
             base=REPO_ROOT,
         )
 
@@ -655,20 +661,14 @@ def stats_champion(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
 def test_embedding_signal_follows_the_serving_models_view(
     stats_champion: dict[str, object], tmp_path: Path, drifted: bool, fires: bool
 ) -> None:
-    root = stats_champion["root"]
     cfg = load_config(
         REPO_ROOT / "configs" / "test.yaml",
-        [
-            f"state_dir={tmp_path / 'state'}",
-            f"data.uri={root}/reviews.csv",
-            f"model.base={root}",
-            f"registry.tracking_uri={stats_champion['tracking_uri']}",
-            f"registry.artifact_location={stats_champion['artifact_location']}",
-            "monitoring.window_size=200",
-            "monitoring.min_window_size=50",
+        watching(
+            stats_champion,
+            tmp_path / "state",
             "monitoring.min_labelled_rows=0",
             "monitoring.signals.descriptors.fire=false",
-        ],
+        ),
         base=REPO_ROOT,
     )
     fill_log(cfg, str(stats_champion["version"]), n=200, seed=21, drifted=drifted)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.kfp_server import KfpServer
-from tests.unit.monitoring.test_controller import T0, fill_log, register_champion
+from tests.unit.monitoring.test_controller import T0, fill_log, register_champion, watching
 
 from refinery.config import RunConfig, load_config, read_config
 from refinery.errors import KfpApiError
@@ -34,21 +34,9 @@ def champion_state(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
 @pytest.fixture
 def watched(champion_state: dict[str, object], tmp_path: Path) -> RunConfig:
     """The monitor's view: the champion's drifted window in this test's own inference and trigger logs."""
-    root = champion_state["root"]
+    settings = ("monitoring.cooldown_minutes=60", "monitoring.min_labelled_rows=0")
     cfg = load_config(
-        REPO / "configs" / "test.yaml",
-        [
-            f"state_dir={tmp_path / 'state'}",
-            f"data.uri={root}/reviews.csv",
-            f"model.base={root}",
-            f"registry.tracking_uri={champion_state['tracking_uri']}",
-            f"registry.artifact_location={champion_state['artifact_location']}",
-            "monitoring.window_size=200",
-            "monitoring.min_window_size=50",
-            "monitoring.cooldown_minutes=60",
-            "monitoring.min_labelled_rows=0",
-        ],
-        base=REPO,
+        REPO / "configs" / "test.yaml", watching(champion_state, tmp_path / "state", *settings), base=REPO
     )
     fill_log(cfg, str(champion_state["version"]), n=200, seed=1, drifted=True)
     return cfg
