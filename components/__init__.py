@@ -14,6 +14,7 @@ from typing import Any
 
 from kfp import dsl
 
+from components.check_serving import check_serving
 from components.evaluate import evaluate
 from components.finetune import finetune
 from components.gate import gate
@@ -40,6 +41,7 @@ class Components:
     gate: Any
     register: Any
     package: Any
+    check_serving: Any
     promote: Any
     suggest_trials: Any
     finetune_trial: Any
@@ -62,6 +64,7 @@ def build(images: Images) -> Components:
         gate=on(images.project, gate),
         register=on(images.project, register),
         package=on(images.project, package),
+        check_serving=on(images.project, check_serving),
         promote=on(images.project, promote),
         suggest_trials=on(images.project, suggest_trials),
         finetune_trial=on(images.gpu, finetune_trial),

@@ -36,6 +36,8 @@ STEP_SERVICES: dict[str, tuple[str, ...]] = {
     "gate": (),
     "register": ("registry", "object_store"),
     "package": ("registry", "object_store"),
+    # Fetches the packaged Bento from the store and serves it on loopback, with a scratch inference log.
+    "check-serving": ("object_store",),
     "promote": ("registry", "object_store", "git", "container_registry"),
     # The monitoring pipeline's one step: the inference and trigger logs, the champion's reference
     # statistics and model in the registry, the GitOps branch whose merged overlays move the aliases, and
@@ -44,8 +46,10 @@ STEP_SERVICES: dict[str, tuple[str, ...]] = {
 }
 #: Steps never served from kfp's cache: their result depends on more than their inputs (the config file
 #: a URI names, the current champion, the inference log) or they change the services (register, package,
-#: promote, monitor).
-UNCACHED = frozenset({"resolve-config", "evaluate", "register", "package", "promote", "monitor"})
+#: promote, monitor), or it measures the node it runs on (check-serving).
+UNCACHED = frozenset(
+    {"resolve-config", "evaluate", "register", "package", "check-serving", "promote", "monitor"}
+)
 #: Steps with a retry policy of their own (fine-tuning resumes from checkpoints).
 FINETUNE_STEPS = frozenset({"finetune", "finetune-trial"})
 

@@ -1,5 +1,5 @@
 """The training pipeline: resolve -> validate -> prepare -> finetune -> evaluate -> gate -> (register,
-package, promote)."""
+package, check-serving -> (promote))."""
 # No `from __future__ import annotations` here or in components/: KFP reads the annotations as types.
 
 from typing import Any
@@ -154,21 +154,30 @@ def build_training_pipeline(
                 registry_config=out["registry"],
                 packaging_config=out["packaging"],
                 version=version,
+                dataset=dataset,
             )
-            # One step commits the release to GitOps and then moves the champion alias, refusing when
-            # another run replaced the champion this one was judged against.
-            promoted = ops.promote(
-                registry_config=out["registry"],
-                gitops_config=out["gitops"],
-                version=version,
-                bento_tag=packaged.outputs["bento_tag"],
-                bento_uri=packaged.outputs["bento_uri"],
-                bento_sha256=packaged.outputs["bento_sha256"],
-                image=serving_image,
+            bento = {name: packaged.outputs[name] for name in ("bento_tag", "bento_uri", "bento_sha256")}
+            # The Bento served as production serves it and loaded: gate.max.serving_* judge it.
+            checked = ops.check_serving(
+                model_config=out["model"],
+                serving_config=out["serving"],
+                gate_config=out["gate"],
+                dataset=dataset,
+                **bento,
             )
+            with dsl.If(checked.outputs["Output"] == True, name="serving-check-passed"):  # noqa: E712
+                # One step commits the release to GitOps and then moves the champion alias, refusing
+                # when another run replaced the champion this one was judged against.
+                promoted = ops.promote(
+                    registry_config=out["registry"],
+                    gitops_config=out["gitops"],
+                    version=version,
+                    image=serving_image,
+                    **bento,
+                )
 
         tasks = [run, validated, prepared, *finetune_tasks, *search_tasks, evaluated, decided]
-        tasks += [registered, packaged, promoted]
+        tasks += [registered, packaged, checked, promoted]
         apply_run_settings(tasks, cfg.storage.env(), resources)
         if resources is not None:
             # Fine-tuning on the GPU profile, retried after a failure or a preemption (its checkpoints

@@ -460,7 +460,10 @@ class HpoConfig(_Strict):
 
 # Metrics the gate's thresholds may name: higher is better for the first group, lower for the second.
 HIGHER_IS_BETTER = ("accuracy", "macro_f1", "roc_auc", "average_precision")
-LOWER_IS_BETTER = ("log_loss", "ece", "mean_latency_ms", "p95_latency_ms")
+# Measured by the serving check (refinery.packaging.check) on the packaged Bento, not by evaluate:
+# only gate.max takes them.
+SERVING_METRICS = ("serving_p95_ms", "serving_errors")
+LOWER_IS_BETTER = ("log_loss", "ece", "mean_latency_ms", "p95_latency_ms", *SERVING_METRICS)
 _SHARES = (*HIGHER_IS_BETTER, "ece")
 GateMetric = Literal[
     "accuracy",
@@ -471,6 +474,8 @@ GateMetric = Literal[
     "ece",
     "mean_latency_ms",
     "p95_latency_ms",
+    "serving_p95_ms",
+    "serving_errors",
 ]
 
 
@@ -517,6 +522,18 @@ class RetentionRulesConfig(_Strict):
     max_regression: float = Field(0.01, ge=0, le=1)
 
 
+class ServingCheckConfig(_Strict):
+    """The serving check after packaging (refinery.packaging.check): the Bento started as production
+    starts it and loaded; gate.max.serving_p95_ms and gate.max.serving_errors judge it."""
+
+    enabled: bool = Field(True, description="Check the packaged Bento before promoting it.")
+    requests: int = Field(200, ge=1, description="Single-text requests sent after the warm-up.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    warmup: int = Field(20, ge=0, description="Requests sent first and not measured.")
+    ready_timeout_s: float = Field(180, gt=0, description="Longest wait for the Bento to get ready.")
+    request_timeout_s: float = Field(30, gt=0, description="Longest a request may take; longer is an error.")
+
+
 class GateConfig(_Strict):
     """Promotion rules. Absolute limits judge every model; the rest compare the challenger with the
     champion on the same rows and apply only when there is a champion."""
@@ -526,8 +543,9 @@ class GateConfig(_Strict):
         description=f"Lowest allowed value per metric ({', '.join(HIGHER_IS_BETTER)}).",
     )
     max: dict[GateMetric, float] = Field(
-        default_factory=dict,
-        description=f"Highest allowed value per metric ({', '.join(LOWER_IS_BETTER)}; latency in ms).",
+        default_factory=lambda: _metric_limits(serving_errors=0),
+        description=f"Highest allowed value per metric ({', '.join(LOWER_IS_BETTER)}; latency in ms;"
+        " serving_* are measured by the serving check on the packaged Bento).",
     )
     max_regression: dict[GateMetric, float] = Field(
         default_factory=lambda: _metric_limits(macro_f1=0.0),
@@ -536,11 +554,13 @@ class GateConfig(_Strict):
     significance: SignificanceConfig = SignificanceConfig()
     slices: SliceRulesConfig = SliceRulesConfig()
     retention: RetentionRulesConfig = RetentionRulesConfig()
+    serving_check: ServingCheckConfig = ServingCheckConfig()
 
     @model_validator(mode="after")
     def _directions_and_ranges(self) -> GateConfig:
         wrong = [f"min.{m}" for m in self.min if m not in HIGHER_IS_BETTER]
         wrong += [f"max.{m}" for m in self.max if m not in LOWER_IS_BETTER]
+        wrong += [f"max_regression.{m}" for m in self.max_regression if m in SERVING_METRICS]
         if wrong:
             raise ValueError(
                 f"{', '.join(wrong)}: min takes {', '.join(HIGHER_IS_BETTER)}; max takes"
@@ -587,6 +607,21 @@ class RegistryConfig(_Strict):
     experiment: str = "refinery"
 
 
+class OnnxAgreementConfig(_Strict):
+    """When the int8 ONNX export may serve instead of the fp32 model: both predict the test split."""
+
+    min_agreement: float = Field(
+        0.97,
+        ge=0,
+        le=1,
+        description="Least share of test texts on which int8 and fp32 predict the same label (int8 rounding"
+        " flips texts near the decision boundary: 0.978 for an all-MiniLM-L6-v2 fine-tuned on SST-2).",
+    )
+    max_macro_f1_drop: float = Field(
+        0.01, ge=0, le=1, description="How much lower than fp32's the int8 model's test macro-F1 may be."
+    )
+
+
 class PackagingConfig(_Strict):
     """BentoML packaging: the Bento is built in a scratch BentoML home and exported to ``bento_store``,
     the one place promotion and serving read it from."""
@@ -603,6 +638,12 @@ class PackagingConfig(_Strict):
         " a cluster configuration).",
     )
     service_dir: str = Field("serving", description="Folder holding service.py, the BentoML service.")
+    runtime: Literal["torch", "onnx-int8"] = Field(
+        "torch",
+        description="What serves the model: torch fp32, or ONNX Runtime on a dynamically int8-quantized"
+        " export, accepted only when packaging.onnx's agreement rule holds on the test split (else torch).",
+    )
+    onnx: OnnxAgreementConfig = OnnxAgreementConfig()
 
 
 class GitOpsConfig(_Strict):
@@ -663,6 +704,43 @@ class ServingConfig(_Strict):
     max_text_chars: int = Field(2000, ge=1)
     max_batch_items: int = Field(64, ge=1)
     inference_log: str | None = Field(None, description="SQLAlchemy URL; empty means sqlite under state_dir.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Service worker processes, each with its own copy of the model; on CPU one worker using"
+        " every core and batching is the fastest (bench/serve.py).",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads of the model's runtime per worker; empty: the CPUs the container may use (its"
+        " cgroup CPU limit, else the CPUs it may run on) divided among the workers.",
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one forward pass of the model.")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a forward pass that is not full waits for more texts (0: batches form only"
+        " from what arrives while the model is busy, so a lone request is answered at once).",
+    )
+    max_queued_texts: int = Field(
+        256,
+        ge=1,
+        description="Texts waiting for the model, at most; a request beyond it is answered 503 with"
+        " Retry-After instead of waiting into a timeout.",
+    )
+    log_queue_rows: int = Field(
+        10000,
+        ge=1,
+        description="Predictions waiting to be written to the inference log, at most; when it is full,"
+        " requests are answered 503 with Retry-After (never answered unlogged).",
+    )
+    log_batch_rows: int = Field(500, ge=1, description="Most predictions written in one transaction.")
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; a larger one is answered 413."
+    )
+    retry_after_s: int = Field(1, ge=1, le=300, description="The Retry-After of a 503 for overload.")
 
 
 class SignalConfig(_Strict):

@@ -8,7 +8,7 @@ transformers are imported inside the functions that use them, so importing this 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,61 @@ def effective_max_length(requested: int, model_config: Any, tokenizer: Any) -> i
     if isinstance(declared, int) and 0 < declared < 1_000_000:
         limits.append(declared)
     return min(limits)
+
+
+def predict_in_batches(
+    texts: Sequence[str], batch_size: int, width: int, run_batch: Callable[[list[str]], np.ndarray]
+) -> np.ndarray:
+    """Run ``run_batch`` over ``texts`` batch by batch and gather its rows in input order.
+
+    Texts are sorted by length (longest first) before they are cut into batches, so a batch of short
+    texts is not padded to the longest text of the whole input. Every runtime (torch, ONNX Runtime)
+    batches through this one function.
+
+    Args:
+        texts: The texts to run.
+        batch_size: How many texts one call of ``run_batch`` gets.
+        width: The number of columns ``run_batch`` returns per text (e.g. the number of labels).
+        run_batch: Maps a list of texts to an array ``[len(list), width]`` (e.g. class probabilities).
+
+    Returns:
+        float32 array of shape ``[len(texts), width]``, row ``i`` belonging to ``texts[i]``.
+
+    Raises:
+        TypeError: ``texts`` is a single string, or an element of it is not a string.
+        ValueError: ``batch_size`` is not positive, or ``run_batch`` returned another shape.
+    """
+    if isinstance(texts, str):
+        raise TypeError("expected a sequence of texts, got a single string")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    rows = np.empty((len(texts), width), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        out = np.asarray(run_batch([texts[i] for i in idx]))
+        if out.shape != (len(idx), width):
+            raise ValueError(
+                f"a batch of {len(idx)} texts gave an array {out.shape}, expected {(len(idx), width)}"
+            )
+        rows[idx] = out
+    return rows
+
+
+def predictions_from_proba(probs: np.ndarray, labels: Sequence[str]) -> list[Prediction]:
+    """One :class:`Prediction` per row of ``probs`` (columns in the order of ``labels``): the most
+    probable label and every label's probability."""
+    best = probs.argmax(axis=1) if len(probs) else np.empty(0, dtype=int)
+    return [
+        Prediction(
+            label=labels[int(b)],
+            scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+        )
+        for b, row in zip(best, probs, strict=True)
+    ]
 
 
 class Classifier:
@@ -143,68 +198,50 @@ class Classifier:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
-        if isinstance(texts, str):
-            raise TypeError("expected a sequence of texts, got a single string")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        probs = np.empty((len(texts), len(self._labels)), dtype=np.float32)
-        hidden_size = int(getattr(self._model.config, "hidden_size", 0))
-        embeddings = np.empty((len(texts), hidden_size), dtype=np.float32) if embed else None
-        if not texts:
-            return probs, embeddings
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        num_labels = len(self._labels)
+        hidden_size = int(getattr(self._model.config, "hidden_size", 0)) if embed else 0
+
+        def run_batch(batch: list[str]) -> np.ndarray:
+            enc = self._tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self._model.device)
+            out = self._model(**enc, output_hidden_states=embed)
+            probs = torch.softmax(out.logits.float(), dim=-1)
+            if not embed:
+                return probs.cpu().numpy()
+            hidden = out.hidden_states[-1].float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            # One array per batch for the shared batching helper: probabilities, then the embedding.
+            return torch.cat([probs, pooled], dim=1).cpu().numpy()
+
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                enc = self._tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self._model.device)
-                out = self._model(**enc, output_hidden_states=embed)
-                probs[idx] = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
-                if embeddings is not None:
-                    hidden = out.hidden_states[-1].float()
-                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-                    embeddings[idx] = pooled.cpu().numpy()
-        return probs, embeddings
+            rows = predict_in_batches(texts, batch_size, num_labels + hidden_size, run_batch)
+        if not embed:
+            return rows, None
+        return np.ascontiguousarray(rows[:, :num_labels]), np.ascontiguousarray(rows[:, num_labels:])
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """The most probable label and all label probabilities for each text, in input order."""
-        probs = self.predict_proba(texts, batch_size=batch_size)
-        best = probs.argmax(axis=1) if len(probs) else np.empty(0, dtype=int)
-        return [
-            Prediction(
-                label=self._labels[int(b)],
-                scores={label: float(p) for label, p in zip(self._labels, row, strict=True)},
-            )
-            for b, row in zip(best, probs, strict=True)
-        ]
+        return predictions_from_proba(self.predict_proba(texts, batch_size=batch_size), self._labels)
 
 
-def load_classifier(model_dir: Path, max_length: int = 128, device: str | None = None) -> Classifier:
-    """Load a fine-tuned classifier saved with ``save_pretrained`` (safetensors) plus its tokenizer.
+def load_model_and_tokenizer(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a fine-tuned classifier saved with ``save_pretrained`` (safetensors) and its tokenizer, with
+    the pooling it was trained with (:func:`refinery.pooling.apply_saved_pooling`) and a LoRA adapter
+    merged onto its base: the model every runtime (torch serving, ONNX export) starts from.
 
     Args:
         model_dir: Directory holding ``config.json``, ``model.safetensors`` and the tokenizer files, or
             a LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) whose base model is
             still where the adapter's config names it.
-        max_length: Texts are truncated to this many tokens (capped at the model's position limit).
-        device: torch device; default CUDA when available, else CPU.
 
     Returns:
-        A :class:`Classifier` in eval mode.
+        ``(model, tokenizer)``, the model on the CPU in eval mode.
 
     Raises:
         ModelLoadError: The directory is missing, has no safetensors weights, or cannot be loaded.
     """
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from refinery.pooling import apply_saved_pooling
@@ -233,6 +270,31 @@ def load_classifier(model_dir: Path, max_length: int = 128, device: str | None =
             )
     except Exception as exc:  # transformers/safetensors raise many unrelated types for a broken dir
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
+    model.eval()
+    return model, tokenizer
+
+
+def load_classifier(model_dir: Path, max_length: int = 128, device: str | None = None) -> Classifier:
+    """Load a fine-tuned classifier saved with ``save_pretrained`` (safetensors) plus its tokenizer.
+
+    Args:
+        model_dir: Directory holding ``config.json``, ``model.safetensors`` and the tokenizer files, or
+            a LoRA adapter (``adapter_config.json``, ``adapter_model.safetensors``) whose base model is
+            still where the adapter's config names it (see :func:`load_model_and_tokenizer`).
+        max_length: Texts are truncated to this many tokens (capped at the model's position limit).
+        device: torch device; default CUDA when available, else CPU.
+
+    Returns:
+        A :class:`Classifier` in eval mode.
+
+    Raises:
+        ModelLoadError: The directory is missing, has no safetensors weights, or cannot be loaded.
+    """
+    import torch
+
+    model_dir = Path(model_dir)
+    loaded, tokenizer = load_model_and_tokenizer(model_dir)
+    model: Any = loaded  # transformers types config fields as optional and .to() narrowly
     labels = labels_from_config(model.config.id2label, model.config.num_labels, model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

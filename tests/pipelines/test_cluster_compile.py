@@ -109,6 +109,7 @@ def test_every_step_that_calls_a_service_has_a_retry_policy(compiled: tuple[str,
         "evaluate",
         "register",
         "package",
+        "check-serving",
         "promote",
     }
     for name in network:

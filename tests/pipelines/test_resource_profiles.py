@@ -159,7 +159,7 @@ def test_every_other_step_gets_the_steps_profile_and_no_gpu(
     ir, platform = compiled
     steps = prod.resources["prod"].steps
     others = [step for step in _steps(ir) if step != "finetune"]
-    assert len(others) == 8
+    assert len(others) == 9
     pull = prod.resources["prod"].credentials.image_pull_secret
     for step in others:
         resources = _resources(ir, step)
@@ -196,6 +196,7 @@ def test_finetune_is_retried_for_preemption_and_every_network_step_for_outages(
         "evaluate",
         "register",
         "package",
+        "check-serving",
         "promote",
     ):
         assert tasks[name]["retryPolicy"] == {

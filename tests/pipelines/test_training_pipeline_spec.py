@@ -26,6 +26,7 @@ STEPS = [
     "gate",
     "register",
     "package",
+    "check-serving",
     "promote",
 ]
 
@@ -114,13 +115,17 @@ def test_task_graph_orders_the_loop_and_guards_promotion_with_the_gate(compiled:
     assert deps["evaluate"] == {"prepare-data", "finetune"}
     assert deps["gate"] == {"evaluate"}
     assert deps["package"] == {"register"}
-    assert deps["promote"] == {"register", "package"}
-    condition = next(t for t in tasks.values() if "triggerPolicy" in t)
-    assert "gate" in condition["dependentTasks"]
-    assert (
-        "gate" in condition["triggerPolicy"]["condition"]
-        and "true" in condition["triggerPolicy"]["condition"]
-    )
+    assert deps["check-serving"] == {"package"}
+    conditions = {name: t for name, t in tasks.items() if "triggerPolicy" in t}
+    gate_passed = next(t for t in conditions.values() if "gate" in t["dependentTasks"])
+    assert "gate" in gate_passed["triggerPolicy"]["condition"]
+    assert "true" in gate_passed["triggerPolicy"]["condition"]
+    # promote runs only inside the condition on the serving check, nested in the gate's.
+    check_passed = next(t for t in conditions.values() if "check-serving" in t["dependentTasks"])
+    assert "check-serving" in check_passed["triggerPolicy"]["condition"]
+    assert "true" in check_passed["triggerPolicy"]["condition"]
+    inner = compiled[1]["components"][check_passed["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"promote"}
 
 
 def test_validate_data_shows_its_reports_as_html_and_markdown_artifacts(compiled: tuple[Path, dict]) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 from tests.conftest import config_in
 
 from refinery.config import RunConfig
+from refinery.monitoring.inference_log import InferenceLog
 from refinery.packaging.bento import PackageResult, fetch, package
 
 MODEL_VERSION = "7"
@@ -78,3 +79,14 @@ def wait_until_ready(
         if time.monotonic() > deadline:
             pytest.fail(f"not ready in {timeout_s} s:\n{logs()[-3000:]}")
         time.sleep(0.25)
+
+
+def wait_for_rows(log: InferenceLog, expected: int, timeout_s: float = 30.0) -> int:
+    """Wait until the inference log holds ``expected`` predictions (the service writes them off the request
+    path, a moment after it answers); return the count, which the caller asserts."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (count := log.count()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count

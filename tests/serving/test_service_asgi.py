@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.serving.serving_support import MAX_BATCH_ITEMS, MAX_TEXT_CHARS, MODEL_VERSION, Packaged
+from tests.serving.serving_support import (
+    MAX_BATCH_ITEMS,
+    MAX_TEXT_CHARS,
+    MODEL_VERSION,
+    Packaged,
+    wait_for_rows,
+)
 
 from refinery.monitoring.inference_log import InferenceLog
-from refinery.serving import ENV_INFERENCE_LOG, ServiceSettings
+from refinery.serving import ENV_INFERENCE_LOG, ServiceSettings, env_name
 
 # BentoML 1.4.40's own deprecation noise (pathspec patterns, pydantic 2.11 APIs), not ours.
 pytestmark = pytest.mark.filterwarnings(
@@ -58,7 +64,7 @@ def test_asgi_classify_and_log(client: Any, packaged: Packaged) -> None:
     assert [set(r) for r in body] == [{"label", "scores", "model_version", "prediction_id"}] * 2
     assert {r["model_version"] for r in body} == {MODEL_VERSION}
     assert all(abs(sum(r["scores"].values()) - 1) < 1e-5 for r in body)
-    assert log.count() == before + 2
+    assert wait_for_rows(log, before + 2) == before + 2
     assert list(log.recent(2)["prediction_id"]) == [r["prediction_id"] for r in body]
 
 
@@ -214,39 +220,56 @@ def test_asgi_feedback_on_a_labelled_text_is_a_conflict(client: Any, packaged: P
     assert log.count_feedback() == before
 
 
+def _failures(endpoint: str) -> float:
+    import prometheus_client
+
+    sample = "refinery_inference_log_write_failures_total"
+    return prometheus_client.REGISTRY.get_sample_value(sample, {"endpoint": endpoint}) or 0.0
+
+
 def test_service_class_maps_errors_to_http_statuses(
     service: Any, packaged: Packaged, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import prometheus_client
+    import asyncio
+    import time
+
     from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv(ENV_INFERENCE_LOG, f"sqlite:///{blocker / 'inference.db'}")
+    monkeypatch.setenv(env_name("log_queue_rows"), "3")
     instance = service()  # a fresh instance reads its settings now, at startup
     assert instance.core.model_version == MODEL_VERSION
     assert instance.core.model_name == packaged.cfg.registry.model_name
 
     with pytest.raises(InvalidArgument, match="texts is an empty list") as bad:
-        instance.classify(texts=[])
+        asyncio.run(instance.classify(texts=[]))
     assert bad.value.error_code == 400
 
-    def failures(endpoint: str) -> float:
-        sample = "refinery_inference_log_write_failures_total"
-        return prometheus_client.REGISTRY.get_sample_value(sample, {"endpoint": endpoint}) or 0.0
+    before = {endpoint: _failures(endpoint) for endpoint in ("/classify", "/feedback")}
+    # Answered: the rows wait in the queue while the writer retries; each failed write is counted.
+    answered = asyncio.run(instance.classify(texts=["unloggable one", "unloggable two"]))
+    assert [a.model_version for a in answered] == [MODEL_VERSION] * 2
+    deadline = time.monotonic() + 10
+    while _failures("/classify") == before["/classify"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _failures("/classify") > before["/classify"]
+    # The queue (3 rows) has no room for two more: back-pressure, with when to come back.
+    refused = asyncio.run(instance.classify(texts=["one more", "and another"]))
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert "the inference log is 2 rows behind (at most 3, serving.log_queue_rows)" in refused.body.decode()
+    assert instance.core.writer.queued == 2
 
-    before = {endpoint: failures(endpoint) for endpoint in ("/classify", "/feedback")}
-    with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
-        instance.classify(texts="an unloggable prediction")
-    assert down.value.error_code == 503
-    assert failures("/classify") == before["/classify"] + 1
     with pytest.raises(InvalidArgument, match="items is an empty list") as bad:
         instance.feedback(items=[])
     assert bad.value.error_code == 400
     with pytest.raises(ServiceUnavailable, match="inference log cannot be written") as down:
         instance.feedback(items=[{"text": "an unstorable label", "label": "positive"}])
     assert down.value.error_code == 503
-    assert failures("/feedback") == before["/feedback"] + 1
+    assert _failures("/feedback") == before["/feedback"] + 1
+    assert asyncio.run(instance.core.close(timeout_s=0.5)) == 2, "unwritable rows are reported at shutdown"
 
 
 def test_service_class_maps_feedback_refusals_to_404_and_409(service: Any) -> None:

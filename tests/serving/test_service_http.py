@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.processes import free_port, stop_group
+from tests.processes import free_port
 from tests.serving.serving_support import (
     MAX_BATCH_ITEMS,
     MAX_TEXT_CHARS,
     MODEL_VERSION,
     Packaged,
-    wait_until_ready,
+    wait_for_rows,
 )
 
 from refinery.client import ServiceClient, ServiceError
 from refinery.monitoring.inference_log import InferenceLog
 from refinery.serving import serve_command
+from refinery.serving.process import served
 
 pytestmark = pytest.mark.slow
 
@@ -33,27 +32,12 @@ def server(packaged: Packaged, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cfg = packaged.cfg.model_copy(update={"serving": packaged.cfg.serving.model_copy(update={"port": port})})
     argv, env = serve_command(cfg, packaged.result.bento_tag)
     log_path = tmp_path_factory.mktemp("server") / "bentoml-serve.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            argv,
-            env={**os.environ, **env},
-            cwd=tmp_path_factory.getbasetemp(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(
-            base_url,
-            READY_TIMEOUT_S,
-            lambda: None if proc.poll() is None else f"bentoml serve exited with {proc.returncode}",
-            log_path.read_text,
-        )
-        with httpx.Client(base_url=base_url, timeout=30) as client:
-            yield client
-    finally:
-        stop_group(proc)
+    with (
+        served(argv, env, base_url, READY_TIMEOUT_S, log_path, cwd=tmp_path_factory.getbasetemp()),
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        yield client
 
 
 def _check_predictions(body: object, n: int) -> None:
@@ -81,7 +65,7 @@ def test_single_text_and_list_are_classified_and_logged(server: httpx.Client, pa
     assert batch.status_code == 200, batch.text
     _check_predictions(batch.json(), 3)
 
-    assert log.count() == before + 4
+    assert wait_for_rows(log, before + 4) == before + 4
     logged = log.recent(4)
     assert list(logged["text"]) == ["Great blender, crushes ice in seconds.", *texts]
     assert list(logged["label"]) == [p["label"] for p in single.json() + batch.json()]

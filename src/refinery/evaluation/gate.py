@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.config import LOWER_IS_BETTER
+from refinery.config import LOWER_IS_BETTER, SERVING_METRICS
 from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.results import load_result, to_jsonable, write_json
@@ -215,6 +215,7 @@ def _absolute_rules(gate: GateConfig, challenger: ModelMetrics) -> list[RuleResu
             f"challenger {metric} (gate.max.{metric})",
         )
         for metric, ceiling in gate.max.items()
+        if metric not in SERVING_METRICS  # judged on the packaged Bento by refinery.packaging.check
     ]
     return rules
 

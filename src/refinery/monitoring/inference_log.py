@@ -346,6 +346,9 @@ class InferenceLog:
     def append(self, records: Sequence[PredictionRecord]) -> None:
         """Write predictions in one transaction.
 
+        Idempotent on sqlite and PostgreSQL: a row whose ``prediction_id`` is already stored is skipped,
+        so writing a batch again after a commit whose acknowledgement was lost adds nothing twice.
+
         Raises:
             MonitoringError: The database cannot be written.
         """
@@ -364,9 +367,22 @@ class InferenceLog:
             for r in records
         ]
         self._write(
-            lambda conn: conn.execute(self._table.insert(), rows),
+            lambda conn: conn.execute(self._insert_new(conn), rows),
             f"append {len(rows)} predictions to {self.url}",
         )
+
+    def _insert_new(self, conn: Connection) -> sa.Insert:
+        """An INSERT of predictions that skips prediction ids already stored, where the dialect can."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(self._table).on_conflict_do_nothing(index_elements=["prediction_id"])
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(self._table).on_conflict_do_nothing(index_elements=["prediction_id"])
+        return self._table.insert()
 
     def recent(self, n: int, model_version: str | None = None) -> pd.DataFrame:
         """The newest ``n`` predictions, oldest first.

@@ -158,6 +158,11 @@ class RunSummary:
             lines.append(f"  registered: {reg['name']} version {reg['version']}")
         if pkg := self.steps.get("package"):
             lines.append(f"  bento: {pkg['bento_tag']}")
+        check = self.steps.get("check-serving")
+        if check and not check.get("skipped"):
+            from refinery.packaging.check import ServingCheckResult
+
+            lines += [f"  {line}" for line in ServingCheckResult.from_dict(check).to_lines()]
         if (promo := self.steps.get("promote")) and promo.get("pending_branch"):
             # A protected environment: the change waits for review, the champion has not moved.
             lines.append(
@@ -171,6 +176,10 @@ class RunSummary:
         elif promo:
             lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
             lines.append(f"  champion: {promo['name']} version {promo['version']}")
+        elif self.succeeded and check and not check.get("passed", True):
+            lines.append(
+                "  champion: unchanged; the packaged Bento failed the serving check, so it was not promoted"
+            )
         elif self.succeeded and decision is not None and decision.no_change:
             lines.append(
                 "  champion: unchanged; the challenger is no change, so nothing was registered,"
@@ -208,6 +217,7 @@ _RESULT_FILES = {
     "gate": "decision/decision.json",
     "register": "registration/registration.json",
     "package": "bento/package.json",
+    "check-serving": "check/serving_check.json",
     "promote": "promotion/promotion.json",
 }
 

@@ -240,15 +240,42 @@ def register(
 
 
 @_records_failure
-def package(cfg: RunConfig, version: str, out_dir: Path) -> Any:
+def package(cfg: RunConfig, version: str, out_dir: Path, data_dir: Path | None = None) -> Any:
     """Build the registered version's Bento from its model as the registry holds it, publish it to the
-    Bento store and tag the version with it (a version packaged before keeps its Bento)."""
+    Bento store and tag the version with it (a version packaged before keeps its Bento). ``data_dir``'s
+    test split checks an int8 ONNX export against fp32 when ``packaging.runtime`` asks for it."""
     from refinery.registry.mlflow_registry import Registry
     from refinery.registry.promotion import package_registered
 
-    result = package_registered(cfg, Registry(cfg.registry), version)
+    data = Path(data_dir) if data_dir is not None else None
+    result = package_registered(cfg, Registry(cfg.registry), version, data_dir=data)
     write_json(result, Path(out_dir) / "package.json")
     return result
+
+
+@_records_failure
+def check_serving(cfg: RunConfig, bento: Any, data_dir: Path, out_dir: Path, report_path: Path) -> Any:
+    """Serve the packaged Bento as production does and load it with the test split's texts; the gate's
+    serving rules decide whether it may be promoted (see :mod:`refinery.packaging.check`). Writes
+    serving_check.json and the server's log to ``out_dir``, the Markdown verdict to ``report_path``."""
+    import pandas as pd
+
+    from refinery.packaging.check import ServingCheckResult
+    from refinery.packaging.check import check_serving as run_check
+
+    if not cfg.gate.serving_check.enabled:
+        result = ServingCheckResult(bento.bento_tag, started=False)
+        Path(report_path).write_text("# Serving check\n\nSkipped: gate.serving_check.enabled is false.\n")
+        write_json(
+            {**result.to_dict(), "passed": True, "skipped": True}, Path(out_dir) / "serving_check.json"
+        )
+        return True
+    texts = pd.read_parquet(Path(data_dir) / "test.parquet", columns=["text"])["text"].astype(str).tolist()
+    result = run_check(cfg, bento, texts, Path(out_dir))
+    Path(report_path).write_text(result.to_markdown(), encoding="utf-8")
+    for line in result.to_lines():
+        print(line, flush=True)
+    return result.passed
 
 
 @_records_failure

@@ -283,7 +283,7 @@ def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -
     (ctx / BENTOFILE).write_text(yaml.safe_dump(final, sort_keys=False), encoding="utf-8")
 
 
-def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResult:
+def package(cfg: RunConfig, model_dir: Path, model_version: str, runtime: str = "torch") -> PackageResult:
     """Build the serving Bento around ``model_dir`` and publish it to ``packaging.bento_store``.
 
     The model is named ``cfg.registry.model_name`` with version ``v<model_version>-<digest>``, labelled
@@ -296,6 +296,8 @@ def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResul
             ``model.max_length``).
         model_dir: The model directory (``save_pretrained`` output with safetensors weights).
         model_version: The registered version the model directory holds.
+        runtime: What the service runs the model with (``torch``, or ``onnx-int8`` when ``model_dir``
+            holds the int8 export), recorded with the model in the Bento.
 
     Returns:
         The Bento's tag, its model's tag, and where it is stored with its SHA-256.
@@ -305,7 +307,12 @@ def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResul
             cannot be read or written; the message names the file, the BentoML error or the store URI.
     """
     from refinery.packaging import store
-    from refinery.serving import MODEL_LABEL_NAME, MODEL_LABEL_VERSION, MODEL_METADATA_MAX_LENGTH
+    from refinery.serving import (
+        MODEL_LABEL_NAME,
+        MODEL_LABEL_VERSION,
+        MODEL_METADATA_MAX_LENGTH,
+        MODEL_METADATA_RUNTIME,
+    )
 
     if not cfg.packaging.bento_store:
         raise PackagingError("packaging.bento_store is empty; load the configuration with load_config")
@@ -339,6 +346,7 @@ def package(cfg: RunConfig, model_dir: Path, model_version: str) -> PackageResul
             },
             "model_metadata": {
                 MODEL_METADATA_MAX_LENGTH: cfg.model.max_length,
+                MODEL_METADATA_RUNTIME: runtime,
                 "labels": list(cfg.data.labels),
                 "sha256": digest,
             },

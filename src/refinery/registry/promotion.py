@@ -230,7 +230,11 @@ def pin_image(image: str) -> str:
 
 
 def package_registered(
-    cfg: RunConfig, registry: Registry, version: str, model_dir: Path | None = None
+    cfg: RunConfig,
+    registry: Registry,
+    version: str,
+    model_dir: Path | None = None,
+    data_dir: Path | None = None,
 ) -> PackageResult:
     """The Bento of a registered version as this release packages it, published and recorded on the version.
 
@@ -241,6 +245,9 @@ def package_registered(
     The version's tags then name it (with the SHA-256 of the stored file). Running it again after a crash
     anywhere leaves one Bento and one set of tags.
 
+    With ``packaging.runtime: onnx-int8`` the int8 export is checked against fp32 on ``data_dir``'s test
+    split first (:mod:`refinery.packaging.runtime`); the runtime chosen and the comparison are tagged.
+
     Raises:
         RegistryError: The version cannot be read, downloaded or tagged.
         PackagingError: Packaging failed, or the store cannot be reached.
@@ -248,12 +255,14 @@ def package_registered(
     import tempfile
 
     from refinery.packaging.bento import package
+    from refinery.packaging.runtime import choose_runtime
 
     info = registry.get(version)
     with tempfile.TemporaryDirectory(prefix="refinery-package-") as tmp:
         source = model_dir or registry.download(info.version, "model", Path(tmp))
-        result = package(cfg, source, info.version)
-    registry.tag(info.version, result.tags())
+        choice = choose_runtime(cfg, source, data_dir, Path(tmp))
+        result = package(cfg, choice.model_dir, info.version, runtime=choice.runtime)
+    registry.tag(info.version, {**result.tags(), **choice.tags()})
     return result
 
 

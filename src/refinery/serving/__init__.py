@@ -9,19 +9,22 @@ reads them once at startup and nothing else here reads the environment.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from refinery.config import ModelConfig, ServingConfig
 from refinery.errors import ConfigError, RefineryError
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
-    from refinery.modeling import Classifier
+    from refinery.modeling import Classifier, Prediction
     from refinery.monitoring.inference_log import FeedbackRecord, InferenceLog
+    from refinery.serving.onnx import OnnxClassifier
 
 ENV_INFERENCE_LOG = "REFINERY_INFERENCE_LOG"
 ENV_MAX_TEXT_CHARS = "REFINERY_MAX_TEXT_CHARS"
@@ -39,59 +42,74 @@ ENV_BENTO_SHA256 = "REFINERY_BENTO_SHA256"
 MODEL_LABEL_NAME = "refinery.model_name"
 MODEL_LABEL_VERSION = "refinery.model_version"
 MODEL_METADATA_MAX_LENGTH = "max_length"
+MODEL_METADATA_RUNTIME = "runtime"
+
+# How long /feedback waits for queued predictions to reach the inference log before looking one up.
+_FEEDBACK_FLUSH_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidRequest(RefineryError):
     """A classification request is malformed; the message names the item and the limit at fault."""
 
 
+def _serving_default(name: str) -> Any:
+    return ServingConfig.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Everything the running service needs besides the model.
+    """Everything the running service needs besides the model; each is a ``serving.*`` setting of the
+    same name (see :class:`refinery.config.ServingConfig`) and travels as the variable
+    ``REFINERY_<NAME>``, e.g. ``REFINERY_MAX_QUEUED_TEXTS``.
 
     Attributes:
         inference_log: SQLAlchemy URL of the inference log every prediction is appended to.
-        max_text_chars: Longest text accepted, in characters.
-        max_batch_items: Most texts accepted in one request.
         max_length: Texts are truncated to this many tokens; None means the value recorded with the
-            model when it was packaged.
+            model when it was packaged (``model.max_length``).
+        The others: request limits, batching, the inference-log queue and the workers.
     """
 
     inference_log: str
-    max_text_chars: int = ServingConfig.model_fields["max_text_chars"].default
-    max_batch_items: int = ServingConfig.model_fields["max_batch_items"].default
+    max_text_chars: int = _serving_default("max_text_chars")
+    max_batch_items: int = _serving_default("max_batch_items")
     max_length: int | None = None
+    workers: int = _serving_default("workers")
+    threads: int | None = None
+    max_batch_size: int = _serving_default("max_batch_size")
+    batch_wait_ms: float = _serving_default("batch_wait_ms")
+    max_queued_texts: int = _serving_default("max_queued_texts")
+    log_queue_rows: int = _serving_default("log_queue_rows")
+    log_batch_rows: int = _serving_default("log_batch_rows")
+    max_request_bytes: int = _serving_default("max_request_bytes")
+    retry_after_s: int = _serving_default("retry_after_s")
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> ServiceSettings:
         """Settings from a resolved run configuration."""
         if not cfg.serving.inference_log:
             raise ConfigError("serving.inference_log is empty; load the configuration with load_config")
-        return cls(
-            inference_log=cfg.serving.inference_log,
-            max_text_chars=cfg.serving.max_text_chars,
-            max_batch_items=cfg.serving.max_batch_items,
-            max_length=cfg.model.max_length,
-        )
+        serving = cfg.serving.model_dump()
+        values = {f.name: serving[f.name] for f in fields(cls) if f.name in serving}
+        return cls(**{**values, "max_length": cfg.model.max_length})
 
     def to_env(self) -> dict[str, str]:
-        """The environment variables that carry these settings to the service."""
-        env = {
-            ENV_INFERENCE_LOG: self.inference_log,
-            ENV_MAX_TEXT_CHARS: str(self.max_text_chars),
-            ENV_MAX_BATCH_ITEMS: str(self.max_batch_items),
+        """The environment variables that carry these settings to the service (unset ones are left out)."""
+        return {
+            env_name(f.name): str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
         }
-        if self.max_length is not None:
-            env[ENV_MAX_LENGTH] = str(self.max_length)
-        return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ServiceSettings:
-        """Settings from environment variables (read by the service at startup).
+        """Settings from environment variables (read by the service at startup); unset ones keep their
+        defaults.
 
         Raises:
-            ConfigError: The inference log variable is missing, or a number is not a positive integer;
-                the message names the variable.
+            ConfigError: The inference log variable is missing, or a number is not a positive number (or
+                0 for the batch wait); the message names the variable.
         """
         url = environ.get(ENV_INFERENCE_LOG, "").strip()
         if not url:
@@ -99,25 +117,33 @@ class ServiceSettings:
                 f"{ENV_INFERENCE_LOG} is not set: the service needs the SQLAlchemy URL of the inference log "
                 "(serving.inference_log); `refinery serve` and the Kubernetes manifests set it"
             )
-
-        def positive(name: str, default: int | None) -> int | None:
-            raw = environ.get(name, "").strip()
-            if not raw:
-                return default
+        values: dict[str, Any] = {"inference_log": url}
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name), "").strip()
+            if f.name == "inference_log" or not raw:
+                continue
+            number = float if f.name == "batch_wait_ms" else int
             try:
-                value = int(raw)
+                value = number(raw)
             except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not an integer") from None
-            if value < 1:
-                raise ConfigError(f"{name}={raw!r} must be at least 1")
-            return value
+                raise ConfigError(
+                    f"{env_name(f.name)}={raw!r} is not {'a number' if number is float else 'an integer'}"
+                ) from None
+            if value < (0 if number is float else 1):
+                raise ConfigError(
+                    f"{env_name(f.name)}={raw!r} must be at least {0 if number is float else 1}"
+                )
+            values[f.name] = value
+        return cls(**values)
 
-        return cls(
-            inference_log=url,
-            max_text_chars=positive(ENV_MAX_TEXT_CHARS, cls.max_text_chars) or cls.max_text_chars,
-            max_batch_items=positive(ENV_MAX_BATCH_ITEMS, cls.max_batch_items) or cls.max_batch_items,
-            max_length=positive(ENV_MAX_LENGTH, None),
-        )
+    def replace(self, **changes: Any) -> ServiceSettings:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(setting: str) -> str:
+    """The environment variable that carries the service setting ``setting`` (``REFINERY_<NAME>``)."""
+    return f"REFINERY_{setting.upper()}"
 
 
 @dataclass(frozen=True)
@@ -184,46 +210,109 @@ def validate_texts(texts: object, max_text_chars: int, max_batch_items: int) -> 
     return [str(item) for item in items]
 
 
+class ServingHooks(Protocol):
+    """What the service reports as it works (the Prometheus metrics of :mod:`refinery.serving.metrics`)."""
+
+    def batch(self, size: int) -> None: ...
+    def predicted(self, labels: Sequence[str]) -> None: ...
+    def log_write_failed(self, endpoint: str) -> None: ...
+    def log_queue(self, rows: int) -> None: ...
+    def rejected(self, endpoint: str, reason: str) -> None: ...
+
+
 class ClassificationService:
-    """A loaded classifier that checks requests, predicts and logs each prediction."""
+    """A loaded classifier that checks requests, batches them into the model and logs each prediction.
+
+    Predictions go through a :class:`~refinery.serving.batching.Batcher` and their rows through a
+    :class:`~refinery.serving.log_writer.LogWriter`; :meth:`close` drains both (the service's shutdown).
+    """
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | OnnxClassifier,
         model_name: str,
         model_version: str,
         settings: ServiceSettings,
         log: InferenceLog,
+        *,
+        runtime: str = "torch",
+        hooks: ServingHooks | None = None,
     ) -> None:
+        from refinery.serving.batching import Batcher
+        from refinery.serving.log_writer import LogWriter
+
         self.classifier = classifier
         self.model_name = model_name
         self.model_version = model_version
         self.settings = settings
         self.log = log
+        self.runtime = runtime
+        self.hooks = hooks
+        self.batcher: Batcher[Prediction] = Batcher(
+            lambda texts: classifier.predict(texts, batch_size=len(texts)),
+            max_batch_size=settings.max_batch_size,
+            max_queued=settings.max_queued_texts,
+            max_wait_ms=settings.batch_wait_ms,
+            retry_after_s=settings.retry_after_s,
+            on_batch=hooks.batch if hooks else None,
+        )
+        self.writer = LogWriter(
+            log,
+            capacity=settings.log_queue_rows,
+            batch_rows=settings.log_batch_rows,
+            retry_after_s=settings.retry_after_s,
+            on_failure=(lambda _exc: hooks.log_write_failed("/classify")) if hooks else None,
+            on_depth=hooks.log_queue if hooks else None,
+        )
 
     @classmethod
     def load(
-        cls, model_dir: Path, model_name: str, model_version: str, settings: ServiceSettings
+        cls,
+        model_dir: Path,
+        model_name: str,
+        model_version: str,
+        settings: ServiceSettings,
+        *,
+        runtime: str = "torch",
+        hooks: ServingHooks | None = None,
     ) -> ClassificationService:
         """Load the model in ``model_dir`` and open the inference log named by ``settings``.
 
         Args:
-            model_dir: A model directory (``save_pretrained`` output, safetensors).
+            model_dir: A model directory (``save_pretrained`` output, safetensors; for the ``onnx-int8``
+                runtime also the quantized ONNX file packaging exported).
             model_name: Registered model name, recorded with every prediction.
             model_version: Registered model version, returned and recorded with every prediction.
-            settings: Limits, token length and inference log URL.
+            settings: Limits, token length, batching, threads and inference log URL.
+            runtime: ``torch`` (fp32) or ``onnx-int8`` (ONNX Runtime on the quantized export).
+            hooks: Where to report batches, predictions and the log's state (metrics).
 
         Raises:
             ModelLoadError: The model cannot be loaded.
             MonitoringError: The inference log URL is malformed.
+            ConfigError: ``runtime`` is not one refinery serves.
         """
-        from refinery.modeling import load_classifier
         from refinery.monitoring.inference_log import InferenceLog
 
-        classifier = load_classifier(
-            Path(model_dir), max_length=settings.max_length or ModelConfig.model_fields["max_length"].default
-        )
-        return cls(classifier, model_name, model_version, settings, InferenceLog(settings.inference_log))
+        max_length = settings.max_length or ModelConfig.model_fields["max_length"].default
+        threads = settings.threads or max(1, available_cpus() // settings.workers)
+        classifier: Classifier | OnnxClassifier
+        if runtime == "torch":
+            import torch
+
+            from refinery.modeling import load_classifier
+
+            torch.set_num_threads(threads)
+            classifier = load_classifier(Path(model_dir), max_length=max_length)
+        elif runtime == "onnx-int8":
+            from refinery.serving.onnx import load_onnx_classifier
+
+            classifier = load_onnx_classifier(Path(model_dir), max_length=max_length, threads=threads)
+        else:
+            raise ConfigError(f"runtime {runtime!r} of {model_dir} is not one of torch, onnx-int8")
+        logger.info("%s runtime with %d threads, %d worker(s)", runtime, threads, settings.workers)
+        log = InferenceLog(settings.inference_log)
+        return cls(classifier, model_name, model_version, settings, log, runtime=runtime, hooks=hooks)
 
     @classmethod
     def from_packaged_model(
@@ -232,11 +321,12 @@ class ClassificationService:
         labels: Mapping[str, str],
         metadata: Mapping[str, Any],
         settings: ServiceSettings,
+        hooks: ServingHooks | None = None,
     ) -> ClassificationService:
         """Load a model imported into the BentoML store by :func:`refinery.packaging.bento.package`.
 
         The registered name and version come from the store model's labels; the token length from
-        ``settings`` or else from the length recorded at packaging.
+        ``settings`` or else from the length recorded at packaging; the runtime from the packaging record.
 
         Raises:
             ConfigError: The store model lacks the labels packaging records.
@@ -249,21 +339,25 @@ class ClassificationService:
             )
         recorded = metadata.get(MODEL_METADATA_MAX_LENGTH)
         max_length = settings.max_length or (int(recorded) if recorded else None)
-        resolved = ServiceSettings(
-            inference_log=settings.inference_log,
-            max_text_chars=settings.max_text_chars,
-            max_batch_items=settings.max_batch_items,
-            max_length=max_length,
+        return cls.load(
+            model_dir,
+            labels[MODEL_LABEL_NAME],
+            labels[MODEL_LABEL_VERSION],
+            settings.replace(max_length=max_length),
+            runtime=str(metadata.get(MODEL_METADATA_RUNTIME) or "torch"),
+            hooks=hooks,
         )
-        return cls.load(model_dir, labels[MODEL_LABEL_NAME], labels[MODEL_LABEL_VERSION], resolved)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """The labels the model can answer, in class-index order."""
         return tuple(self.classifier.labels)
 
-    def classify(self, texts: object) -> list[Classification]:
-        """Validate ``texts``, predict each, append the predictions to the inference log.
+    async def classify(self, texts: object) -> list[Classification]:
+        """Validate ``texts``, predict them in the batcher, queue their rows for the inference log.
+
+        Room in the log's queue is reserved before the model runs, so an answered prediction is always
+        logged (once the queue drains) and a full queue refuses the request instead.
 
         Args:
             texts: One string or a list of strings.
@@ -273,12 +367,26 @@ class ClassificationService:
 
         Raises:
             InvalidRequest: The request is malformed (nothing is predicted or logged).
-            MonitoringError: The predictions could not be logged.
+            Overloaded: Too many texts wait for the model.
+            LogQueueFull: Too many rows wait for the inference log.
         """
         from refinery.monitoring.inference_log import PredictionRecord
+        from refinery.serving.batching import Overloaded
+        from refinery.serving.log_writer import LogQueueFull
 
         items = validate_texts(texts, self.settings.max_text_chars, self.settings.max_batch_items)
-        predictions = self.classifier.predict(items)
+        try:
+            self.writer.reserve(len(items))
+        except LogQueueFull:
+            self._rejected("/classify", "overloaded")
+            raise
+        try:
+            predictions = await self.batcher.submit(items)
+        except BaseException as exc:
+            self.writer.release(len(items))
+            if isinstance(exc, Overloaded):
+                self._rejected("/classify", "overloaded")
+            raise
         records = [
             PredictionRecord(
                 text=text,
@@ -289,14 +397,21 @@ class ClassificationService:
             )
             for text, p in zip(items, predictions, strict=True)
         ]
-        self.log.append(records)
+        self.writer.put(records)
+        if self.hooks is not None:
+            self.hooks.predicted([r.label for r in records])
         return [Classification(r.label, r.scores, self.model_version, r.prediction_id) for r in records]
+
+    def _rejected(self, endpoint: str, reason: str) -> None:
+        if self.hooks is not None:
+            self.hooks.rejected(endpoint, reason)
 
     def feedback(self, items: object) -> list[FeedbackRecord]:
         """Store the labels users send about predictions (by ``prediction_id``) or texts.
 
-        The labels a user may give are the served model's; the limits are the service's
-        (``max_text_chars`` per text, ``max_batch_items`` items per request). See
+        Predictions still queued for the inference log are written first, so a label for a prediction
+        answered a moment ago finds it. The labels a user may give are the served model's; the limits
+        are the service's (``max_text_chars`` per text, ``max_batch_items`` items per request). See
         :meth:`refinery.monitoring.inference_log.InferenceLog.add_feedback`.
 
         Args:
@@ -310,9 +425,41 @@ class ClassificationService:
                 text twice (409); nothing is stored.
             MonitoringError: The inference log cannot be read or written.
         """
+        if isinstance(items, list) and any(isinstance(i, Mapping) and i.get("prediction_id") for i in items):
+            self.writer.flush(timeout_s=_FEEDBACK_FLUSH_S)
         return self.log.add_feedback(
             items, self.labels, self.settings.max_text_chars, max_items=self.settings.max_batch_items
         )
+
+    async def close(self, timeout_s: float = 30.0) -> int:
+        """Finish the queued requests and write every queued prediction (the service's shutdown).
+
+        Returns:
+            Predictions left unwritten after ``timeout_s`` (0 when the log drained).
+        """
+        import asyncio
+
+        await self.batcher.close()
+        return await asyncio.to_thread(self.writer.close, timeout_s)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its cgroup's CPU limit (a Kubernetes ``limits.cpu``), rounded up, when
+    lower than the CPUs it may run on; ``os.cpu_count()`` reports the node's, far too many in a pod."""
+    import math
+    import os
+
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            allowed = min(allowed, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, allowed)
 
 
 def bentoml_serve_argv(bento_tag: str, host: str, port: int) -> list[str]:

@@ -105,7 +105,7 @@ def test_package_publishes_a_bento_that_fetch_makes_servable(
     # The service and the refinery code it imports travel inside the Bento.
     src = bento / "src"
     assert (src / "service.py").read_text() == (REPO_ROOT / "serving" / "service.py").read_text()
-    assert (src / "refinery" / "serving.py").is_file()
+    assert (src / "refinery" / "serving" / "__init__.py").is_file()
     assert (src / "refinery" / "monitoring" / "inference_log.py").is_file()
     assert not list(src.rglob("__pycache__"))
 

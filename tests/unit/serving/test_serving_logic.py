@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from refinery.serving import (
     ENV_MAX_TEXT_CHARS,
     MODEL_LABEL_NAME,
     MODEL_LABEL_VERSION,
+    Classification,
     ClassificationService,
     InvalidRequest,
     ServiceSettings,
@@ -25,6 +27,13 @@ from refinery.serving import (
 )
 
 LABELS = ("negative", "positive")
+
+
+def classify(service: ClassificationService, texts: object) -> list[Classification]:
+    """One request to the service, and its predictions written to the inference log."""
+    results = asyncio.run(service.classify(texts))
+    assert service.writer.flush(timeout_s=30)
+    return results
 
 
 @pytest.mark.parametrize(
@@ -106,8 +115,8 @@ def test_classify_predicts_and_logs_every_text(
     )
     assert service.labels == LABELS
 
-    results = service.classify(["great value, works well", "broke after a day"])
-    single = service.classify("arrived on time")
+    results = classify(service, ["great value, works well", "broke after a day"])
+    single = classify(service, "arrived on time")
 
     assert len(results) == 2
     assert len(single) == 1
@@ -135,7 +144,7 @@ def test_classify_predicts_and_logs_every_text(
     assert len({r.prediction_id for r in [*results, *single]}) == 3
 
     with pytest.raises(InvalidRequest, match="at most 4"):
-        service.classify(["x"] * 5)
+        classify(service, ["x"] * 5)
     assert log.count() == 3, "a rejected request must not be logged"
 
 
@@ -154,7 +163,7 @@ def test_feedback_takes_the_models_labels_and_the_service_limits(
     service = ClassificationService.load(
         tiny_model_dir, "review-sentiment-test", "5", ServiceSettings.from_config(cfg)
     )
-    (answer,) = service.classify("quiet and sturdy")
+    (answer,) = classify(service, "quiet and sturdy")
     wrong = "negative" if answer.label == "positive" else "positive"
 
     stored = service.feedback(
