@@ -595,29 +595,214 @@ def test_monitor_alerts_read_the_cronjob_through_kube_state_metrics(kubectl: str
 # --------------------------------------------------------------------------------------------- monitoring
 
 
-def test_serving_alerts_cover_errors_latency_and_inference_log_writes(kubectl: str) -> None:
+def _serving_alerts(kubectl: str) -> dict[str, dict[str, Any]]:
     rule = one(render(kubectl, K8S / "platform"), "PrometheusRule")
     groups = rule["spec"]["groups"]
     assert len({g["name"] for g in groups}) == len(groups)
-    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def _threshold(expr: str) -> float:
+    """The constant an alert compares its expression with (`... > 1`)."""
+    match = re.search(r">\s*([0-9.]+)\s*$", expr)
+    assert match, f"no `> threshold` at the end of {expr!r}"
+    return float(match.group(1))
+
+
+def test_serving_alerts_cover_errors_latency_overload_and_the_inference_log(kubectl: str) -> None:
+    from refinery.config import read_config
+    from refinery.serving.metrics import DURATION_BUCKETS
+
+    alerts = _serving_alerts(kubectl)
     assert {
+        "RefineryServingDown",
         "RefineryServingErrorRate",
         "RefineryServingLatencyP99",
+        "RefineryServingOverloaded",
         "RefineryInferenceLogWriteFailures",
+        "RefineryInferenceLogBacklog",
     } <= set(alerts)
     errors = alerts["RefineryServingErrorRate"]["expr"]
     assert "bentoml_service_request_total" in errors and 'http_response_code=~"5.."' in errors
+    # The service's own histogram, per route; the threshold is a bucket bound, so the estimate is exact
+    # there (histogram_quantile interpolates inside a bucket).
     latency = alerts["RefineryServingLatencyP99"]["expr"]
     assert "histogram_quantile(0.99" in latency
-    assert "bentoml_service_request_duration_seconds_bucket" in latency
-    assert (
-        "refinery_inference_log_write_failures_total" in alerts["RefineryInferenceLogWriteFailures"]["expr"]
-    )
+    assert "refinery_request_duration_seconds_bucket" in latency
+    assert re.search(r"by \([^)]*\ble\b[^)]*\)", latency)
+    assert _threshold(latency) in DURATION_BUCKETS
+    overloaded = alerts["RefineryServingOverloaded"]["expr"]
+    assert "refinery_requests_rejected_total" in overloaded and 'reason="overloaded"' in overloaded
+    failures = alerts["RefineryInferenceLogWriteFailures"]
+    assert "refinery_inference_log_write_failures_total" in failures["expr"]
+    # 80% of the queue's capacity in the cluster configuration (serving.log_queue_rows), per pod, for 5
+    # minutes; the gauge sums a pod's workers, so with several the alert warns earlier, never later.
+    backlog = alerts["RefineryInferenceLogBacklog"]
+    assert "refinery_inference_log_queue_rows" in backlog["expr"]
+    assert re.search(r"by \(namespace, pod\)", backlog["expr"])
+    serving = read_config(PROD_CONFIG).serving
+    assert _threshold(backlog["expr"]) == 0.8 * serving.log_queue_rows
+    assert f"serving.log_queue_rows = {serving.log_queue_rows}" in backlog["annotations"]["description"]
+    assert backlog["for"] == "5m"
+    # A failed write is retried, not a refused request: the text must not say otherwise.
+    description = failures["annotations"]["description"]
+    assert "retried" in description and "were refused" not in description
     for name, alert in alerts.items():
-        # The ServiceMonitor's job (the Service's name), and the namespace kept for routing.
-        assert 'job="refinery-serving"' in alert["expr"], name
-        assert alert["labels"]["severity"] in {"critical", "warning", "info"}
-        assert alert["annotations"]["summary"]
+        expr = alert["expr"]
+        # The ServiceMonitor's job (the Service's name), and the namespace kept for routing: every
+        # aggregation names it in its `by`, none aggregates it away.
+        assert 'job="refinery-serving"' in expr, name
+        for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+            assert "namespace" in {label.strip() for label in clause.split(",")}, (name, clause)
+        assert not re.search(r"\b(sum|avg|min|max|count|topk|bottomk|quantile)\s*\(", expr), (
+            f"{name} aggregates without `by (namespace, ...)`"
+        )
+        assert "without" not in expr, name
+        assert alert["labels"]["severity"] in {"critical", "warning", "info"}, name
+        assert alert["annotations"]["summary"], name
+        assert alert["annotations"]["description"], name
+
+
+# ------------------------------------------------------------------------------------ Grafana dashboard
+
+DASHBOARD = K8S / "platform" / "grafana-dashboard.json"
+# kubectl apply (client side) keeps the whole object in an annotation of at most 256 KiB.
+DASHBOARD_MAX_BYTES = 200_000
+# A name inside PromQL (series, function, label or keyword), taken whole: a recorded series such as
+# `namespace:refinery_x:rate5m` keeps its colons. String literals are removed before it is applied.
+_SERIES = re.compile(r"(?<![\w:])[a-zA-Z_:][\w:]*")
+
+
+def _dashboard_config_map(kubectl: str) -> dict[str, Any]:
+    objects = render(kubectl, K8S / "platform")
+    labelled = [o for o in objects if o["metadata"].get("labels", {}).get("grafana_dashboard")]
+    [config_map] = [o for o in labelled if o["kind"] == "ConfigMap"]
+    return config_map
+
+
+def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            exprs.append(query["query"] if isinstance(query, dict) else query)
+    return exprs
+
+
+def _refinery_series(expr: str) -> set[str]:
+    # Strip string literals first: label values (`job="refinery-serving"`) are not series.
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    return {name for name in _SERIES.findall(bare) if "refinery_" in name}
+
+
+def test_the_dashboard_is_a_configmap_for_grafanas_sidecar(kubectl: str) -> None:
+    """k8s/platform ships the dashboard once per cluster, as the ConfigMap kube-prometheus-stack's
+    Grafana sidecar loads (label grafana_dashboard: "1"), under a name without a hash suffix."""
+    config_map = _dashboard_config_map(kubectl)
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["name"] == "refinery-grafana-dashboard"
+    generators = kustomization("platform")["configMapGenerator"]
+    [generator] = [g for g in generators if g["name"] == config_map["metadata"]["name"]]
+    assert generator["options"]["disableNameSuffixHash"] is True
+    [(key, text)] = config_map["data"].items()
+    dashboard = json.loads(text)
+    # The sidecar writes each key as a file into one folder: the key is named after the uid.
+    assert key == f"{dashboard['uid']}.json"
+    assert text == DASHBOARD.read_text()
+    assert len(text.encode()) < DASHBOARD_MAX_BYTES
+    # Once per cluster: no overlay ships a second copy with the same uid.
+    for overlay in OVERLAYS:
+        assert not [
+            o
+            for o in render(kubectl, K8S / "overlays" / overlay)
+            if o["metadata"].get("labels", {}).get("grafana_dashboard")
+        ], overlay
+
+
+def test_the_dashboard_is_templated_and_every_panel_queries_the_chosen_namespace() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "refinery-serving"
+    assert dashboard["schemaVersion"] >= 39  # Grafana 10.4 and later
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["namespace"]["type"] == "query"
+    assert variables["namespace"]["datasource"]["uid"] == "${datasource}"
+    assert 'job="refinery-serving"' in str(variables["namespace"]["query"])
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert len(panels) >= 12
+    units = set()
+    for panel in panels:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, title
+        assert panel["targets"], title
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], title
+            assert target["expr"].strip(), title
+            assert 'namespace="$namespace"' in target["expr"], title
+        # A heatmap's unit is its y axis'.
+        heatmap_axis = panel.get("options", {}).get("yAxis", {})
+        unit = panel["fieldConfig"]["defaults"].get("unit") or heatmap_axis.get("unit")
+        assert unit, f"{title} has no unit"
+        units.add(unit)
+    assert {"s", "reqps", "short"} <= units
+    exprs = "\n".join(t["expr"] for p in panels for t in p["targets"])
+    for series in ("bentoml_service_request_total", "bentoml_service_request_in_progress"):
+        assert series in exprs
+    for series in ("container_cpu_usage_seconds_total", "container_memory_working_set_bytes"):
+        assert re.search(series + r'\{[^}]*container="serving"', exprs), series
+
+
+def test_the_dashboard_shows_the_alerts_thresholds(kubectl: str) -> None:
+    alerts = _serving_alerts(kubectl)
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = {p["title"]: p for p in dashboard["panels"]}
+
+    def steps(title: str) -> set[float]:
+        defaults = panels[title]["fieldConfig"]["defaults"]
+        assert defaults["custom"]["thresholdsStyle"]["mode"] == "line", title
+        return {s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None}
+
+    latency, backlog = alerts["RefineryServingLatencyP99"], alerts["RefineryInferenceLogBacklog"]
+    assert _threshold(latency["expr"]) in steps("Latency p50 / p95 / p99 by endpoint")
+    assert _threshold(backlog["expr"]) in steps("Inference-log queue rows per pod")
+
+
+def test_every_refinery_series_the_dashboard_and_alerts_name_is_one_the_service_exposes(kubectl: str) -> None:
+    """The series names of refinery.serving.metrics are the contract: a renamed series would leave a
+    panel empty and an alert silent, with nothing failing."""
+    from refinery.serving.metrics import EXPOSED
+
+    rules = [
+        r
+        for directory in ("platform", "monitor")
+        for o in render(kubectl, K8S / directory)
+        if o["kind"] == "PrometheusRule"
+        for g in o["spec"]["groups"]
+        for r in g["rules"]
+    ]
+    recorded = {r["record"] for r in rules if "record" in r}
+    dashboard = json.loads(DASHBOARD.read_text())
+    used: dict[str, set[str]] = {}
+    for where, exprs in (
+        ("the dashboard", _dashboard_exprs(dashboard)),
+        ("the alerts", [str(r["expr"]) for r in rules]),
+    ):
+        names = set().union(*(_refinery_series(e) for e in exprs))
+        used[where] = names
+        # A recorded series (level:metric:operations) is defined by a rule here; every other is exposed.
+        unknown = {n for n in names if n not in (recorded if ":" in n else EXPOSED)}
+        assert not unknown, f"{where}: series refinery does not expose: {sorted(unknown)}"
+    # The regular expression finds what it should (not vacuous), and the dashboard shows every series.
+    assert {"refinery_inference_log_queue_rows", "refinery_requests_rejected_total"} <= used["the alerts"]
+
+    def family(name: str) -> str:
+        return re.sub(r"_(bucket|sum|count|total)$", "", name)
+
+    assert {family(n) for n in used["the dashboard"]} == {family(n) for n in EXPOSED}
+    assert _refinery_series('x{job="refinery-serving"} + ns:refinery_y:rate5m') == {"ns:refinery_y:rate5m"}
 
 
 # ------------------------------------------------------------------------------------------------- MLflow
