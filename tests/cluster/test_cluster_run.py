@@ -318,6 +318,9 @@ def test_a_run_in_containers_ends_with_a_promoted_version_on_the_remote_and_in_t
     assert cluster_run.summary.succeeded, f"{cluster_run.summary.to_text()}\n{console.text}"
     assert f"steps run in {cluster.images.project}" in console.text
     assert "✓ promote success" in console.text
+    # The packaged Bento was served in the project image from the S3 store and loaded before promote.
+    assert "✓ check-serving success" in console.text
+    assert cluster_run.summary.steps["check-serving"]["passed"] is True
     registry = _registry(cluster)
     # Nothing duplicated by the retries: one version, one Bento, one promotion commit, no revert.
     assert [v.version for v in registry.versions()] == ["1"]
