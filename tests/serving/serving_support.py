@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,30 +54,6 @@ def package_for_tests(root: Path, tiny_model_dir: Path, demo_df: pd.DataFrame) -
     for bento in (result, newer):
         fetch(bento, Path(str(cfg.packaging.bentoml_home)))
     return Packaged(cfg, result, newer)
-
-
-def wait_until_ready(
-    base_url: str, timeout_s: float, problem: Callable[[], str | None], logs: Callable[[], str]
-) -> None:
-    """Poll ``/readyz`` until it answers 200; fail the test with the server's log when ``problem()``
-    reports one (the server died) or ``timeout_s`` passes."""
-    import time
-
-    import httpx
-    import pytest
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if (why := problem()) is not None:
-            pytest.fail(f"{why}:\n{logs()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not ready in {timeout_s} s:\n{logs()[-3000:]}")
-        time.sleep(0.25)
 
 
 def wait_for_rows(log: InferenceLog, expected: int, timeout_s: float = 30.0) -> int:
