@@ -273,8 +273,6 @@ def check_serving(cfg: RunConfig, bento: Any, data_dir: Path, out_dir: Path, rep
     texts = pd.read_parquet(Path(data_dir) / "test.parquet", columns=["text"])["text"].astype(str).tolist()
     result = run_check(cfg, bento, texts, Path(out_dir))
     Path(report_path).write_text(result.to_markdown(), encoding="utf-8")
-    for line in result.to_lines():
-        print(line, flush=True)
     return result.passed
 
 

@@ -14,6 +14,7 @@ does not start fails the rule ``serving_check.start``. The pipeline promotes onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -146,7 +147,7 @@ def judge(cfg: RunConfig, result: ServingCheckResult) -> ServingCheckResult:
                 f"{metric} {shown} {'<=' if ok else 'exceeds'} gate.max.{metric}={ceiling:g}",
             )
         )
-    return ServingCheckResult(**{**result.__dict__, "rules": tuple(rules)})
+    return dataclasses.replace(result, rules=tuple(rules))
 
 
 def check_serving(
@@ -173,7 +174,7 @@ def check_serving(
     from refinery.serving.process import ServerStartError, free_port, served
 
     check = cfg.gate.serving_check
-    usable = [t for t in texts if t.strip()][: max(check.requests, 1)]
+    usable = [t for t in texts if t.strip()][: check.requests]
     if not usable:
         raise RefineryError("the serving check has no texts to send: the test split is empty")
     work_dir.mkdir(parents=True, exist_ok=True)

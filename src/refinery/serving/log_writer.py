@@ -184,9 +184,3 @@ class LogWriter:
                 self._changed.notify_all()
             if self._on_depth is not None:
                 self._on_depth(depth)
-
-    def __enter__(self) -> LogWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close(timeout_s=30)
