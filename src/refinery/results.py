@@ -1,15 +1,21 @@
-"""Writing stage results as JSON next to their artifacts, atomically."""
+"""Stage results: one mechanism turns them into JSON and back.
+
+A stage's result is a frozen dataclass that inherits :class:`Record`. Writing it walks its fields
+(:func:`to_jsonable`); reading it validates the JSON against the same type hints with pydantic's
+``TypeAdapter``, so a new field is one edit: the field itself. Files are written atomically
+(:func:`refinery.atomic.staged_file`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
+from refinery.atomic import staged_file
 from refinery.errors import RefineryError
 
 T = TypeVar("T")
@@ -35,17 +41,9 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` via a temporary file and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(to_jsonable(obj), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(to_jsonable(obj), fh, indent=2, sort_keys=False)
+        fh.write("\n")
     return path
 
 
@@ -89,3 +87,42 @@ def load_result(
     except (ValueError, KeyError, TypeError) as exc:
         article = "an" if what[:1].lower() in "aeiou" else "a"
         raise error(f"{path} is not {article} {what}: {exc!r}") from None
+
+
+@functools.cache
+def _adapter(cls: type) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+class Record:
+    """Base of a stage result (a dataclass): JSON out and back with no per-class code.
+
+    ``to_dict`` walks the fields (NaN stays a float, Paths become strings); ``from_dict`` validates with
+    pydantic against the dataclass's own type hints (nested records, tuples, Paths, optional fields and
+    defaults included) and ignores keys it does not know, so results written by a newer release still
+    read. A class overrides ``from_dict`` only where it must accept an older layout.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON values."""
+        data = to_jsonable(self)
+        assert isinstance(data, dict)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuild the result from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: (pydantic's ``ValidationError``) a field is missing or has the wrong type; the
+                message names it.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return _adapter(cls).validate_python(data)  # type: ignore[no-any-return]
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write the result to ``path`` atomically."""
+        return write_json(self, path)
