@@ -65,8 +65,8 @@ demo: base-model
 	@echo "=== 4. version 2 serves both domains (data/demo/traffic.csv); the monitor checks its window ==="
 	@set -e; $(SERVE_DEMO) --input data/demo/traffic.csv
 	$(REFINERY) monitor -c $(DEMO_CONFIG)
-	@echo "=== 5. a retrain with no new labels ==="
-	$(REFINERY) run -c $(DEMO_CONFIG)
+	@echo "=== 5. a retrain with no new labels: refused, so refinery run exits 1 ==="
+	$(REFINERY) run -c $(DEMO_CONFIG); test $$? -eq 1
 	@echo "=== the loop so far ==="
 	$(REFINERY) loop-summary -c $(DEMO_CONFIG)
 

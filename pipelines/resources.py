@@ -18,7 +18,7 @@ from typing import Any
 
 from kfp import kubernetes
 
-from refinery.config import EnvironmentResources, ResourceProfile, RetryPolicy, RunConfig
+from refinery.config import EnvironmentResources, ResourceProfile, RetryPolicy, RunConfig, pvc_problems
 from refinery.credentials import SERVICES
 from refinery.errors import ConfigError
 
@@ -134,20 +134,10 @@ def check_profile(
         value = getattr(profile, field)
         if value is not None and not pattern.match(value):
             raise ConfigError(f"{where}.{field}: {value!r} is not a Kubernetes quantity (e.g. {example})")
-    for pvc, field, mount, mount_field in (
-        (profile.checkpoint_pvc, "checkpoint_pvc", checkpoint_dir, "training.checkpoint.dir"),
-        (profile.model_cache_pvc, "model_cache_pvc", model_cache_dir, "model.cache_dir"),
+    for problem in pvc_problems(
+        profile, where, checkpoint_dir=checkpoint_dir, model_cache_dir=model_cache_dir
     ):
-        if pvc and not (mount and mount.startswith("/")):
-            raise ConfigError(
-                f"{where}.{field} {pvc!r} is mounted at {mount_field}, which must be an absolute path"
-                f" in the container (got {mount!r})"
-            )
-    if profile.checkpoint_pvc and profile.model_cache_pvc and checkpoint_dir == model_cache_dir:
-        raise ConfigError(
-            f"{where}: checkpoint_pvc and model_cache_pvc would both be mounted at {checkpoint_dir}"
-            " (training.checkpoint.dir equals model.cache_dir)"
-        )
+        raise ConfigError(problem)
     envs = [s.env for s in profile.secrets]
     doubled = sorted({e for e in envs if envs.count(e) > 1})
     if doubled:
@@ -176,6 +166,15 @@ def apply_profile(
         ConfigError: The profile is inconsistent (see :func:`check_profile`).
     """
     check_profile(profile, checkpoint_dir=checkpoint_dir, model_cache_dir=model_cache_dir)
+    _place(task, profile)
+    _size(task, profile)
+    _mount(task, profile, checkpoint_dir=checkpoint_dir, model_cache_dir=model_cache_dir)
+    _secrets(task, profile)
+    return task
+
+
+def _place(task: Any, profile: ResourceProfile) -> None:
+    """Where the pod may run: node selector, tolerations."""
     for key, value in profile.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in profile.tolerations:
@@ -186,25 +185,41 @@ def apply_profile(
             value=toleration.value,
             effect=toleration.effect,
         )
+
+
+def _size(task: Any, profile: ResourceProfile) -> None:
+    """What the pod gets: accelerators, CPU and memory."""
     if profile.accelerator_type:
         task.set_accelerator_type(profile.accelerator_type)
         task.set_accelerator_limit(profile.accelerator_count)
-    if profile.cpu_request:
-        task.set_cpu_request(profile.cpu_request)
-    if profile.cpu_limit:
-        task.set_cpu_limit(profile.cpu_limit)
-    if profile.memory_request:
-        task.set_memory_request(profile.memory_request)
-    if profile.memory_limit:
-        task.set_memory_limit(profile.memory_limit)
+    for value, setter in (
+        (profile.cpu_request, task.set_cpu_request),
+        (profile.cpu_limit, task.set_cpu_limit),
+        (profile.memory_request, task.set_memory_request),
+        (profile.memory_limit, task.set_memory_limit),
+    ):
+        if value:
+            setter(value)
+
+
+def _mount(
+    task: Any, profile: ResourceProfile, *, checkpoint_dir: str | None, model_cache_dir: str | None
+) -> None:
+    """The pod's volumes: a memory-backed /dev/shm, the checkpoint and model-cache PVCs."""
     if profile.shm_size:
         kubernetes.empty_dir_mount(
             task, volume_name=SHM_VOLUME, mount_path=SHM_PATH, medium="Memory", size_limit=profile.shm_size
         )
-    if profile.checkpoint_pvc and checkpoint_dir:
-        kubernetes.mount_pvc(task, pvc_name=profile.checkpoint_pvc, mount_path=checkpoint_dir)
-    if profile.model_cache_pvc and model_cache_dir:
-        kubernetes.mount_pvc(task, pvc_name=profile.model_cache_pvc, mount_path=model_cache_dir)
+    for pvc, mount_path in (
+        (profile.checkpoint_pvc, checkpoint_dir),
+        (profile.model_cache_pvc, model_cache_dir),
+    ):
+        if pvc and mount_path:
+            kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=mount_path)
+
+
+def _secrets(task: Any, profile: ResourceProfile) -> None:
+    """The profile's secrets as environment variables."""
     # One secretAsEnv entry per secret; a key read into two variables needs a second entry.
     reads: list[tuple[str, dict[str, str]]] = []
     for secret in profile.secrets:
@@ -215,7 +230,6 @@ def apply_profile(
         keys[secret.key] = secret.env
     for name, key_to_env in reads:
         kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=key_to_env)
-    return task
 
 
 def step_name(task: Any) -> str:
@@ -239,26 +253,30 @@ def apply_run_settings(tasks: list[Any], env: dict[str, str], resources: Environ
             task.set_caching_options(False)
         for key, value in env.items():
             task.set_env_variable(key, value)
-        if resources is None:
+        if resources is not None:
+            _service_settings(task, name, resources)
+
+
+def _service_settings(task: Any, name: str, resources: EnvironmentResources) -> None:
+    """The network retry policy of a step that calls a service, the Secrets of exactly its services,
+    and the image pull secret."""
+    services = STEP_SERVICES[name]
+    if services and name not in FINETUNE_STEPS:
+        set_retry(task, resources.network_retries)
+    credentials = resources.credentials
+    for service in services:
+        secret = getattr(credentials, service)
+        if not secret:
             continue
-        services = STEP_SERVICES[name]
-        if services and name not in FINETUNE_STEPS:
-            set_retry(task, resources.network_retries)
-        credentials = resources.credentials
-        for service in services:
-            secret = getattr(credentials, service)
-            if secret:
-                wanted = SERVICES[service]
-                if wanted.required:
-                    kubernetes.use_secret_as_env(
-                        task, secret_name=secret, secret_key_to_env=_same(wanted.required)
-                    )
-                if wanted.optional:
-                    kubernetes.use_secret_as_env(
-                        task, secret_name=secret, secret_key_to_env=_same(wanted.optional), optional=True
-                    )
-        if credentials.image_pull_secret:
-            kubernetes.set_image_pull_secrets(task, [credentials.image_pull_secret])
+        wanted = SERVICES[service]
+        if wanted.required:
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=_same(wanted.required))
+        if wanted.optional:
+            kubernetes.use_secret_as_env(
+                task, secret_name=secret, secret_key_to_env=_same(wanted.optional), optional=True
+            )
+    if credentials.image_pull_secret:
+        kubernetes.set_image_pull_secrets(task, [credentials.image_pull_secret])
 
 
 def _same(names: tuple[str, ...]) -> dict[str, str]:

@@ -100,15 +100,7 @@ def create_engine(
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {}
     if sqlite:
-        database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            folder = Path(database).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise error(
-                    f"{what} unreachable at {shown}: cannot create the folder {folder} ({exc})"
-                ) from exc
+        _make_sqlite_folder(parsed, what=what, error=error)
         if sqlite_busy_timeout_s is not None:
             connect_args["timeout"] = sqlite_busy_timeout_s
     else:
@@ -127,6 +119,19 @@ def create_engine(
     if sqlite and sqlite_wal:
         _set_sqlite_pragmas(engine, busy_timeout_s=sqlite_busy_timeout_s)
     return engine
+
+
+def _make_sqlite_folder(parsed: URL, *, what: str, error: type[RefineryError]) -> None:
+    """Create the folder of a sqlite database file (not of an in-memory or ``file:`` URI database)."""
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        folder = Path(database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise error(
+                f"{what} unreachable at {mask_url(parsed)}: cannot create the folder {folder} ({exc})"
+            ) from exc
 
 
 def _set_sqlite_pragmas(engine: sqlalchemy.Engine, *, busy_timeout_s: float | None) -> None:
@@ -237,4 +242,4 @@ def ping(engine: sqlalchemy.Engine, *, what: str, error: type[RefineryError]) ->
     except Exception as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         detail = lines[0] if lines else type(exc).__name__
-        raise error(f"{what} unreachable at {mask_url(engine.url)}: {detail}") from exc
+        raise error(f"{what} unreachable at {mask_url(engine.url)}: {detail}", unreachable=True) from exc

@@ -197,3 +197,68 @@ def test_config_show_prints_the_run_forms_parameters(capsys: pytest.CaptureFixtu
     expected = resolve(read_config(REPO / "configs" / "prod.yaml"))
     skip = set(COMPILE_TIME_SECTIONS)
     assert run.model_dump(exclude=skip) == expected.model_dump(exclude=skip)
+
+
+def test_every_broken_cross_section_rule_is_named_on_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "data: {uri: d.csv, labels: [a, b]}\nmodel: {base: m}\n"
+        "training: {batch_size: 10, processes_per_node: 4}\n"
+        "monitoring: {window_size: 10, min_window_size: 20}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, base=tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"invalid configuration in {path}:"
+    assert lines[1].startswith(
+        "  training.batch_size 10 does not split evenly over training.processes_per_node 4"
+    )
+    assert lines[2].startswith("  monitoring.min_window_size 20 exceeds monitoring.window_size 10")
+
+
+def test_a_step_is_judged_only_by_the_rules_of_the_sections_it_is_given() -> None:
+    from refinery.config import config_text, step_config
+
+    # The gate's rule on significance.on=new reads data too; a step given only the gate section has a
+    # placeholder for data, which must not trip it.
+    gate = {"significance": {"on": "new"}}
+    assert step_config(gate=gate).gate.significance.on == "new"
+    with pytest.raises(ConfigError, match=r"gate\.significance\.on is new, but no new labelled rows come in"):
+        step_config(gate=gate, data={"uri": "d.csv", "labels": ["a", "b"]})
+    # The pipeline parameter shortens each section on its own, with the same care.
+    cfg = parse_config(
+        {
+            "data": {"uri": "d.csv", "labels": ["a", "b"], "feedback": True},
+            "model": {"base": "m"},
+            "gate": gate,
+        }
+    )
+    assert '"on":"new"' in config_text(cfg)
+
+
+def test_every_setting_that_names_a_place_is_declared_once_in_locations() -> None:
+    """resolve() and the container runner's mounts both read LOCATIONS: a new path setting missing from
+    it would be neither made absolute nor mounted."""
+    from pydantic import BaseModel
+
+    from refinery.config import LOCATIONS
+
+    def leaves(model: type[BaseModel], prefix: str = "") -> list[str]:
+        names = []
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                names += leaves(kind, f"{prefix}{name}.")
+            else:
+                names.append(f"{prefix}{name}")
+        return names
+
+    place = ("uri", "_dir", "dir", "base", "_location", "repository", "store", "home", "synonyms", "_log")
+    named = {key for key in leaves(RunConfig) if key.split(".")[-1].endswith(place)}
+    named -= {"state_dir"}  # the root the others default under
+    declared = [loc.key for loc in LOCATIONS]
+    assert len(declared) == len(set(declared))
+    assert named == set(declared)
+    cfg = load_config(REPO / "configs" / "test.yaml", base=REPO)
+    assert all(loc.get(cfg.to_dict()) is not None for loc in LOCATIONS if loc.kind != "data")

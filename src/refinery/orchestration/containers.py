@@ -6,10 +6,11 @@ This module holds what that needs besides kfp:
 * :func:`container_engine` uses the engine ``DOCKER_HOST`` names, or starts ``podman system service``
   for the duration of the run when it is unset.
 * :func:`bind_mounts` lists the host paths an embedded configuration names (state folder, data, base
-  model, registry, Bento store, service and GitOps folders), each mounted at the same path inside the
-  container, so the configuration a step receives holds paths that work on both sides. A cluster
-  configuration gets no mount at all: its steps share nothing but kfp's pipeline root (the stand-in for
-  the cluster's artifact store, which kfp mounts itself) and the network services it names.
+  model, registry, Bento store, service and GitOps folders: the locations
+  :data:`refinery.config.LOCATIONS` declares), each mounted at the same path inside the container, so
+  the configuration a step receives holds paths that work on both sides. A cluster configuration gets
+  no mount at all: its steps share nothing but kfp's pipeline root (the stand-in for the cluster's
+  artifact store, which kfp mounts itself) and the network services it names.
 * :func:`docker_runner` runs each container as the invoking user (files written into the state folder
   belong to whoever ran ``refinery run``; the image's own user stays non-root for the cluster), with a
   writable ``HOME`` and the environment the subprocess runner gives its steps.
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refinery.config import RunConfig
+from refinery.config import LOCATIONS, Location, RunConfig
 from refinery.errors import PipelineError
 from refinery.podman import podman_env
 
@@ -246,68 +247,69 @@ def bind_mounts(cfg: RunConfig) -> list[BindMount]:
     """The host paths a resolved embedded configuration names, as the pipeline's steps use them; none
     for a cluster configuration (its steps reach only network services).
 
-    Read-only (when they exist): the data file itself (not its folder, which may be /tmp or hold other
-    things), the base model, the service folder and the GitOps seed folder. Writable: the
-    state folder, the registry's sqlite folder and artifact location, the BentoML store and a local
-    GitOps repository. A writable location that does not exist yet is created here, as an empty
-    folder, so that it can be mounted: otherwise the step would create it inside the container and
-    what it wrote would be lost with the container. The GitOps repository is the exception: the step
-    builds it beside its path and renames it into place, which a mount point cannot be, so the folder
-    it goes into is created and mounted instead. ``file://`` locations are mounted only when they
-    exist (git does not create them). A path inside another mount of the same mode is left to that
-    mount.
+    Which paths, and how, follows each location's kind in :data:`refinery.config.LOCATIONS`.
+    Read-only (when they exist): the data files themselves (not their folder, which may be /tmp or hold
+    other things), the base model, the service folder and the GitOps seed folder. Writable: the state
+    folder, the folders of sqlite databases (the registry's, the logs'), the registry's artifact
+    location, the Bento store and a local GitOps repository. Scratch folders are not mounted: a step's
+    disk is its own. A writable location that does not exist yet is created here, as an empty folder,
+    so that it can be mounted: otherwise the step would create it inside the container and what it
+    wrote would be lost with the container. The GitOps repository is the exception: the step builds it
+    beside its path and renames it into place, which a mount point cannot be, so the folder it goes
+    into is created and mounted instead. ``file://`` locations are mounted only when they exist (git
+    does not create them). A path inside another mount of the same mode is left to that mount.
 
     Raises:
         PipelineError: A location is ``/`` or ``/tmp``, which cannot be mounted over the image's own.
     """
-    wanted: dict[str, bool] = {}  # path -> read_only; a path wanted both ways is mounted writable
+    if not cfg.embedded:
+        return []
+    wanted = _Wanted()
+    state = cfg.state
+    state.mkdir(parents=True, exist_ok=True)
+    wanted.add(state, False, "state_dir")
+    tree = cfg.to_dict()
+    for location in LOCATIONS:
+        wanted.location(location, location.get(tree))
+    return _without_covered([BindMount(path, ro) for path, ro in wanted.paths.items()])
 
-    def add(path: Path | None, read_only: bool, field: str) -> None:
-        if path is None:
-            return
+
+class _Wanted:
+    """The paths to mount, each read-only unless some location wants it writable."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, bool] = {}  # path -> read_only
+
+    def location(self, location: Location, value: str | None) -> None:
+        """Add what ``location`` (set to ``value``) needs mounted, by its kind."""
+        if location.kind in ("data", "image"):
+            path = _local_path(value)
+            if path is not None and path.exists():
+                self.add(path, True, location.key)
+        elif location.kind == "database":
+            db = _sqlite_file(value)
+            self.writable(str(db.parent) if db else value, location.key)
+        elif location.kind in ("store", "git"):
+            self.writable(value, location.key, renamed_into_place=location.kind == "git")
+
+    def add(self, path: Path, read_only: bool, field: str) -> None:
         # One leading slash: POSIX keeps "//x" distinct from "/x", and so would the engine's mount table.
         path = Path("/" + os.path.normpath(path).lstrip("/"))
         if str(path) in _UNMOUNTABLE:
             raise PipelineError(
                 f"{field} is {path}, which cannot be mounted into the step containers: use a folder below it"
             )
-        wanted[str(path)] = wanted.get(str(path), True) and read_only
+        self.paths[str(path)] = self.paths.get(str(path), True) and read_only
 
-    def add_writable(value: str | None, field: str, *, renamed_into_place: bool = False) -> None:
+    def writable(self, value: str | None, field: str, *, renamed_into_place: bool = False) -> None:
         path = _local_path(value)
-        if path is None:
+        if path is None or (not path.exists() and (value or "").startswith("file://")):
             return
-        if path.exists():
-            add(path, False, field)
-        elif (value or "").startswith("file://"):
-            return
-        elif renamed_into_place:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            add(path.parent, False, field)
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            add(path, False, field)
-
-    if not cfg.embedded:
-        return []
-    state = cfg.state
-    state.mkdir(parents=True, exist_ok=True)
-    add(state, False, "state_dir")
-    for value, field in (
-        (cfg.data.uri, "data.uri"),
-        (cfg.model.base, "model.base"),
-        (cfg.packaging.service_dir, "packaging.service_dir"),
-        (cfg.gitops.seed_dir, "gitops.seed_dir"),
-    ):
-        path = _local_path(value)
-        if path is not None and path.exists():
-            add(path, True, field)
-    db = _sqlite_file(cfg.registry.tracking_uri)
-    add_writable(str(db.parent) if db else cfg.registry.tracking_uri, "registry.tracking_uri")
-    add_writable(cfg.registry.artifact_location, "registry.artifact_location")
-    add_writable(cfg.packaging.bento_store, "packaging.bento_store")
-    add_writable(cfg.gitops.repository, "gitops.repository", renamed_into_place=True)
-    return _without_covered([BindMount(path, ro) for path, ro in wanted.items()])
+        if not path.exists():
+            folder = path.parent if renamed_into_place else path
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder
+        self.add(path, False, field)
 
 
 def _without_covered(mounts: Sequence[BindMount]) -> list[BindMount]:

@@ -228,7 +228,7 @@ def test_an_unreachable_host_is_named(
     with KfpServer() as server:
         url = server.url  # a port nothing listens on once the server is stopped
     kfp_env.setenv("REFINERY_KFP_HOST", url)
-    assert main(["submit", "-c", str(PROD)]) == 2
+    assert main(["submit", "-c", str(PROD)]) == 3  # a service unreachable
     assert (
         f"the Kubeflow Pipelines API at {url} (REFINERY_KFP_HOST) is unreachable" in capsys.readouterr().err
     )

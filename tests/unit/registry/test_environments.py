@@ -23,7 +23,7 @@ from refinery.cli import main
 from refinery.gitops.repo import Release, current_release, read_state
 from refinery.gitops.repo import promote as commit_release
 from refinery.packaging.bento import PackageResult
-from refinery.registry.promotion import sync_aliases
+from refinery.release.sync import sync_aliases
 
 __all__ = ["other_model", "prepared"]  # fixtures used here
 
@@ -383,11 +383,12 @@ def test_status_reads_each_environments_running_deployment_through_the_kubernete
         assert {auth for _, _, auth in api.requests} == {f"Bearer {api.TOKEN}"}
         assert f"/api/v1/namespaces/refinery-prod/configmaps/{new}" in {path for _, path, _ in api.requests}
 
-        # A namespace without the Deployment is named; an unreachable API server or kubeconfig is an error.
+        # A namespace without the Deployment is named; an unreachable API server exits 3 (a service
+        # unreachable), a kubeconfig that cannot be used 2 (a usage error).
         del api.objects["/apis/apps/v1/namespaces/refinery-dev/deployments/refinery-serving"]
         assert cli(loop, "status", "--kubeconfig", str(kubeconfig)) == 0
         assert "dev: cluster: no Deployment refinery-dev/refinery-serving" in capsys.readouterr().out
-        assert cli(loop, "status", "--kubeconfig", str(kubeconfig), "--context", "elsewhere") == 2
+        assert cli(loop, "status", "--kubeconfig", str(kubeconfig), "--context", "elsewhere") == 3
         assert "Kubernetes API at http://127.0.0.1:" in capsys.readouterr().err
     assert cli(loop, "status", "--kubeconfig", str(tmp_path / "nope")) == 2
     assert f"kubeconfig {tmp_path / 'nope'} does not exist" in capsys.readouterr().err

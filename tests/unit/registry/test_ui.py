@@ -113,7 +113,7 @@ def test_ui_on_an_unreachable_store_fails_naming_it(
     store = f"postgresql+psycopg://refinery:s3cret@127.0.0.1:{port}/mlflow"
     overrides = [f"state_dir={tmp_path / 'state'}", f"registry.tracking_uri={store}"]
 
-    assert main(["ui", "-c", str(TEST_CONFIG), *_set_args(overrides)]) == 2
+    assert main(["ui", "-c", str(TEST_CONFIG), *_set_args(overrides)]) == 3  # a service unreachable
 
     err = capsys.readouterr().err
     assert f"registry unreachable at postgresql+psycopg://refinery:***@127.0.0.1:{port}/mlflow" in err

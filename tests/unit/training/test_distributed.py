@@ -42,15 +42,14 @@ def test_two_gloo_processes_match_one_process(make_config: Callable[..., object]
     assert not list(tmp_path.glob(".ddp*")), "no other process left a staging folder behind"
 
 
-def test_an_uneven_batch_split_is_refused(make_config: Callable[..., object], tmp_path: Path) -> None:
-    from refinery.data.prepare import prepare_data
-    from refinery.errors import TrainingError
+def test_an_uneven_batch_split_is_refused_when_the_configuration_loads(
+    make_config: Callable[..., object],
+) -> None:
+    from refinery.errors import ConfigError
 
-    cfg = make_config([*SETTINGS, "training.batch_size=15", "training.processes_per_node=2"])
-    prepare_data(cfg, tmp_path / "data")
-    with pytest.raises(TrainingError, match=r"data-parallel training with 2 processes failed"):
-        train(cfg, tmp_path / "data", tmp_path / "model")
-    assert not (tmp_path / "model").exists()
+    with pytest.raises(ConfigError, match=r"training\.batch_size.*training\.processes_per_node") as caught:
+        make_config([*SETTINGS, "training.batch_size=15", "training.processes_per_node=2"])
+    assert "15" in str(caught.value) and "2" in str(caught.value)
 
 
 def test_the_launch_command_starts_one_worker_per_process(tmp_path: Path) -> None:
