@@ -1,5 +1,8 @@
 """Benchmark: refinery's fine-tuning against two plain Hugging Face Trainer scripts, on SST-2.
 
+Over 600 lines on purpose: a benchmark is one script to run and to read (as bench/serve.py is), its
+inputs, its three runs, their report and this description together.
+
 What it measures
     Three fine-tuning runs of the same base model (all-MiniLM-L6-v2, a BertModel export, so each run
     gets a new 2-class head) on the same rows of ``../shared/data/sst2/train.csv`` with the same epochs,
@@ -486,6 +489,34 @@ def measure(name: str, settings: Settings, folder: Path) -> Measurement:
 def report(settings: Settings, results: dict[int, dict[str, Measurement]]) -> bool:
     """Print each seed's table, the means over the seeds, the ratios and the targets (checked on the
     means); True when every target that was measured passes."""
+    _print_seeds(results)
+    first = next(iter(next(iter(results.values())).values()))
+    names = list(next(iter(results.values())))
+    speed = {n: statistics.fmean(r[n].samples_per_second for r in results.values()) for n in names}
+    accuracy = {n: statistics.fmean(r[n].dev_accuracy for r in results.values()) for n in names}
+    over = f", mean over seeds {', '.join(map(str, results))}" if len(results) > 1 else ""
+    if over:
+        _print_means(results, speed, accuracy)
+    print(f"device: {first.device}" + (", refinery compiled" if settings.compile else ""))
+    print(
+        f"train rows {first.train_rows}, lr {settings.learning_rate:g}, batch size {settings.batch_size},"
+        f" max_length {MAX_LENGTH}, {settings.threads} torch threads; timed: Trainer.train() only"
+        " (refinery's includes its per-epoch validation and checkpoints; with a refit its train s, steps"
+        " and samples/s count both trainings, its rows and epochs are the refit's)"
+    )
+    checks = _targets(speed, accuracy, over)
+    print()
+    for what, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    if settings.rows is not None:
+        print(f"(a smoke run on {settings.rows} train.csv rows: the targets are meant for all of train.csv)")
+    if len(names) < len(RUNS):
+        print(f"(--only {', '.join(names)}: the targets comparing runs were not checked)")
+    return all(checks.values())
+
+
+def _print_seeds(results: dict[int, dict[str, Measurement]]) -> None:
+    """One table row per run, under each seed."""
     print(
         f"\n{'':15}{'samples/s':>10}{'train s':>9}{'epochs':>8}{'steps':>7}{'dev acc':>9}{'precision':>10}"
         f"{'peak GPU MiB':>13}"
@@ -498,26 +529,23 @@ def report(settings: Settings, results: dict[int, dict[str, Measurement]]) -> bo
                 f"{m.name:15}{m.samples_per_second:>10.1f}{m.train_seconds:>9.1f}{m.epochs_run:>8.2f}"
                 f"{m.steps:>7}{m.dev_accuracy:>9.4f}{m.precision:>10}{peak:>13}  {m.note}"
             )
-    first = next(iter(next(iter(results.values())).values()))
-    names = list(next(iter(results.values())))
-    speed = {n: statistics.fmean(r[n].samples_per_second for r in results.values()) for n in names}
-    accuracy = {n: statistics.fmean(r[n].dev_accuracy for r in results.values()) for n in names}
-    over = f", mean over seeds {', '.join(map(str, results))}" if len(results) > 1 else ""
-    if over:
-        print(f"mean of {len(results)} seeds")
-        for n in names:
-            spread = statistics.stdev(r[n].dev_accuracy for r in results.values())
-            print(f"{n:15}{speed[n]:>10.1f}{'':24}{accuracy[n]:>9.4f}  dev accuracy sd {spread:.4f}")
-    print(f"device: {first.device}" + (", refinery compiled" if settings.compile else ""))
-    print(
-        f"train rows {first.train_rows}, lr {settings.learning_rate:g}, batch size {settings.batch_size},"
-        f" max_length {MAX_LENGTH}, {settings.threads} torch threads; timed: Trainer.train() only"
-        " (refinery's includes its per-epoch validation and checkpoints; with a refit its train s, steps"
-        " and samples/s count both trainings, its rows and epochs are the refit's)"
-    )
+
+
+def _print_means(
+    results: dict[int, dict[str, Measurement]], speed: dict[str, float], accuracy: dict[str, float]
+) -> None:
+    """Each run's samples/s and dev accuracy averaged over the seeds, with the accuracy's spread."""
+    print(f"mean of {len(results)} seeds")
+    for n in speed:
+        spread = statistics.stdev(r[n].dev_accuracy for r in results.values())
+        print(f"{n:15}{speed[n]:>10.1f}{'':24}{accuracy[n]:>9.4f}  dev accuracy sd {spread:.4f}")
+
+
+def _targets(speed: dict[str, float], accuracy: dict[str, float], over: str) -> dict[str, bool]:
+    """Each target that the runs measured, described, and whether it passes; prints the speed ratios."""
     checks: dict[str, bool] = {}
     for other, target in (("plain-padded", TARGET_VS_PADDED), ("plain-dynamic", TARGET_VS_DYNAMIC)):
-        if "refinery" not in names or other not in names:
+        if "refinery" not in speed or other not in speed:
             continue
         ratio = speed["refinery"] / speed[other]
         print(f"ratio refinery/{other}: {ratio:.2f}x samples/s{over}")
@@ -526,18 +554,11 @@ def report(settings: Settings, results: dict[int, dict[str, Measurement]]) -> bo
         checks[f"refinery dev accuracy within 0.5 points of {other} ({100 * gap:+.2f} points{over})"] = (
             gap >= -ACCURACY_TOLERANCE
         )
-    if "refinery" in names:
+    if "refinery" in accuracy:
         checks[f"refinery dev accuracy >= {TARGET_ACCURACY:.0%} ({accuracy['refinery']:.2%}{over})"] = (
             accuracy["refinery"] >= TARGET_ACCURACY
         )
-    print()
-    for what, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {what}")
-    if settings.rows is not None:
-        print(f"(a smoke run on {settings.rows} train.csv rows: the targets are meant for all of train.csv)")
-    if len(names) < len(RUNS):
-        print(f"(--only {', '.join(names)}: the targets comparing runs were not checked)")
-    return all(checks.values())
+    return checks
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -4,8 +4,9 @@
 ``https://`` listings are not supported: use a bucket), or ``hf://<org>/<name>`` for a model hub
 repository (huggingface_hub's fsspec filesystem; a token comes from ``HF_TOKEN``). A remote model is
 copied into ``model.cache_dir`` (on a cluster: a PVC shared by the run's tasks) under a folder named
-after the URI, file by file into a staging folder that is renamed into place only when complete, so a
-cached model is always whole and a second run does not download again.
+after the URI, file by file into a staging folder that is renamed into place only when complete
+(:func:`refinery.atomic.staged_dir`), so a cached model is always whole and a second run does not
+download again.
 
 Only what loading needs is copied: configuration and tokenizer files and safetensors weights. Pickled
 weights (``*.bin``, ``*.pt``, ``*.ckpt``) are never downloaded or loaded; a model that has no
@@ -19,10 +20,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 
+from refinery.atomic import staged_dir
 from refinery.errors import TrainingError
 from refinery.modeling import has_safetensors
 
@@ -112,19 +112,14 @@ def resolve_base(base: str, cache_dir: str | Path) -> Path:
     folder = cache_folder(base, cache_dir)
     if (folder / SOURCE_FILE).is_file():
         return check_model_dir(folder, base)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
-        copied = _download(base, staging)
-        check_model_dir(staging, base)
-        (staging / SOURCE_FILE).write_text(json.dumps({"uri": base, "files": copied}, indent=2) + "\n")
-        os.chmod(staging, 0o755)
-        try:
-            staging.rename(folder)
-        except OSError:
-            # Another task finished the same download first: use its copy.
-            if not (folder / SOURCE_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_dir(folder, mode="create") as staging:
+            copied = _download(base, staging)
+            check_model_dir(staging, base)
+            (staging / SOURCE_FILE).write_text(json.dumps({"uri": base, "files": copied}, indent=2) + "\n")
+            os.chmod(staging, 0o755)
+    except OSError:
+        # Another task finished the same download first: use its copy.
+        if not (folder / SOURCE_FILE).is_file():
+            raise
     return check_model_dir(folder, base)

@@ -8,7 +8,8 @@ step again after a crash resumes it. Checkpoints live under ``training.checkpoin
   scheduler, RNG states, the trainer state with the step reached, the early-stopping counter),
   every ``training.checkpoint.every_steps`` steps or at the end of every epoch,
 - ``best/``: the weights of the best evaluation so far (:class:`KeepBestWeights`), written whole or not
-  at all; training ends by loading them, whatever the save schedule was.
+  at all (:func:`refinery.atomic.staged_dir`); training ends by loading them, whatever the save schedule
+  was.
 
 On SIGTERM (:class:`StopOnSignal`) the current step finishes, a checkpoint is written and training
 stops; the step then raises :class:`~refinery.errors.TrainingPreempted`. A SIGKILL loses at most the
@@ -21,12 +22,13 @@ import hashlib
 import json
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from transformers import TrainerCallback
+
+from refinery.atomic import staged_dir
 
 BEST = "best"
 WEIGHTS = "weights.safetensors"
@@ -69,19 +71,12 @@ class KeepBestWeights(TrainerCallback):  # type: ignore[misc]
             return
         from safetensors.torch import save_model
 
-        staging = Path(tempfile.mkdtemp(prefix=".best-", dir=self.root))
-        # The whole state dict, whatever the model (adapters, frozen layers): loaded back as it is.
-        save_model(kwargs["model"], str(staging / WEIGHTS))
-        (staging / "best.json").write_text(
-            json.dumps({"step": state.global_step, "epoch": state.epoch, self.metric: value})
-        )
-        target = self.root / BEST
-        old = self.root / f".{BEST}-old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        with staged_dir(self.root / BEST) as staging:
+            # The whole state dict, whatever the model (adapters, frozen layers): loaded back as it is.
+            save_model(kwargs["model"], str(staging / WEIGHTS))
+            (staging / "best.json").write_text(
+                json.dumps({"step": state.global_step, "epoch": state.epoch, self.metric: value})
+            )
 
 
 class StopOnSignal(TrainerCallback):  # type: ignore[misc]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from refinery.config import RunConfig, step_config
 from refinery.errors import TrainingError, TrainingPreempted
-from refinery.training.finetune import TrainingResult, finetune
+from refinery.training.finetune import finetune
+from refinery.training.records import TRAINING_JSON, TrainingResult
 
 # A worker stopped by SIGTERM after checkpointing exits with this (EX_TEMPFAIL): try again later.
 PREEMPTED_EXIT = 75
@@ -82,7 +83,7 @@ def train(cfg: RunConfig, data_dir: Path, out_dir: Path, run_key: str | None = N
             f"data-parallel training with {processes} processes failed (torchrun exit code "
             f"{completed.returncode}); the workers' output is above"
         )
-    return TrainingResult.read_json(Path(out_dir) / "training.json")
+    return TrainingResult.from_json(Path(out_dir) / TRAINING_JSON)
 
 
 def main(argv: list[str] | None = None) -> int:

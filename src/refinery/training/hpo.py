@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from refinery.config import FloatRange, HpoConfig, RunConfig
 from refinery.errors import TrainingError
-from refinery.results import to_jsonable
+from refinery.results import Record
 
 if TYPE_CHECKING:
-    from refinery.training.finetune import TrainingResult
+    from refinery.training.records import TrainingResult
 
 # A bayesian search samples this share of its trials at random before TPE models the results (at least
 # two, at most ten: Optuna's default of ten would leave a short search entirely random).
@@ -32,7 +32,7 @@ STARTUP_SHARE = 3
 
 
 @dataclass(frozen=True)
-class TrialRecord:
+class TrialRecord(Record):
     """One finished trial.
 
     Attributes:
@@ -45,7 +45,8 @@ class TrialRecord:
 
     number: int
     params: dict[str, Any]
-    value: float | None
+    # A default, because a failed trial's dict leaves it out (see to_dict).
+    value: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -56,18 +57,7 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict without nulls (a KFP list parameter cannot carry them): a failed trial has
         ``error`` and no ``value``, a finished one the reverse."""
-        return {k: v for k, v in to_jsonable(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(
-            number=int(data["number"]),
-            params=dict(data["params"]),
-            value=None if data.get("value") is None else float(data["value"]),
-            metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
-            error=data.get("error"),
-        )
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 def maximises(metric: str) -> bool:

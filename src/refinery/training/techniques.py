@@ -19,8 +19,8 @@ Against catastrophic forgetting:
   classification head (peft's ``modules_to_save``) train.
 
 Encoder layers are found by attribute names for BERT-, RoBERTa- and DistilBERT-style models (and others
-laid out the same way); :func:`encoder_parts` raises a :class:`TrainingError` naming the model type
-otherwise. torch, transformers and peft are imported inside the functions that use them.
+laid out the same way); :func:`refinery.architecture.encoder_parts` raises a :class:`TrainingError` naming
+the model type otherwise. torch, transformers and peft are imported inside the functions that use them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.architecture import EncoderParts, encoder_parts, head_module_names, model_type, unwrap_model
 from refinery.errors import TrainingError
+from refinery.results import Record
 
 if TYPE_CHECKING:
     import torch
@@ -42,45 +44,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Where the encoder layers and the embeddings sit under the base model (``model.<base_model_prefix>``):
-# BERT/RoBERTa/ELECTRA/DeBERTa use encoder.layer, DistilBERT transformer.layer.
-LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
-EMBEDDING_PATHS = ("embeddings", "embed_tokens")
-
 # Model config attributes holding the hidden and the attention dropout: BERT/RoBERTa/ELECTRA/DeBERTa
 # name them *_prob, DistilBERT dropout/attention_dropout.
 HIDDEN_DROPOUT_FIELDS = ("hidden_dropout_prob", "dropout", "hidden_dropout")
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
 
 @dataclass(frozen=True)
-class EncoderParts:
-    """The parts of a sequence-classification model the techniques act on.
-
-    Attributes:
-        model_type: ``config.model_type`` (e.g. ``"bert"``), for messages.
-        embeddings: The embedding module.
-        layers: The encoder layers, lowest first.
-    """
-
-    model_type: str
-    embeddings: nn.Module
-    layers: tuple[nn.Module, ...]
-
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        """The embeddings' parameters."""
-        return list(self.embeddings.parameters())
-
-    def layer_parameters(self, index: int) -> list[nn.Parameter]:
-        """The parameters of encoder layer ``index`` (0 is the lowest)."""
-        return list(self.layers[index].parameters())
-
-
-@dataclass(frozen=True)
-class LoraSummary:
+class LoraSummary(Record):
     """The adapters a LoRA run trained and how they were saved."""
 
     r: int
@@ -92,20 +63,9 @@ class LoraSummary:
     # The base model the adapter applies to (adapter mode: loading the model needs it).
     base_model: str
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoraSummary:
-        """Rebuild from :func:`dataclasses.asdict` output read back from JSON."""
-        return cls(
-            **{
-                **d,
-                "target_modules": tuple(d["target_modules"]),
-                "modules_to_save": tuple(d["modules_to_save"]),
-            }
-        )
-
 
 @dataclass(frozen=True)
-class AppliedTechniques:
+class AppliedTechniques(Record):
     """What a fine-tuning run did beyond plain full fine-tuning; part of ``training.json``.
 
     Attributes:
@@ -150,109 +110,6 @@ class AppliedTechniques:
     compiled: bool
     lora: LoraSummary | None = None
     pooling: str = "cls"  # records written before model.pooling existed were all cls
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AppliedTechniques:
-        """Rebuild from :func:`dataclasses.asdict` output read back from JSON."""
-        lora = d.get("lora")
-        return cls(
-            **{
-                **d,
-                "frozen_layers": tuple(d["frozen_layers"]),
-                "lora": LoraSummary.from_dict(lora) if lora is not None else None,
-            }
-        )
-
-
-def _attribute_path(root: Any, dotted: str) -> Any:
-    node = root
-    for part in dotted.split("."):
-        node = getattr(node, part, None)
-        if node is None:
-            return None
-    return node
-
-
-def unwrap_model(model: Any) -> Any:
-    """The transformers model inside a peft wrapper (the model itself when it is not wrapped)."""
-    get_base_model = getattr(model, "get_base_model", None)
-    return get_base_model() if callable(get_base_model) else model
-
-
-def _model_type(model: Any) -> str:
-    return str(getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__)
-
-
-def _base_model(model: Any) -> Any:
-    """The encoder under a task model (``model.bert`` for BERT), or None."""
-    from torch import nn
-
-    prefix = getattr(model, "base_model_prefix", "")
-    base = getattr(model, prefix, None) if prefix else None
-    return base if isinstance(base, nn.Module) and base is not model else None
-
-
-def encoder_parts(model: Any) -> EncoderParts:
-    """Find the embeddings and the encoder layers of a sequence-classification model.
-
-    Looks under the base model (``model.<base_model_prefix>``, e.g. ``model.bert``) for the layers at
-    one of :data:`LAYER_PATHS` and the embeddings at one of :data:`EMBEDDING_PATHS`; a peft-wrapped
-    model is unwrapped first.
-
-    Raises:
-        TrainingError: The model is not laid out that way; the message names its model type.
-    """
-    from torch import nn
-
-    model = unwrap_model(model)
-    model_type = _model_type(model)
-    base = _base_model(model)
-    layers = embeddings = None
-    if base is not None:
-        layers = next(
-            (
-                found
-                for path in LAYER_PATHS
-                if isinstance(found := _attribute_path(base, path), nn.ModuleList) and len(found)
-            ),
-            None,
-        )
-        embeddings = next(
-            (
-                found
-                for path in EMBEDDING_PATHS
-                if isinstance(found := _attribute_path(base, path), nn.Module)
-            ),
-            None,
-        )
-    if base is None or layers is None or embeddings is None:
-        prefix = getattr(model, "base_model_prefix", "") or "<base>"
-        raise TrainingError(
-            f"cannot find the encoder layers of the {model_type!r} model ({type(model).__name__}): looked for"
-            f" {' / '.join(f'{prefix}.{p}' for p in LAYER_PATHS)} and {prefix}.embeddings; freeze_embeddings,"
-            " freeze_layers, gradual_unfreezing and layer_lr_decay support BERT-, RoBERTa- and"
-            " DistilBERT-style models"
-        )
-    return EncoderParts(model_type=model_type, embeddings=embeddings, layers=tuple(layers))
-
-
-def head_module_names(model: Any) -> tuple[str, ...]:
-    """Names of the task model's own modules with weights, outside the encoder (``("classifier",)``
-    for BERT, ``("pre_classifier", "classifier")`` for DistilBERT): the classification head.
-
-    Raises:
-        TrainingError: The model has no base model or no such module.
-    """
-    model = unwrap_model(model)
-    base = _base_model(model)
-    names = tuple(
-        name
-        for name, child in model.named_children()
-        if child is not base and any(True for _ in child.parameters())
-    )
-    if base is None or not names:
-        raise TrainingError(f"cannot find the classification head of the {_model_type(model)!r} model")
-    return names
 
 
 def override_dropout(config: Any, probability: float) -> dict[str, float]:
@@ -635,7 +492,7 @@ def add_lora(model: Any, lora: LoraConfig) -> Any:
     except ValueError as exc:
         raise TrainingError(
             f"training.lora.target_modules {list(lora.target_modules)} do not fit the"
-            f" {_model_type(model)!r} model: {exc}"
+            f" {model_type(model)!r} model: {exc}"
         ) from exc
 
 
@@ -661,7 +518,7 @@ def save_lora(model: Any, out_dir: Path, *, merge: bool) -> None:
     (``model.safetensors``, ``config.json``) that :func:`refinery.modeling.load_classifier` loads.
     Otherwise the adapter is saved (``adapter_model.safetensors`` with the trained head,
     ``adapter_config.json`` naming the base model) with the classifier's ``config.json``; load it with
-    :func:`load_lora_classifier`.
+    :func:`refinery.modeling.load_lora_classifier`.
     """
     if merge:
         plain = model.merge_and_unload()
@@ -669,49 +526,3 @@ def save_lora(model: Any, out_dir: Path, *, merge: bool) -> None:
         return
     model.save_pretrained(out_dir, safe_serialization=True)
     unwrap_model(model).config.save_pretrained(out_dir)
-
-
-def is_adapter_dir(model_dir: Path) -> bool:
-    """Whether ``model_dir`` holds a LoRA adapter saved by :func:`save_lora` without merging."""
-    return (Path(model_dir) / ADAPTER_CONFIG).is_file() and (Path(model_dir) / ADAPTER_WEIGHTS).is_file()
-
-
-def load_lora_classifier(model_dir: Path) -> Any:
-    """Load an adapter saved by :func:`save_lora` (``merge=False``) onto its base model and merge it.
-
-    The base model is the one ``adapter_config.json`` names; it must still be there, as safetensors.
-
-    Returns:
-        A plain transformers sequence-classification model in eval mode.
-
-    Raises:
-        TrainingError: ``model_dir`` holds no adapter, or the base model cannot be loaded.
-    """
-    from peft import PeftConfig, PeftModel
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from refinery.pooling import apply_saved_pooling
-
-    model_dir = Path(model_dir)
-    if not is_adapter_dir(model_dir):
-        raise TrainingError(f"{model_dir} holds no LoRA adapter ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
-    adapter = PeftConfig.from_pretrained(str(model_dir))
-    base = adapter.base_model_name_or_path
-    try:
-        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base,
-            config=config,
-            use_safetensors=True,
-            local_files_only=True,
-            # The base's own head may have another size; the adapter brings the trained one.
-            ignore_mismatched_sizes=True,
-        )
-    except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing or bad base
-        raise TrainingError(
-            f"cannot load the base model {base} of the adapter in {model_dir}: {exc}"
-        ) from exc
-    apply_saved_pooling(model)
-    merged = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
-    merged.eval()
-    return merged

@@ -15,7 +15,8 @@ from sklearn.metrics import f1_score
 
 from refinery.errors import TrainingError
 from refinery.modeling import load_classifier
-from refinery.training.finetune import TRAINING_JSON, TrainingResult, finetune
+from refinery.training.finetune import finetune
+from refinery.training.records import TRAINING_JSON, TrainingResult
 
 POSITIVE = ["good", "great", "excellent", "love it", "perfect", "works well"]
 NEGATIVE = ["bad", "awful", "terrible", "hate it", "broken", "stopped working"]
@@ -105,7 +106,7 @@ def test_finetune_learns_and_saves_a_safetensors_model(
     config = json.loads((out_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert config["label2id"] == {"negative": 0, "positive": 1}
-    assert TrainingResult.read_json(out_dir / TRAINING_JSON) == result
+    assert TrainingResult.from_json(out_dir / TRAINING_JSON) == result
     metrics = result.metrics()
     assert metrics["validation_macro_f1"] == result.best_validation_macro_f1
     assert all(isinstance(v, float) for v in metrics.values())
@@ -322,7 +323,7 @@ def test_class_weights_in_prepared_data_weight_the_training_loss(
     assert plain.metrics()["class_weighted"] == 0.0
     assert skewed.class_weights == {"negative": 3.0, "positive": 0.25} and skewed.class_weighted
     assert skewed.metrics()["class_weighted"] == 1.0
-    assert TrainingResult.read_json(tmp_path / "skewed" / TRAINING_JSON) == skewed
+    assert TrainingResult.from_json(tmp_path / "skewed" / TRAINING_JSON) == skewed
     # Weights of 1 give the plain cross-entropy; other weights change what is learned.
     assert even.train_loss == pytest.approx(plain.train_loss, rel=1e-5)
     assert skewed.train_loss != pytest.approx(plain.train_loss, rel=1e-3)

@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import load_file
 from tests.unit.training.test_finetune import LEARN, learnable, macro_f1, training_runs, write_splits
 
-from refinery.training.finetune import TRAINING_JSON, TrainingResult, finetune
+from refinery.training.finetune import finetune
+from refinery.training.records import TRAINING_JSON, TrainingResult
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_best_epochs(
     assert any((saved[k] != fitted[k]).any() for k in saved)
     assert macro_f1(tmp_path / "refit", learnable(80, seed=3)) >= 0.9
 
-    assert TrainingResult.read_json(tmp_path / "refit" / TRAINING_JSON) == result
+    assert TrainingResult.from_json(tmp_path / "refit" / TRAINING_JSON) == result
     metrics = result.metrics()
     assert metrics["refit_epochs"] == best and metrics["refit_train_samples"] == 300.0
     checkpoints = Path(cfg.training.checkpoint.dir)  # type: ignore[attr-defined]

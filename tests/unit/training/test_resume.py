@@ -17,7 +17,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from refinery.training.checkpointing import last_checkpoint
-from refinery.training.finetune import TrainingResult, finetune
+from refinery.training.finetune import finetune
+from refinery.training.records import TrainingResult
 
 # The child slows each optimizer step down so that the signal lands mid-epoch, not after training ended.
 CHILD = """

@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 from tests.unit.training.test_finetune import LEARN, learnable, training_runs, write_splits
 
+from refinery import modeling
 from refinery.errors import TrainingError
 from refinery.modeling import load_classifier
 from refinery.training import techniques
-from refinery.training.finetune import TRAINING_JSON, TrainingResult, finetune
+from refinery.training.finetune import finetune
+from refinery.training.records import TRAINING_JSON, TrainingResult
 
 EMBEDDINGS = "bert.embeddings."
 HEAD = ("classifier.", "bert.pooler.")
@@ -577,7 +579,7 @@ def test_lora_trains_only_adapters_and_head_and_merges_into_a_plain_model(
     assert applied.lora.merged and applied.lora.target_modules == ("query", "value")
     assert applied.lora.modules_to_save == ("classifier",) and applied.lora.r == 4
     assert applied.trainable_share < 0.1 and applied.frozen_embeddings
-    assert TrainingResult.read_json(out / TRAINING_JSON) == result
+    assert TrainingResult.from_json(out / TRAINING_JSON) == result
     validation = pd.read_parquet(data_dir / "validation.parquet")
     assert load_classifier(out).predict_proba(list(validation["text"])).shape == (60, 2)
 
@@ -595,20 +597,20 @@ def test_lora_adapter_mode_saves_the_adapter_and_predicts_as_the_merged_model(
     out = tmp_path / "adapter"
 
     files = {p.name for p in out.iterdir()}
-    assert {techniques.ADAPTER_CONFIG, techniques.ADAPTER_WEIGHTS, "config.json", TRAINING_JSON} <= files
+    assert {modeling.ADAPTER_CONFIG, modeling.ADAPTER_WEIGHTS, "config.json", TRAINING_JSON} <= files
     assert "model.safetensors" not in files and not list(out.rglob("*.bin"))
-    adapter = load_file(out / techniques.ADAPTER_WEIGHTS)
+    adapter = load_file(out / modeling.ADAPTER_WEIGHTS)
     assert {k for k in adapter if "lora_B" in k} and all(
         np.abs(adapter[k]).sum() > 0 for k in adapter if "lora_B" in k
     )  # trained: lora_B starts at zero
     assert {k for k in adapter if "classifier" in k}  # the head travels with the adapter
     assert not {k for k in adapter if "lora" not in k and "classifier" not in k}  # no base weights
-    assert json.loads((out / techniques.ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == str(
+    assert json.loads((out / modeling.ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == str(
         tiny_model_dir
     )
     assert result.techniques is not None and result.techniques.lora is not None
     assert not result.techniques.lora.merged and result.techniques.lora.base_model == str(tiny_model_dir)
-    assert techniques.is_adapter_dir(out) and not techniques.is_adapter_dir(tmp_path / "merged")
+    assert modeling.is_adapter_dir(out) and not modeling.is_adapter_dir(tmp_path / "merged")
 
     texts = list(pd.read_parquet(data_dir / "validation.parquet")["text"])
     merged = load_classifier(tmp_path / "merged").predict_proba(texts)
@@ -626,7 +628,7 @@ def test_lora_adapter_mode_saves_the_adapter_and_predicts_as_the_merged_model(
     )
     unmerged = PeftModel.from_pretrained(base, out)
     np.testing.assert_allclose(probabilities(unmerged), merged, atol=1e-5)
-    np.testing.assert_allclose(probabilities(techniques.load_lora_classifier(out)), merged, atol=1e-5)
+    np.testing.assert_allclose(probabilities(modeling.load_lora_classifier(out)), merged, atol=1e-5)
     # Evaluation and serving load the adapter folder like any model folder.
     np.testing.assert_allclose(load_classifier(out).predict_proba(texts), merged, atol=1e-5)
 
@@ -654,7 +656,7 @@ def test_each_training_is_an_mlflow_run_with_params_and_epoch_curves(
 
     (run,) = training_runs(cfg)
     assert run.info.run_id == result.mlflow_run_id
-    assert TrainingResult.read_json(tmp_path / "out" / TRAINING_JSON).mlflow_run_id == run.info.run_id
+    assert TrainingResult.from_json(tmp_path / "out" / TRAINING_JSON).mlflow_run_id == run.info.run_id
     assert run.info.status == "FINISHED" and run.data.tags["refinery.step"] == "finetune"
     params = run.data.params
     assert params["training.learning_rate"] == "0.005" and params["training.epochs"] == "3.0"
