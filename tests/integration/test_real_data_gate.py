@@ -68,7 +68,11 @@ def test_a_challenger_trained_on_a_tenth_of_sst2_is_rejected_with_its_reasons(tm
     assert evaluation["challenger"]["macro_f1"] < evaluation["champion"]["macro_f1"] - 0.01
     # The reasons are shown: the console summary lists each failed rule with its figures.
     assert "gate: REJECTED" in shown and "[FAIL] max_regression.macro_f1" in shown
-    assert any("max_regression.macro_f1" in reason or "macro_f1" in reason for reason in decision.reasons)
+    # ...and the decision's reasons carry that rule's own sentence: the macro-F1 regression limit it broke.
+    regression = next(rule for rule in decision.failed() if rule.name == "max_regression.macro_f1")
+    assert regression.detail in decision.reasons, decision.reasons
+    assert "gate.max_regression.macro_f1=" in regression.detail, regression.detail
+    assert f"fails >= {regression.threshold:.4f}" in regression.detail, regression.detail
     # Nothing moved: the first model is still champion and still released.
     cfg = config(tenth)
     assert Registry(cfg.registry).champion(cfg.gitops.environment).version == champion  # type: ignore[union-attr]

@@ -19,180 +19,55 @@ compares served windows with (:class:`refinery.monitoring.signals.ReferenceStats
 
 The step writes ``evaluation.json`` (the typed :class:`EvaluationResult`), ``predictions.parquet`` (one
 row per test text: label, slices, each model's prediction and class probabilities),
-``confusion_matrix.png`` and ``monitoring/`` (the reference statistics).
+``confusion_matrix.png`` and ``monitoring/`` (the reference statistics), staged in a folder beside
+``out_dir`` and published with :func:`refinery.atomic.staged_dir` (``evaluation.json`` last).
+
+This module is the step: it reads the test and retention sets, loads and runs the models, and publishes
+the files. The numbers come from :mod:`refinery.evaluation.scoring` (one model's scores, the comparison)
+and the record is :class:`refinery.evaluation.result.EvaluationResult`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from refinery.data.sources import DOMAIN_SLICE, NEW
+from refinery.atomic import staged_dir
+from refinery.data.sources import DOMAIN_SLICE
 from refinery.errors import DataError, RefineryError, RegistryError, TrainingError
-from refinery.evaluation.metrics import ModelMetrics, classification_metrics
-from refinery.evaluation.stats import (
-    BootstrapResult,
-    LatencySummary,
-    McNemarResult,
-    SliceScore,
-    average_precision,
-    expected_calibration_error,
-    latency_summary,
-    length_bucket,
-    log_loss,
-    mcnemar,
-    paired_bootstrap,
-    roc_auc,
-    slice_metrics,
-)
-from refinery.results import load_result, to_jsonable, write_json
+from refinery.evaluation.metrics import LatencySummary, latency_summary
+from refinery.evaluation.result import EVALUATION_FILE, EvaluationResult, RetentionResult
+from refinery.evaluation.scoring import compare, label_indices, no_change, predictions_frame, score
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from refinery.config import RunConfig
+    from refinery.evaluation.result import Comparison
     from refinery.modeling import Classifier
+    from refinery.monitoring.signals import ReferenceStats
 
-EVALUATION_FILE = "evaluation.json"
+# EvaluationResult and EVALUATION_FILE live in refinery.evaluation.result; callers may take them from
+# the step that writes them.
+__all__ = [
+    "CONFUSION_MATRIX_FILE",
+    "EVALUATION_FILE",
+    "MONITORING_DIR",
+    "PREDICTIONS_FILE",
+    "EvaluationResult",
+    "evaluate",
+    "plot_confusion_matrices",
+    "read_retention_set",
+    "read_test_set",
+    "roc_points",
+]
+
 PREDICTIONS_FILE = "predictions.parquet"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
-LENGTH_SLICE = "length"  # the slice "column" of text-length buckets
 MONITORING_DIR = "monitoring"  # the reference statistics drift monitoring reads, kept with the version
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Challenger against champion on the same rows: the statistics the gate's significance rules read.
-
-    Attributes:
-        bootstrap: The paired bootstrap of the macro-F1 difference.
-        mcnemar: McNemar's test on the rows exactly one model gets right.
-        on: Which test rows: ``all``, or ``new`` (the held-out new labelled rows).
-        rows: How many rows were compared.
-    """
-
-    bootstrap: BootstrapResult
-    mcnemar: McNemarResult
-    on: str = "all"
-    rows: int = 0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        return cls(
-            BootstrapResult.from_dict(data["bootstrap"]),
-            McNemarResult.from_dict(data["mcnemar"]),
-            on=str(data.get("on", "all")),
-            rows=int(data.get("rows", 0)),
-        )
-
-
-@dataclass(frozen=True)
-class RetentionResult:
-    """Both models on the retention set (``data.retention_uri``), the check against forgetting."""
-
-    uri: str
-    n: int
-    challenger: ModelMetrics
-    champion: ModelMetrics | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RetentionResult:
-        champion = data.get("champion")
-        return cls(
-            uri=str(data["uri"]),
-            n=int(data["n"]),
-            challenger=ModelMetrics.from_dict(data["challenger"]),
-            champion=ModelMetrics.from_dict(champion) if champion is not None else None,
-        )
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """Challenger and champion metrics on the same test set.
-
-    Attributes:
-        labels: Declared labels, in class-index order (the confusion-matrix order).
-        test_rows: Number of test rows both models scored.
-        challenger: Metrics of the newly trained model.
-        champion: Metrics of the current champion, or None when there is no champion yet.
-        champion_version: Registry version of the champion that was scored, if any.
-        comparison: Bootstrap interval and McNemar's test of challenger against champion (None
-            without a champion, or with ``gate.significance.mode: off``).
-        retention: Both models on the retention set, when ``data.retention_uri`` is set.
-        no_change: Why the challenger is no change from the champion (the same weights, or the same
-            prediction on every test row), or None when it differs.
-    """
-
-    labels: tuple[str, ...]
-    test_rows: int
-    challenger: ModelMetrics
-    champion: ModelMetrics | None = None
-    champion_version: str | None = None
-    comparison: Comparison | None = None
-    retention: RetentionResult | None = None
-    no_change: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return to_jsonable(self)
-
-    def metrics(self) -> dict[str, float]:
-        """Headline numbers of both models, flat, for the step's KFP Metrics."""
-        flat = {"test_rows": float(self.test_rows)}
-        for role, m in (("challenger", self.challenger), ("champion", self.champion)):
-            if m is not None:
-                flat.update({f"{role}_{name}": value for name, value in m.headline().items()})
-        if self.comparison is not None:
-            flat["macro_f1_difference"] = self.comparison.bootstrap.difference
-            flat["macro_f1_difference_low"] = self.comparison.bootstrap.low
-            flat["macro_f1_difference_high"] = self.comparison.bootstrap.high
-            flat["mcnemar_p_value"] = self.comparison.mcnemar.p_value
-        if self.retention is not None:
-            flat["retention_rows"] = float(self.retention.n)
-            for role, m in (("challenger", self.retention.challenger), ("champion", self.retention.champion)):
-                if m is not None:
-                    flat[f"retention_{role}_macro_f1"] = m.macro_f1
-                    flat[f"retention_{role}_accuracy"] = m.accuracy
-        return flat
-
-    def write_json(self, path: str | Path) -> Path:
-        """Write the result as JSON, atomically."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        champion = data.get("champion")
-        version = data.get("champion_version")
-        comparison = data.get("comparison")
-        retention = data.get("retention")
-        return cls(
-            labels=tuple(str(v) for v in data["labels"]),
-            test_rows=int(data["test_rows"]),
-            challenger=ModelMetrics.from_dict(data["challenger"]),
-            champion=ModelMetrics.from_dict(champion) if champion is not None else None,
-            champion_version=str(version) if version is not None else None,
-            comparison=Comparison.from_dict(comparison) if comparison is not None else None,
-            retention=RetentionResult.from_dict(retention) if retention is not None else None,
-            no_change=data.get("no_change"),
-        )
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> EvaluationResult:
-        """Read ``evaluation.json`` (or the directory holding it).
-
-        Raises:
-            RefineryError: The file is missing or is not an evaluation result.
-        """
-        return load_result(cls.from_dict, path, default_name=EVALUATION_FILE, what="evaluation result")
 
 
 def read_test_set(data_dir: Path, labels: Sequence[str], slice_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -319,169 +194,6 @@ def _latency(classifier: Classifier, texts: list[str], samples: int, seed: int) 
     return latency_summary(seconds)
 
 
-def label_indices(frame: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
-    """Each row's ``label`` as its index in the declared ``labels`` (rows already checked to hold them)."""
-    import numpy as np
-
-    return frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
-
-
-def score(
-    cfg: RunConfig,
-    frame: pd.DataFrame,
-    probabilities: np.ndarray,
-    latency: LatencySummary | None = None,
-    slice_columns: Sequence[str] = (),
-) -> ModelMetrics:
-    """Every metric of one model on one labelled set, from its class probabilities.
-
-    Args:
-        cfg: The run configuration (``data.labels``, ``evaluation``).
-        frame: The rows: ``text``, ``label`` and the ``slice_columns``.
-        probabilities: ``[rows, labels]`` in the declared label order.
-        latency: Per-example latency, when measured.
-        slice_columns: Columns of ``frame`` to score each value of; text-length buckets are always scored.
-    """
-
-    labels = tuple(cfg.data.labels)
-    k = len(labels)
-    true_idx = label_indices(frame, labels)
-    pred_idx = probabilities.argmax(axis=1)
-    base = classification_metrics(frame["label"].tolist(), [labels[i] for i in pred_idx], labels)
-    auc = ap = None
-    if k == 2 and len(set(true_idx.tolist())) == 2:  # the second declared label is the positive class
-        auc = roc_auc(probabilities[:, 1], true_idx == 1)
-        ap = average_precision(probabilities[:, 1], true_idx == 1)
-    groups: dict[str, Sequence[object]] = {column: frame[column].tolist() for column in slice_columns}
-    groups[LENGTH_SLICE] = length_bucket(frame["text"].tolist(), cfg.evaluation.length_buckets)
-    slices: dict[str, dict[str, SliceScore]] = {
-        column: {str(value): s for value, s in slice_metrics(true_idx, pred_idx, k, values).items()}
-        for column, values in groups.items()
-    }
-    return replace(
-        base,
-        log_loss=log_loss(probabilities, true_idx),
-        ece=expected_calibration_error(probabilities, true_idx, bins=cfg.evaluation.calibration_bins),
-        roc_auc=auc,
-        average_precision=ap,
-        mean_latency_ms=latency.mean_ms if latency else None,
-        p95_latency_ms=latency.p95_ms if latency else None,
-        slices=slices,
-    )
-
-
-def comparison_rows(cfg: RunConfig, frame: pd.DataFrame) -> tuple[str, np.ndarray]:
-    """Which test rows the significance tests compare on (``gate.significance.on``): ``("new", mask)``
-    for the held-out new labelled rows, ``("all", mask)`` for every row.
-
-    Raises:
-        DataError: ``on`` is ``new`` but the test set holds no new rows.
-    """
-    import numpy as np
-
-    on = cfg.gate.significance.on
-    new = (
-        (frame[DOMAIN_SLICE] == NEW).to_numpy()
-        if DOMAIN_SLICE in frame.columns
-        else np.zeros(len(frame), bool)
-    )
-    if on == "new" and not new.any():
-        raise DataError(
-            "gate.significance.on=new, but the test set holds no new labelled rows (data.incoming_uri,"
-            " data.feedback)"
-        )
-    if on == "new" or (on == "auto" and new.any()):
-        return "new", new
-    return "all", np.ones(len(frame), dtype=bool)
-
-
-def compare(cfg: RunConfig, frame: pd.DataFrame, challenger: np.ndarray, champion: np.ndarray) -> Comparison:
-    """The paired bootstrap and McNemar's test of two models' probabilities on the same rows: the rows
-    :func:`comparison_rows` picks."""
-
-    on, rows = comparison_rows(cfg, frame)
-    frame, challenger, champion = frame[rows], challenger[rows], champion[rows]
-    labels = tuple(cfg.data.labels)
-    true_idx = label_indices(frame, labels)
-    ours, theirs = challenger.argmax(axis=1), champion.argmax(axis=1)
-    significance = cfg.gate.significance
-    return Comparison(
-        on=on,
-        rows=int(rows.sum()),
-        bootstrap=paired_bootstrap(
-            true_idx,
-            ours,
-            theirs,
-            len(labels),
-            resamples=significance.resamples,
-            confidence=significance.confidence,
-            seed=significance.seed,
-        ),
-        mcnemar=mcnemar(ours == true_idx, theirs == true_idx),
-    )
-
-
-def _weights_sha256(model_dir: Path) -> str | None:
-    """One hash over a model folder's safetensors files (None when it has none, e.g. an adapter)."""
-    from refinery.hashing import stream_sha256
-
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return None
-    digests = []
-    for path in files:
-        with path.open("rb") as fh:
-            digests.append(f"{path.name}:{stream_sha256(fh)}")
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
-
-
-def no_change(
-    challenger_dir: Path,
-    champion_dir: Path,
-    challenger: Sequence[np.ndarray],
-    champion: Sequence[np.ndarray],
-    who: str,
-) -> str | None:
-    """Why the challenger is no change from the champion, or None when it differs.
-
-    It is no change when its weights hash the same as the champion's, or when it predicts the
-    champion's label on every row both were scored on (``challenger[i]``/``champion[i]``: the
-    probabilities of one scored set each, the test set and the retention set).
-    """
-    ours = _weights_sha256(challenger_dir)
-    if ours is not None and ours == _weights_sha256(champion_dir):
-        return f"the challenger's weights hash the same as {who}'s (sha256 {ours[:12]})"
-    rows = sum(len(p) for p in challenger)
-    same = all(
-        (a.argmax(axis=1) == b.argmax(axis=1)).all() for a, b in zip(challenger, champion, strict=True)
-    )
-    if same:
-        return f"the challenger predicts the same label as {who} on all {rows} scored rows"
-    return None
-
-
-def predictions_frame(
-    frame: pd.DataFrame,
-    labels: Sequence[str],
-    challenger: np.ndarray,
-    champion: np.ndarray | None,
-    cfg: RunConfig,
-) -> pd.DataFrame:
-    """One row per test text: text, label, slices, length bucket, each model's prediction and probabilities."""
-    import pandas as pd
-
-    out = frame.copy()
-    out[LENGTH_SLICE] = length_bucket(frame["text"].tolist(), cfg.evaluation.length_buckets)
-    for role, probabilities in (("challenger", challenger), ("champion", champion)):
-        if probabilities is None:
-            out[f"{role}_pred"] = pd.Series([None] * len(frame), dtype="string")
-            out[f"{role}_proba"] = pd.Series([None] * len(frame), dtype=object)
-        else:
-            out[f"{role}_pred"] = pd.Series([labels[i] for i in probabilities.argmax(axis=1)], dtype="string")
-            out[f"{role}_proba"] = [row.tolist() for row in probabilities.astype(float)]
-    return out
-
-
 def roc_points(
     labels: Sequence[str], predictions: pd.DataFrame
 ) -> tuple[list[float], list[float], list[float]] | None:
@@ -493,7 +205,7 @@ def roc_points(
     """
     import numpy as np
 
-    from refinery.evaluation.stats import roc_curve
+    from refinery.evaluation.curves import roc_curve
 
     if len(labels) != 2:
         return None
@@ -507,28 +219,65 @@ def roc_points(
 
 def plot_confusion_matrices(result: EvaluationResult, path: Path) -> Path:
     """Draw the challenger's (and the champion's) confusion matrix as a PNG: the figure the HTML report
-    shows (:func:`refinery.evaluation.report.confusion_matrix_figure`)."""
-    from refinery.evaluation.report import confusion_matrix_figure
+    shows (:func:`refinery.evaluation.plots.confusion_matrix_figure`)."""
+    from refinery.evaluation.plots import confusion_matrix_figure
 
     confusion_matrix_figure(result).savefig(path, dpi=110)
     return path
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move a fully written staging directory into place; ``evaluation.json`` lands last."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    # An output directory that already exists (a KFP artifact path) is filled file by file; each
-    # rename is atomic and evaluation.json, the file readers look for, is renamed last.
-    names = sorted(p.name for p in staging.iterdir())
-    names.sort(key=lambda n: n == EVALUATION_FILE)
-    for name in names:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-    staging.rmdir()
+def _load_models(
+    cfg: RunConfig, challenger_dir: Path, champion_dir: Path | None, champion_version: str | None
+) -> dict[str, Classifier]:
+    labels, max_length = tuple(cfg.data.labels), cfg.model.max_length
+    models = {"challenger": _load(Path(challenger_dir), labels, max_length, "challenger", None)}
+    if champion_dir is not None:
+        models["champion"] = _load(Path(champion_dir), labels, max_length, "champion", champion_version)
+    return models
+
+
+def _score_retention(
+    cfg: RunConfig, models: dict[str, Classifier], retention: pd.DataFrame | None
+) -> tuple[RetentionResult | None, dict[str, np.ndarray]]:
+    """Both models on the retention set, and their probabilities there (none without one)."""
+    if retention is None:
+        return None, {}
+    labels, batch_size = tuple(cfg.data.labels), cfg.training.eval_batch_size
+    probabilities = {
+        role: _probabilities(m, retention["text"].tolist(), labels, batch_size) for role, m in models.items()
+    }
+    kept = {role: score(cfg, retention, p) for role, p in probabilities.items()}
+    result = RetentionResult(
+        uri=str(cfg.data.retention_uri),
+        n=len(retention),
+        challenger=kept["challenger"],
+        champion=kept.get("champion"),
+    )
+    return result, probabilities
+
+
+def _publish(
+    out_dir: Path,
+    cfg: RunConfig,
+    test: pd.DataFrame,
+    probabilities: dict[str, np.ndarray],
+    result: EvaluationResult,
+    reference: ReferenceStats,
+) -> None:
+    """Write every output into a staging folder and publish it; ``evaluation.json`` lands last.
+
+    An output folder that already holds files (a KFP artifact path) is filled entry by entry, each
+    rename atomic.
+    """
+    labels = tuple(cfg.data.labels)
+    with staged_dir(out_dir, mode="merge", last=EVALUATION_FILE) as staging:
+        predictions = predictions_frame(
+            test, labels, probabilities["challenger"], probabilities.get("champion"), cfg
+        )
+        predictions.to_parquet(staging / PREDICTIONS_FILE, index=False)
+        plot_confusion_matrices(result, staging / CONFUSION_MATRIX_FILE)
+        reference.save(staging / MONITORING_DIR)
+        result.write_json(staging / EVALUATION_FILE)
 
 
 def evaluate(
@@ -563,16 +312,12 @@ def evaluate(
     labels = tuple(cfg.data.labels)
     test = read_test_set(Path(data_dir), labels, tuple(cfg.data.slice_columns))
     slice_columns = tuple(c for c in test.columns if c not in ("text", "label"))
-    retention = read_retention_set(cfg) if cfg.data.retention_uri else None
+    retention_set = read_retention_set(cfg) if cfg.data.retention_uri else None
     texts = test["text"].tolist()
     batch_size = cfg.training.eval_batch_size
     samples, seed = cfg.evaluation.latency_samples, cfg.gate.significance.seed
 
-    models = {"challenger": _load(Path(challenger_dir), labels, cfg.model.max_length, "challenger", None)}
-    if champion_dir is not None:
-        models["champion"] = _load(
-            Path(champion_dir), labels, cfg.model.max_length, "champion", champion_version
-        )
+    models = _load_models(cfg, challenger_dir, champion_dir, champion_version)
     # The challenger in one pass with its sentence embeddings: the reference drift monitoring keeps.
     ours, embeddings = models["challenger"].encode(texts, batch_size=batch_size)
     probabilities = {"challenger": _in_label_order(models["challenger"], ours, labels)}
@@ -582,17 +327,9 @@ def evaluate(
         role: score(cfg, test, probabilities[role], _latency(m, texts, samples, seed), slice_columns)
         for role, m in models.items()
     }
-    kept: dict[str, ModelMetrics] = {}
-    kept_probabilities: dict[str, np.ndarray] = {}
-    if retention is not None:
-        kept_probabilities = {
-            role: _probabilities(m, retention["text"].tolist(), labels, batch_size)
-            for role, m in models.items()
-        }
-        kept = {role: score(cfg, retention, p) for role, p in kept_probabilities.items()}
-    champion_scored = "champion" in models
-    comparison = None
-    unchanged = None
+    retention, kept_probabilities = _score_retention(cfg, models, retention_set)
+    comparison: Comparison | None = None
+    unchanged: str | None = None
     if champion_dir is not None:
         who = f"champion v{champion_version}" if champion_version else "the champion"
         scored = [probabilities, *([kept_probabilities] if kept_probabilities else [])]
@@ -610,33 +347,11 @@ def evaluate(
         test_rows=len(test),
         challenger=metrics["challenger"],
         champion=metrics.get("champion"),
-        champion_version=champion_version if champion_scored else None,
+        champion_version=champion_version if "champion" in models else None,
         comparison=comparison,
-        retention=RetentionResult(
-            uri=str(cfg.data.retention_uri),
-            n=len(retention),
-            challenger=kept["challenger"],
-            champion=kept.get("champion"),
-        )
-        if retention is not None
-        else None,
+        retention=retention,
         no_change=unchanged,
     )
     reference = fit_reference(embeddings, probabilities["challenger"], label_indices(test, labels))
-
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        predictions = predictions_frame(
-            test, labels, probabilities["challenger"], probabilities.get("champion"), cfg
-        )
-        predictions.to_parquet(staging / PREDICTIONS_FILE, index=False)
-        plot_confusion_matrices(result, staging / CONFUSION_MATRIX_FILE)
-        reference.save(staging / MONITORING_DIR)
-        result.write_json(staging / EVALUATION_FILE)
-        _publish(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _publish(Path(out_dir), cfg, test, probabilities, result, reference)
     return result

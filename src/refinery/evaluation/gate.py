@@ -21,15 +21,14 @@ what it required and whether that held:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from refinery.config import LOWER_IS_BETTER, SERVING_METRICS
 from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW
-from refinery.evaluation.evaluate import EvaluationResult
-from refinery.results import load_result, to_jsonable, write_json
+from refinery.evaluation.result import EvaluationResult
+from refinery.results import Record, load_result
 
 if TYPE_CHECKING:
     from refinery.config import GateConfig
@@ -44,7 +43,7 @@ _EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
-class RuleResult:
+class RuleResult(Record):
     """One gate rule's outcome.
 
     Attributes:
@@ -65,22 +64,9 @@ class RuleResult:
     passed: bool
     detail: str
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RuleResult:
-        """Rebuild a rule result from its dict form."""
-        observed = data.get("observed")
-        return cls(
-            name=str(data["name"]),
-            observed=float(observed) if observed is not None else None,
-            threshold=float(data["threshold"]),
-            requirement=str(data["requirement"]),
-            passed=bool(data["passed"]),
-            detail=str(data["detail"]),
-        )
-
 
 @dataclass(frozen=True)
-class GateDecision:
+class GateDecision(Record):
     """The gate's verdict: the typed object the pipeline's condition reads.
 
     Attributes:
@@ -95,24 +81,6 @@ class GateDecision:
     rules: list[RuleResult]
     reasons: list[str]
     notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return to_jsonable(self)
-
-    def write_json(self, path: str | Path) -> Path:
-        """Write the decision as JSON, atomically."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
-        """Rebuild a decision from :meth:`to_dict` output."""
-        return cls(
-            passed=bool(data["passed"]),
-            rules=[RuleResult.from_dict(r) for r in data["rules"]],
-            reasons=[str(r) for r in data["reasons"]],
-            notes=[str(n) for n in data.get("notes", [])],
-        )
 
     @classmethod
     def from_json(cls, path: str | Path) -> GateDecision:

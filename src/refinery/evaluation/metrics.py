@@ -1,24 +1,52 @@
-"""Classification metrics computed from label strings: accuracy, macro-F1, per-class scores, confusion matrix.
+"""Scores of one model on one labelled set: accuracy, macro-F1, per-class scores, confusion matrix, latency.
 
-Computed here with numpy rather than scikit-learn so the numbers are defined in one place (a class that
-is never predicted has precision 0, a class absent from the test set has recall 0) and so importing the
-evaluation package stays cheap.
+This module is where the project's classification scores are defined, on scikit-learn:
+
+- :func:`macro_f1` is the one macro-F1. The Trainer's best-epoch metric (``refinery.training``),
+  :func:`classification_metrics` (the gate's headline numbers) and
+  :func:`refinery.evaluation.slices.slice_metrics` all call it. It averages over every declared class:
+  a class that is never predicted has precision 0, a class absent from the rows has recall 0
+  (``zero_division=0``), so a declared class missing from the data counts with F1 0.
+- The paired bootstrap (:mod:`refinery.evaluation.significance`) scores thousands of resamples with its
+  own vectorised macro-F1, the one place where scikit-learn per resample is measurably too slow
+  (``bench/gate.py`` prints both); a test holds it equal to :func:`macro_f1`.
+- Scores of class probabilities (log loss, ROC and precision-recall curves, calibration) live in
+  :mod:`refinery.evaluation.curves`.
+
+scikit-learn is imported inside the functions, so importing the evaluation package stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from refinery.errors import DataError
-from refinery.evaluation.stats import SliceScore
-from refinery.results import to_jsonable, write_json
+from refinery.evaluation.checks import as_finite, as_indices, check_k, same_length
+from refinery.results import Record
 
 
 @dataclass(frozen=True)
-class ModelMetrics:
+class SliceScore(Record):
+    """Scores of one slice of the test rows.
+
+    Attributes:
+        n: Rows in the slice.
+        accuracy: Share of the slice's rows predicted right.
+        macro_f1: Macro-F1 over all ``k`` declared classes, as :func:`macro_f1` (a class absent from the
+            slice counts with F1 0, so small slices score low).
+    """
+
+    n: int
+    accuracy: float
+    macro_f1: float
+
+
+@dataclass(frozen=True)
+class ModelMetrics(Record):
     """Scores of one model on one labelled set.
 
     Attributes:
@@ -39,7 +67,8 @@ class ModelMetrics:
 
     accuracy: float
     macro_f1: float
-    per_class: dict[str, dict[str, float]]
+    # int | float: the support is a count and stays an int through JSON.
+    per_class: dict[str, dict[str, int | float]]
     confusion_matrix: list[list[int]]
     n: int
     labels: tuple[str, ...] = field(default=())
@@ -63,46 +92,39 @@ class ModelMetrics:
         measured = {metric: self.value(metric) for metric in _HEADLINE}
         return {metric: value for metric, value in measured.items() if value is not None}
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every field."""
-        return to_jsonable(self)
 
-    def write_json(self, path: str | Path) -> Path:
-        """Write the metrics as JSON, atomically."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelMetrics:
-        """Rebuild metrics from :meth:`to_dict` output."""
-        return cls(
-            accuracy=float(data["accuracy"]),
-            macro_f1=float(data["macro_f1"]),
-            per_class={
-                str(label): {
-                    "precision": float(scores["precision"]),
-                    "recall": float(scores["recall"]),
-                    "f1": float(scores["f1"]),
-                    "support": int(scores["support"]),
-                }
-                for label, scores in data["per_class"].items()
-            },
-            confusion_matrix=[[int(v) for v in row] for row in data["confusion_matrix"]],
-            n=int(data["n"]),
-            labels=tuple(str(v) for v in data.get("labels", ())),
-            **{name: _optional(data.get(name)) for name in _OPTIONAL},
-            slices={
-                str(column): {str(value): SliceScore.from_dict(score) for value, score in scores.items()}
-                for column, scores in (data.get("slices") or {}).items()
-            },
-        )
+_HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "log_loss",
+    "ece",
+    "roc_auc",
+    "average_precision",
+    "mean_latency_ms",
+    "p95_latency_ms",
+)
 
 
-_OPTIONAL = ("log_loss", "ece", "roc_auc", "average_precision", "mean_latency_ms", "p95_latency_ms")
-_HEADLINE = ("accuracy", "macro_f1", *_OPTIONAL)
+def macro_f1(true_idx: npt.ArrayLike, pred_idx: npt.ArrayLike, k: int) -> float:
+    """Macro-F1 of one set of predictions, averaged over all ``k`` declared classes.
 
+    scikit-learn's ``f1_score(average="macro", labels=range(k), zero_division=0)``.
 
-def _optional(value: Any) -> float | None:
-    return float(value) if value is not None else None
+    Args:
+        true_idx: True class indices, shape ``(n,)``.
+        pred_idx: Predicted class indices, shape ``(n,)``.
+        k: Number of declared classes; a class never predicted has precision 0, one absent has recall 0.
+
+    Raises:
+        DataError: The inputs are empty, differ in length, or hold an index outside ``0..k-1``.
+    """
+    from sklearn.metrics import f1_score
+
+    k = check_k(k)
+    true = as_indices(true_idx, k, "true_idx")
+    pred = as_indices(pred_idx, k, "pred_idx")
+    same_length(("true_idx", true.shape[0]), ("pred_idx", pred.shape[0]))
+    return float(f1_score(true, pred, labels=list(range(k)), average="macro", zero_division=0))
 
 
 def _indices(values: Sequence[str], index: Mapping[str, int], what: str) -> list[int]:
@@ -134,7 +156,7 @@ def classification_metrics(
     Raises:
         DataError: The inputs differ in length, are empty, or hold a label outside ``labels``.
     """
-    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = tuple(str(label) for label in labels)
     if len(set(labels)) != len(labels) or not labels:
@@ -147,18 +169,12 @@ def classification_metrics(
     index = {label: i for i, label in enumerate(labels)}
     true_idx = np.asarray(_indices(y_true, index, "y_true"), dtype=np.int64)
     pred_idx = np.asarray(_indices(y_pred, index, "y_pred"), dtype=np.int64)
-    k = len(labels)
-    matrix = np.bincount(true_idx * k + pred_idx, minlength=k * k).reshape(k, k)
-
-    tp = np.diag(matrix).astype(float)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-
-    per_class = {
+    classes = list(range(len(labels)))
+    matrix = confusion_matrix(true_idx, pred_idx, labels=classes)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_idx, pred_idx, labels=classes, zero_division=0
+    )
+    per_class: dict[str, dict[str, int | float]] = {
         label: {
             "precision": float(precision[i]),
             "recall": float(recall[i]),
@@ -168,10 +184,43 @@ def classification_metrics(
         for i, label in enumerate(labels)
     }
     return ModelMetrics(
-        accuracy=float(tp.sum() / len(true_idx)),
-        macro_f1=float(f1.mean()),
+        accuracy=float(np.trace(matrix) / len(true_idx)),
+        macro_f1=macro_f1(true_idx, pred_idx, len(labels)),
         per_class=per_class,
         confusion_matrix=matrix.astype(int).tolist(),
         n=len(true_idx),
         labels=labels,
+    )
+
+
+@dataclass(frozen=True)
+class LatencySummary(Record):
+    """Latency of a batch of requests or predictions.
+
+    Attributes:
+        mean_ms: Mean latency in milliseconds.
+        p95_ms: 95th percentile in milliseconds (linear interpolation between order statistics).
+        n: Number of measurements.
+    """
+
+    mean_ms: float
+    p95_ms: float
+    n: int
+
+
+def latency_summary(seconds: npt.ArrayLike) -> LatencySummary:
+    """Mean and 95th-percentile latency of measurements given in seconds.
+
+    Raises:
+        DataError: ``seconds`` is empty, not 1-D, or holds a negative or non-finite value.
+    """
+    values = as_finite(seconds, "seconds")
+    negative = values < 0
+    if negative.any():
+        pos = int(np.flatnonzero(negative)[0])
+        raise DataError(f"seconds[{pos}] = {values[pos]} is negative")
+    return LatencySummary(
+        mean_ms=float(values.mean() * 1000.0),
+        p95_ms=float(np.quantile(values, 0.95) * 1000.0),
+        n=int(values.shape[0]),
     )

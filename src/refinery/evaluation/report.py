@@ -6,20 +6,14 @@ precision-recall curves (binary tasks), a reliability diagram, every slice and t
 challenger's most confident mistakes. Numbers come from the :class:`EvaluationResult`; curves from the
 per-row probabilities in the predictions frame.
 
-Plots are inline SVG drawn on bare matplotlib ``Figure`` objects (no pyplot state). Their element ids
-are renamed per plot, so several plots share one document without clashing and the page is the same
-byte for byte on every render of the same inputs. Every value from the data (labels, slice values,
-texts, the retention URI) is HTML-escaped, and a ``$`` in text drawn on a plot is escaped so matplotlib
-does not read it as mathtext.
+Plots come from :mod:`refinery.evaluation.plots` as inline SVG, the same byte for byte on every render
+of the same inputs. Every value from the data (labels, slice values, texts, the retention URI) is
+HTML-escaped.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -27,28 +21,28 @@ import numpy as np
 
 from refinery.config import LOWER_IS_BETTER
 from refinery.errors import DataError
-from refinery.evaluation.evaluate import LENGTH_SLICE
-from refinery.evaluation.stats import (
-    average_precision,
-    calibration_report,
-    precision_recall_curve,
-    roc_auc,
-    roc_curve,
+from refinery.evaluation.plots import (
+    ScoredModel,
+    champion_name,
+    clip,
+    confusion_matrix_figure,
+    curves_figure,
+    reliability_figure,
+    svg,
 )
+from refinery.evaluation.scoring import LENGTH_SLICE
 from refinery.html import page
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
-    from refinery.evaluation.evaluate import EvaluationResult
+    from refinery.evaluation.checks import FloatArray, IntArray
     from refinery.evaluation.metrics import ModelMetrics
-    from refinery.evaluation.stats import FloatArray, IntArray
+    from refinery.evaluation.result import EvaluationResult
 
 DEFAULT_TITLE = "Model evaluation"
 DASH = "—"  # shown for a value that was not measured
 
-_COLOURS = {"challenger": "#2b6cb0", "champion": "#c05621"}
 _HEADLINE = (
     ("accuracy", "accuracy", 4),
     ("macro_f1", "macro-F1", 4),
@@ -64,17 +58,6 @@ _CSS = """
 td.better{color:#2e7d32;font-weight:600}td.worse{color:#c62828;font-weight:600}
 td.text{max-width:36rem;overflow-wrap:anywhere}
 """
-
-
-@dataclass(frozen=True)
-class _Model:
-    """One model as the report draws it."""
-
-    role: str  # "challenger" or "champion": picks the colour
-    name: str  # as shown, e.g. "champion v3"
-    metrics: ModelMetrics
-    probabilities: FloatArray | None  # [rows, labels], from the predictions frame
-    predicted: list[str | None]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -104,15 +87,6 @@ def _diff(ours: float | None, theirs: float | None, *, lower_is_better: bool = F
 
 def _code(value: object) -> str:
     return f"<code>{escape(str(value))}</code>"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _plot_text(text: str, limit: int = 24) -> str:
-    """Text for a plot: shortened, with ``$`` escaped so matplotlib draws it instead of reading mathtext."""
-    return _clip(text, limit).replace("$", r"\$")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -169,12 +143,12 @@ def _true_indices(predictions: pd.DataFrame, result: EvaluationResult) -> IntArr
     return np.asarray([index[v] for v in labels], dtype=np.int64)
 
 
-def _models(result: EvaluationResult, predictions: pd.DataFrame) -> list[_Model]:
+def _models(result: EvaluationResult, predictions: pd.DataFrame) -> list[ScoredModel]:
     k = len(result.labels)
     out = []
     roles: list[tuple[str, str, ModelMetrics | None]] = [
         ("challenger", "challenger", result.challenger),
-        ("champion", _champion_name(result), result.champion),
+        ("champion", champion_name(result), result.champion),
     ]
     for role, name, metrics in roles:
         if metrics is None:
@@ -183,175 +157,8 @@ def _models(result: EvaluationResult, predictions: pd.DataFrame) -> list[_Model]
         predicted: list[str | None] = [None] * len(predictions)
         if probabilities is not None:
             predicted = [result.labels[int(i)] for i in probabilities.argmax(axis=1)]
-        out.append(_Model(role, name, metrics, probabilities, predicted))
+        out.append(ScoredModel(role, name, metrics, probabilities, predicted))
     return out
-
-
-def _champion_name(result: EvaluationResult) -> str:
-    return f"champion v{result.champion_version}" if result.champion_version else "champion"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------------------
-
-_ID = re.compile(r'\bid="([^"]+)"')
-_REFERENCE = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
-
-
-def _svg(fig: Figure, prefix: str) -> str:
-    """The figure as an inline ``<svg>`` element: no XML prolog or metadata, ids renamed ``prefix-N``."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue().decode("utf-8")
-    text = text[text.index("<svg") :]
-    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
-    # matplotlib names glyphs by font and clip paths by a random salt: the first clash between two plots
-    # in one page, the second differs on every render.
-    renamed = {old: f"{prefix}-{i}" for i, old in enumerate(dict.fromkeys(_ID.findall(text)))}
-    return _REFERENCE.sub(lambda m: m.group(1) + renamed.get(m.group(2), m.group(2)), text)
-
-
-def _figure(svg: str, plot_id: str, caption: str) -> str:
-    return f"<figure class='plot' id='{plot_id}'>{svg}<figcaption>{caption}</figcaption></figure>"
-
-
-def confusion_matrix_figure(result: EvaluationResult) -> Figure:
-    """The challenger's (and the champion's) confusion matrix, side by side.
-
-    Cells are shaded by the share of their true class (row-normalised) and annotated with the count and
-    that share (the count alone beyond 12 labels), so classes of different sizes read alike. The cells
-    are vector quads, sharp at any zoom.
-    """
-    from matplotlib.figure import Figure
-
-    panels = [("challenger", result.challenger)]
-    if result.champion is not None:
-        panels.append((_champion_name(result), result.champion))
-    k = len(result.labels)
-    ticks = [_plot_text(label) for label in result.labels]
-    side = min(12.0, max(3.6, 1.2 + 0.6 * k))
-    fontsize = 9 if k <= 6 else 7 if k <= 12 else 6
-    fig = Figure(figsize=(side * len(panels) + 1.2, side + 0.9), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    mesh = None
-    edges = np.arange(k + 1) - 0.5
-    for ax, (name, metrics) in zip(axes, panels, strict=True):
-        counts = np.asarray(metrics.confusion_matrix, dtype=np.float64)
-        rows = counts.sum(axis=1, keepdims=True)
-        shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-        mesh = ax.pcolormesh(edges, edges, shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        for i in range(k):
-            for j in range(k):
-                ax.text(
-                    j,
-                    i,
-                    f"{int(counts[i, j])}\n{shares[i, j]:.0%}" if k <= 12 else str(int(counts[i, j])),
-                    ha="center",
-                    va="center",
-                    color="white" if shares[i, j] > 0.55 else "black",
-                    fontsize=fontsize,
-                )
-        ax.set_xlim(-0.5, k - 0.5)
-        ax.set_ylim(k - 0.5, -0.5)  # first label at the top, as a matrix is read
-        ax.set_aspect("equal")
-        ax.set_xticks(range(k), ticks, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
-        ax.set_yticks(range(k), ticks)
-        ax.set_xlabel("predicted label")
-        ax.set_ylabel("true label")
-        ax.set_title(
-            f"{_plot_text(name, 40)}\nmacro-F1 {metrics.macro_f1:.4f} · accuracy {metrics.accuracy:.4f}",
-            fontsize=10,
-        )
-    if mesh is not None:
-        fig.colorbar(mesh, ax=list(axes), shrink=0.8, label="share of the true class")
-    return fig
-
-
-def _curves_figure(
-    models: Sequence[_Model], positive: IntArray, positive_label: str
-) -> tuple[Figure, list[str]]:
-    """ROC and precision-recall curves of every model with probabilities; also one caption line each."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10.0, 4.4), layout="constrained")
-    roc_ax, pr_ax = fig.subplots(1, 2)
-    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="#8c959f", linewidth=1, label="chance")
-    prevalence = float(positive.mean())
-    pr_ax.axhline(
-        prevalence, linestyle="--", color="#8c959f", linewidth=1, label=f"chance ({prevalence:.4f})"
-    )
-    captions = []
-    for model in models:
-        if model.probabilities is None:
-            continue
-        scores = model.probabilities[:, 1]
-        fpr, tpr, _ = roc_curve(scores, positive)
-        precision, recall, _ = precision_recall_curve(scores, positive)
-        auc, ap = roc_auc(scores, positive), average_precision(scores, positive)
-        colour, name = _COLOURS[model.role], _plot_text(model.name, 40)
-        roc_ax.plot(fpr, tpr, color=colour, linewidth=1.8, label=f"{name} (AUC {auc:.4f})")
-        pr_ax.plot(
-            recall,
-            precision,
-            color=colour,
-            linewidth=1.8,
-            drawstyle="steps-post",
-            label=f"{name} (AP {ap:.4f})",
-        )
-        captions.append(f"{escape(model.name)}: ROC-AUC {auc:.4f}, average precision {ap:.4f}")
-    positive_text = _plot_text(positive_label, 40)
-    roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate")
-    roc_ax.set_title(f"ROC curve (positive class: {positive_text})", fontsize=10)
-    pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
-    pr_ax.set_title(f"Precision-recall curve (positive class: {positive_text})", fontsize=10)
-    roc_ax.legend(loc="lower right", fontsize=8)
-    pr_ax.legend(loc="lower left", fontsize=8)
-    return fig, captions
-
-
-def _reliability_figure(
-    models: Sequence[_Model], true_idx: IntArray, k: int, bins: int
-) -> tuple[Figure, list[str]]:
-    """Reliability diagram (accuracy against mean confidence per bin) over a histogram of the confidences."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 6.0), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.plot([0, 1], [0, 1], linestyle="--", color="#8c959f", linewidth=1, label="perfectly calibrated")
-    drawn: list[tuple[_Model, FloatArray]] = []
-    for model in models:
-        if model.probabilities is not None:
-            drawn.append((model, model.probabilities))
-    width = 1.0 / bins / max(1, len(drawn))
-    captions = []
-    for slot, (model, probabilities) in enumerate(drawn):
-        report = calibration_report(probabilities, true_idx, bins=bins)
-        filled = [b for b in report.bins if b.count]
-        colour, name = _COLOURS[model.role], _plot_text(model.name, 40)
-        top.plot(
-            [b.mean_confidence for b in filled],
-            [b.accuracy for b in filled],
-            marker="o",
-            markersize=4,
-            color=colour,
-            linewidth=1.6,
-            label=f"{name} (ECE {report.ece:.4f})",
-        )
-        bottom.bar(
-            [b.low + width * (slot + 0.5) for b in report.bins],
-            [b.count / report.n for b in report.bins],
-            width=width,
-            color=colour,
-            alpha=0.8,
-        )
-        captions.append(f"{escape(model.name)}: ECE {report.ece:.4f} over {bins} bins")
-    # The top-class probability of k classes is at least 1/k: the axis starts a little below that.
-    top.set(xlim=(math.floor(10 / k) / 10, 1.0), ylim=(0, 1.02), ylabel="accuracy in the bin")
-    top.set_title("Reliability: accuracy against the top-class probability", fontsize=10)
-    top.legend(loc="upper left", fontsize=8)
-    bottom.set(xlabel="confidence (top-class probability)", ylabel="share of rows")
-    return fig, captions
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -359,9 +166,13 @@ def _reliability_figure(
 # --------------------------------------------------------------------------------------------------------
 
 
+def _figure(drawn: str, plot_id: str, caption: str) -> str:
+    return f"<figure class='plot' id='{plot_id}'>{drawn}<figcaption>{caption}</figcaption></figure>"
+
+
 def _header(result: EvaluationResult, title: str) -> str:
     compared = (
-        f"challenger against {escape(_champion_name(result))} on the same test rows"
+        f"challenger against {escape(champion_name(result))} on the same test rows"
         if result.champion is not None
         else "challenger alone: first model, no champion"
     )
@@ -377,7 +188,7 @@ def _header(result: EvaluationResult, title: str) -> str:
     return f"<h1>{escape(title)}</h1><table>{body}</table>"
 
 
-def _headline(result: EvaluationResult, models: Sequence[_Model]) -> str:
+def _headline(result: EvaluationResult, models: Sequence[ScoredModel]) -> str:
     champion = len(models) > 1
     head = "<tr><th>metric</th>" + "".join(f"<th>{escape(m.name)}</th>" for m in models)
     head += "<th>difference</th></tr>" if champion else "</tr>"
@@ -407,7 +218,7 @@ def _comparison(result: EvaluationResult) -> str:
             " (gate.significance.mode: off).</p>"
         )
     boot, test = comparison.bootstrap, comparison.mcnemar
-    who = escape(_champion_name(result))
+    who = escape(champion_name(result))
     if boot.low > 0:
         reading = "the interval lies above 0: the challenger's macro-F1 is significantly higher"
     elif boot.high < 0:
@@ -433,7 +244,7 @@ def _comparison(result: EvaluationResult) -> str:
     return f"<h2>Significance</h2><table>{body}</table>"
 
 
-def _per_class(result: EvaluationResult, models: Sequence[_Model]) -> str:
+def _per_class(result: EvaluationResult, models: Sequence[ScoredModel]) -> str:
     span = "".join(f"<th colspan='3'>{escape(m.name)}</th>" for m in models)
     head = f"<tr><th rowspan='2'>label</th><th rowspan='2'>support</th>{span}</tr>"
     head += "<tr>" + "<th>precision</th><th>recall</th><th>F1</th>" * len(models) + "</tr>"
@@ -451,12 +262,12 @@ def _per_class(result: EvaluationResult, models: Sequence[_Model]) -> str:
 
 
 def _confusion(result: EvaluationResult) -> str:
-    svg = _svg(confusion_matrix_figure(result), "cm")
+    drawn = svg(confusion_matrix_figure(result), "cm")
     caption = "Rows are true labels, columns predicted; shading is the share of the true class."
-    return "<h2>Confusion matrices</h2>" + _figure(svg, "confusion", caption)
+    return "<h2>Confusion matrices</h2>" + _figure(drawn, "confusion", caption)
 
 
-def _curves(result: EvaluationResult, models: Sequence[_Model], true_idx: IntArray) -> str:
+def _curves(result: EvaluationResult, models: Sequence[ScoredModel], true_idx: IntArray) -> str:
     heading = "<h2>ROC and precision-recall curves</h2>"
     k = len(result.labels)
     if k != 2:
@@ -473,20 +284,22 @@ def _curves(result: EvaluationResult, models: Sequence[_Model], true_idx: IntArr
         )
     if all(m.probabilities is None for m in models):
         return heading + "<p class='muted'>Not drawn: the predictions hold no probabilities.</p>"
-    fig, captions = _curves_figure(models, positive, result.labels[1])
-    return heading + _figure(_svg(fig, "curves"), "roc-pr", "; ".join(captions))
+    fig, captions = curves_figure(models, positive, result.labels[1])
+    return heading + _figure(svg(fig, "curves"), "roc-pr", "; ".join(captions))
 
 
-def _calibration(result: EvaluationResult, models: Sequence[_Model], true_idx: IntArray, bins: int) -> str:
+def _calibration(
+    result: EvaluationResult, models: Sequence[ScoredModel], true_idx: IntArray, bins: int
+) -> str:
     heading = "<h2>Calibration</h2>"
     if all(m.probabilities is None for m in models):
         return heading + "<p class='muted'>Not drawn: the predictions hold no probabilities.</p>"
-    fig, captions = _reliability_figure(models, true_idx, len(result.labels), bins)
+    fig, captions = reliability_figure(models, true_idx, len(result.labels), bins)
     caption = (
         "Points on the diagonal are calibrated: of the rows predicted with confidence p, a share p is"
         " right. Below: how the rows spread over the bins. " + "; ".join(captions)
     )
-    return heading + _figure(_svg(fig, "calibration"), "reliability", caption)
+    return heading + _figure(svg(fig, "calibration"), "reliability", caption)
 
 
 def _slices(result: EvaluationResult) -> str:
@@ -534,7 +347,7 @@ def _retention(result: EvaluationResult) -> str:
         return ""
     scored = [("challenger", retention.challenger)]
     if retention.champion is not None:
-        scored.append((_champion_name(result), retention.champion))
+        scored.append((champion_name(result), retention.champion))
     head = "<tr><th>model</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>"
     rows = [
         f"<tr><td>{escape(name)}</td>{_num(m.n, 0)}{_num(m.accuracy)}{_num(m.macro_f1)}</tr>"
@@ -556,7 +369,7 @@ def _retention(result: EvaluationResult) -> str:
 def _mistakes(
     result: EvaluationResult,
     predictions: pd.DataFrame,
-    models: Sequence[_Model],
+    models: Sequence[ScoredModel],
     true_idx: IntArray,
     limit: int,
 ) -> str:
@@ -576,7 +389,7 @@ def _mistakes(
     rows = []
     for i in picked:
         row = int(i)
-        cells = f"<td class='text'>{escape(_clip(str(texts[row]), 300))}</td><td>{_code(result.labels[int(true_idx[row])])}</td>"
+        cells = f"<td class='text'>{escape(clip(str(texts[row]), 300))}</td><td>{_code(result.labels[int(true_idx[row])])}</td>"
         cells += (
             f"<td>{_code(challenger.predicted[row])} <span class='muted'>{confidence[row]:.4f}</span></td>"
         )
@@ -600,7 +413,7 @@ def render_html(
 
     Args:
         result: Challenger (and champion) metrics, their comparison, slices and retention scores.
-        predictions: The frame :func:`~refinery.evaluation.evaluate.predictions_frame` returns (or
+        predictions: The frame :func:`~refinery.evaluation.scoring.predictions_frame` returns (or
             ``predictions.parquet`` read back): ``text``, ``label``, ``challenger_proba`` (class
             probabilities in ``result.labels`` order) and, with a champion, ``champion_proba``.
         title: The page's heading and title.

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from refinery.errors import DataError, RegistryError
-from refinery.evaluation.evaluate import EvaluationResult, evaluate
+from refinery.evaluation.evaluate import evaluate
+from refinery.evaluation.result import EvaluationResult
 
 
 @pytest.fixture
@@ -196,7 +197,7 @@ def test_a_slice_column_missing_from_the_test_set_is_named(
 def test_no_change_by_weights_or_by_every_prediction(tmp_path: Path) -> None:
     import numpy as np
 
-    from refinery.evaluation.evaluate import no_change
+    from refinery.evaluation.scoring import no_change
 
     ours, theirs, same = tmp_path / "ours", tmp_path / "theirs", tmp_path / "same"
     for folder, content in ((ours, b"weights a"), (theirs, b"weights b"), (same, b"weights a")):

@@ -13,9 +13,10 @@ import pytest
 
 from refinery.config import GateConfig, RunConfig, SignificanceConfig, parse_config, resolve
 from refinery.errors import RefineryError
-from refinery.evaluation.evaluate import EvaluationResult, RetentionResult, compare, score
 from refinery.evaluation.gate import GateDecision, decide
 from refinery.evaluation.metrics import ModelMetrics
+from refinery.evaluation.result import EvaluationResult, RetentionResult
+from refinery.evaluation.scoring import compare, score
 
 LABELS = ("negative", "positive")
 

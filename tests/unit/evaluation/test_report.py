@@ -14,14 +14,9 @@ import pytest
 
 from refinery.config import RunConfig, parse_config, resolve
 from refinery.errors import DataError
-from refinery.evaluation.evaluate import (
-    EvaluationResult,
-    RetentionResult,
-    compare,
-    predictions_frame,
-    score,
-)
 from refinery.evaluation.report import render_html
+from refinery.evaluation.result import EvaluationResult, RetentionResult
+from refinery.evaluation.scoring import compare, predictions_frame, score
 
 BINARY = ("negative", "positive")
 ODD = '<b>&"x'  # a label that is markup unless escaped
