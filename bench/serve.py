@@ -19,7 +19,7 @@ What it measures
       (sqlite in the temporary folder): every prediction is queued for it and written in batches.
 
     Both servers get single-text requests, ``POST /classify {"texts": "<one sentence>"}``, the sentences
-    in turn, from :func:`refinery.serving.load.run_load` (aiohttp) in this process: a closed loop at each
+    in turn, from :func:`refinery.loadtest.load.run_load` (aiohttp) in this process: a closed loop at each
     concurrency (1, 8, 32, 128 by default), ``--requests`` requests per level after a warm-up of
     ``max(--warmup, concurrency)`` requests that are not counted. Throughput counts 2xx answers;
     latencies are those of every answered request. The load generator shares the machine's cores with
@@ -61,8 +61,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
-    from refinery.serving.load import LoadResult
-    from refinery.serving.process import ServedProcess
+    from refinery.loadtest.load import LoadResult
+    from refinery.loadtest.process import ServedProcess
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
@@ -231,7 +231,7 @@ class Arm:
 
 def check_answers(url: str, load: Load) -> LoadResult:
     """One request, which must be answered 2xx: a broken server fails here with its answer."""
-    from refinery.serving.load import run_load
+    from refinery.loadtest.load import run_load
 
     probe = run_load(url, load.bodies[:1], 1, requests=1, timeout_s=load.timeout_s)
     if probe.ok != 1:
@@ -241,7 +241,7 @@ def check_answers(url: str, load: Load) -> LoadResult:
 
 
 def run_levels(arm: Arm, url: str, load: Load) -> None:
-    from refinery.serving.load import run_load
+    from refinery.loadtest.load import run_load
 
     check_answers(url, load)
     for concurrency in load.levels:
@@ -264,7 +264,7 @@ def run_levels(arm: Arm, url: str, load: Load) -> None:
 
 @contextmanager
 def peer_server(model_dir: Path, work: Path) -> Iterator[ServedProcess]:
-    from refinery.serving.process import free_port, served
+    from refinery.loadtest.process import free_port, served
 
     port = free_port()
     argv = [sys.executable, str(PEER_SERVER), "--model", str(model_dir), "--port", str(port)]
@@ -275,7 +275,7 @@ def peer_server(model_dir: Path, work: Path) -> Iterator[ServedProcess]:
 def packaged_config(model_dir: Path, work: Path, overrides: Sequence[str] = ()) -> RunConfig:
     """configs/demo.yaml with its state (Bento store, BentoML home, inference log) under ``work``, and
     ``overrides`` (``--set``, e.g. serving.max_batch_size=16) on top."""
-    from refinery.serving.process import free_port
+    from refinery.loadtest.process import free_port
 
     return demo_config(
         [
@@ -294,10 +294,10 @@ def refinery_server(cfg: RunConfig, model: Model, work: Path, data: Path) -> Ite
     export checked against fp32 on ``data``, as the test split, first) and served by `bentoml serve`."""
     import pandas as pd
 
+    from refinery.loadtest.process import served
     from refinery.packaging.bento import fetch, package
     from refinery.packaging.runtime import choose_runtime
     from refinery.serving import serve_command
-    from refinery.serving.process import served
 
     runtime = cfg.packaging.runtime
     step(f"refinery: packaging the model as a Bento ({runtime}; state in {work / 'state'})")
@@ -553,8 +553,8 @@ class RssSampler:
 
 
 def soak(args: argparse.Namespace, model: Model, load: Load, work: Path) -> int:
+    from refinery.loadtest.load import run_load
     from refinery.monitoring.inference_log import InferenceLog
-    from refinery.serving.load import run_load
 
     cfg = packaged_config(model.path, work, args.set)
     bound = max(load.levels)

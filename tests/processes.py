@@ -1,6 +1,6 @@
 """Helpers for tests that start servers: a free port, stopping a process group, a TCP proxy to cut.
 
-``free_port`` and ``stop_group`` are refinery's own (:mod:`refinery.serving.process`), re-exported here
+``free_port`` and ``stop_group`` are refinery's own (:mod:`refinery.loadtest.process`), re-exported here
 for the tests that import them from this module.
 """
 
@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 
-from refinery.serving.process import HOST, free_port, stop_group
+from refinery.loadtest.process import HOST, free_port, stop_group
 
 __all__ = ["HOST", "TcpProxy", "free_port", "stop_group"]
 

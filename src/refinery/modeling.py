@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from refinery.errors import RefineryError
+from refinery.results import Record
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# A LoRA adapter saved apart from its base (refinery.training.techniques.save_lora, merge false).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class ModelLoadError(RefineryError):
@@ -31,15 +35,11 @@ class ModelLoadError(RefineryError):
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(Record):
     """One prediction: the most probable label and the probability of every label."""
 
     label: str
     scores: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable form."""
-        return {"label": self.label, "scores": dict(self.scores)}
 
 
 def has_safetensors(model_dir: Path) -> bool:
@@ -249,7 +249,7 @@ def load_model_and_tokenizer(model_dir: Path) -> tuple[PreTrainedModel, PreTrain
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"model directory not found: {model_dir}")
-    adapter = (model_dir / "adapter_config.json").is_file()
+    adapter = (model_dir / ADAPTER_CONFIG).is_file()
     if not adapter and not has_safetensors(model_dir):
         raise ModelLoadError(
             f"{model_dir} holds no model.safetensors; only safetensors weights are loaded "
@@ -259,8 +259,6 @@ def load_model_and_tokenizer(model_dir: Path) -> tuple[PreTrainedModel, PreTrain
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         if adapter:
             # A LoRA adapter kept apart (training.lora.merge false): merged onto its base model here.
-            from refinery.training.techniques import load_lora_classifier
-
             model = load_lora_classifier(model_dir)
         else:
             model = apply_saved_pooling(
@@ -272,6 +270,54 @@ def load_model_and_tokenizer(model_dir: Path) -> tuple[PreTrainedModel, PreTrain
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     model.eval()
     return model, tokenizer
+
+
+def is_adapter_dir(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds a LoRA adapter saved without merging
+    (:func:`refinery.training.techniques.save_lora`)."""
+    return (Path(model_dir) / ADAPTER_CONFIG).is_file() and (Path(model_dir) / ADAPTER_WEIGHTS).is_file()
+
+
+def load_lora_classifier(model_dir: Path) -> Any:
+    """Load a LoRA adapter saved without merging onto its base model, with the pooling it was trained
+    with, and merge it.
+
+    The base model is the one ``adapter_config.json`` names; it must still be there, as safetensors.
+
+    Returns:
+        A plain transformers sequence-classification model in eval mode.
+
+    Raises:
+        ModelLoadError: ``model_dir`` holds no adapter, or the base model cannot be loaded.
+    """
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from refinery.pooling import apply_saved_pooling
+
+    model_dir = Path(model_dir)
+    if not is_adapter_dir(model_dir):
+        raise ModelLoadError(f"{model_dir} holds no LoRA adapter ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    adapter = PeftConfig.from_pretrained(str(model_dir))
+    base = adapter.base_model_name_or_path
+    try:
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base,
+            config=config,
+            use_safetensors=True,
+            local_files_only=True,
+            # The base's own head may have another size; the adapter brings the trained one.
+            ignore_mismatched_sizes=True,
+        )
+    except Exception as exc:  # transformers raises OSError, ValueError, ... for a missing or bad base
+        raise ModelLoadError(
+            f"cannot load the base model {base} of the adapter in {model_dir}: {exc}"
+        ) from exc
+    apply_saved_pooling(model)
+    merged = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
+    merged.eval()
+    return merged
 
 
 def load_classifier(model_dir: Path, max_length: int = 128, device: str | None = None) -> Classifier:

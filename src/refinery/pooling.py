@@ -59,7 +59,7 @@ def mean_pooling_unsupported(model: Any) -> str | None:
     None when it can."""
     from torch import nn
 
-    from refinery.training.techniques import head_module_names
+    from refinery.architecture import head_module_names
 
     classifier = getattr(model, "classifier", None)
     try:

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from tests.serving.serving_support import Packaged
 
+from refinery.loadtest.load import LoadResult, run_load
+from refinery.loadtest.process import free_port, served
 from refinery.monitoring.inference_log import InferenceLog
 from refinery.serving import ServiceSettings, bentoml_serve_argv, env_name
-from refinery.serving.load import LoadResult, run_load
-from refinery.serving.process import free_port, served
 
 pytestmark = pytest.mark.slow
 

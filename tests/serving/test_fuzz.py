@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.serving.serving_support import MAX_BATCH_ITEMS, MAX_TEXT_CHARS, Packaged
 
+from refinery.loadtest.process import free_port, served
 from refinery.serving import ServiceSettings, bentoml_serve_argv
-from refinery.serving.process import free_port, served
 
 pytestmark = pytest.mark.slow
 
 MAX_REQUEST_BYTES = 16_384
-#: Requests per property; the four properties below send 4 x 2,600 = 10,400 requests.
-EXAMPLES = 2600
+#: Requests per property; the four properties below send 4 x 1,000 = 4,000 requests.
+EXAMPLES = 1000
 
 #: Requests each property sent, checked by the last test.
 SENT: dict[str, int] = {}

@@ -80,7 +80,7 @@ def test_a_bento_that_cannot_start_is_refused(
     cfg = cfg.model_copy(
         update={
             "gate": cfg.gate.model_copy(
-                update={"serving_check": cfg.gate.serving_check.model_copy(update={"ready_timeout_s": 30})}
+                update={"serving_check": cfg.gate.serving_check.model_copy(update={"ready_timeout_s": 15})}
             )
         }
     )

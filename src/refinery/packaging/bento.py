@@ -12,8 +12,8 @@ The build runs offline: ``serving/bentofile.yaml`` turns off BentoML's package l
 against PyPI) and lists the distributions the service imports; packaging pins them, and everything they
 depend on, to the versions installed where the Bento is built (the project's pinned environment, where
 the model was trained and tested), so an image built from the Bento installs exactly those. The
-refinery sources the service imports are copied next to ``service.py``, so the Bento holds everything
-but its pip packages.
+refinery sources the service imports, and only those (:func:`served_sources`: no training code, no demo
+data generator), are copied next to ``service.py``, so the Bento holds everything but its pip packages.
 
 BentoML reads ``BENTOML_HOME`` once per process and caches the service module it imports, so the
 BentoML part (build and export, or import) runs in a child process with its own ``BENTOML_HOME``:
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from refinery.errors import PackagingError
-from refinery.results import to_jsonable, write_json
+from refinery.results import Record, write_json
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
@@ -56,7 +56,7 @@ _SPECIFIED = re.compile(r"[<>=!~@ ;]")
 
 
 @dataclass(frozen=True)
-class PackageResult:
+class PackageResult(Record):
     """A Bento in the Bento store and the model it serves.
 
     Attributes:
@@ -72,14 +72,6 @@ class PackageResult:
     bento_uri: str
     bento_sha256: str
     reused: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form."""
-        return to_jsonable(self)
-
-    def write_json(self, path: Path) -> Path:
-        """Write this result as JSON, atomically."""
-        return write_json(self, path)
 
     def tags(self) -> dict[str, str]:
         """The registry version tags that record this Bento (:meth:`from_tags` reads them back)."""
@@ -270,13 +262,26 @@ def pin_dependency_closure(names: list[str], also_walk: tuple[str, ...] = ("bent
     return pinned + [dependencies[key] for key in sorted(dependencies)]
 
 
+def served_sources(service_dir: Path) -> list[Path]:
+    """The refinery sources the service in ``service_dir`` imports (its ``*.py`` files' import closure,
+    :func:`refinery.packaging.closure.import_closure`), relative to the folder holding ``refinery/``."""
+    import refinery
+    from refinery.packaging.closure import import_closure
+
+    return import_closure(sorted(service_dir.glob("*.py")), Path(refinery.__file__).parent)
+
+
 def _prepare_build_context(service_dir: Path, spec: dict[str, Any], ctx: Path) -> None:
-    """Copy the service folder and the refinery package into ``ctx`` and write the final bentofile."""
+    """Copy the service folder and the refinery sources it imports into ``ctx`` and write the final
+    bentofile."""
     import refinery
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
     shutil.copytree(service_dir, ctx, ignore=ignore, dirs_exist_ok=True)
-    shutil.copytree(Path(refinery.__file__).parent, ctx / "refinery", ignore=ignore)
+    sources = Path(refinery.__file__).parent.parent
+    for relative in served_sources(service_dir):
+        (ctx / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources / relative, ctx / relative)
     python = dict(spec.get("python") or {})
     python["packages"] = pin_dependency_closure(list(python.get("packages") or []))
     final = {**spec, "python": python}

@@ -21,18 +21,20 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from refinery.config import SERVING_METRICS, RunConfig
 from refinery.errors import RefineryError
 from refinery.packaging.bento import PackageResult
-from refinery.results import to_jsonable, write_json
+from refinery.results import Record, write_json
 
 CHECK_FILE = "serving_check.json"
 
 
 @dataclass(frozen=True)
-class ServingRule:
+class ServingRule(Record):
     """One rule of the serving check and how the Bento fared."""
 
     name: str
@@ -40,8 +42,16 @@ class ServingRule:
     detail: str
 
 
+def _nan_for_null(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+#: A latency: NaN when nothing was answered, written to JSON as null and read back as NaN.
+Latency = Annotated[float, BeforeValidator(_nan_for_null)]
+
+
 @dataclass(frozen=True)
-class ServingCheckResult:
+class ServingCheckResult(Record):
     """What the serving check measured and decided.
 
     Attributes:
@@ -61,9 +71,9 @@ class ServingCheckResult:
     started: bool
     requests: int = 0
     concurrency: int = 0
-    p50_ms: float = math.nan
-    p95_ms: float = math.nan
-    p99_ms: float = math.nan
+    p50_ms: Latency = math.nan
+    p95_ms: Latency = math.nan
+    p99_ms: Latency = math.nan
     errors: int = 0
     throughput_per_s: float = 0.0
     status_counts: dict[str, int] = field(default_factory=dict)
@@ -81,8 +91,8 @@ class ServingCheckResult:
         return tuple(f"{r.name}: {r.detail}" for r in self.rules if not r.passed)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form (NaN latencies become null)."""
-        data: dict[str, Any] = to_jsonable(self)
+        """Plain JSON form, with the verdict (``passed``); NaN latencies become null (JSON has no NaN)."""
+        data = super().to_dict()
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             if isinstance(data[key], float) and math.isnan(data[key]):
                 data[key] = None
@@ -112,16 +122,6 @@ class ServingCheckResult:
         if self.started:
             head += f" (p95 {self.p95_ms:.0f} ms, {self.errors} errors in {self.requests} requests)"
         return [head] + [f"  failed {rule}" for rule in self.failed_rules]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServingCheckResult:
-        """Read back :meth:`to_dict`."""
-        values = {k: v for k, v in data.items() if k != "passed"}
-        for key in ("p50_ms", "p95_ms", "p99_ms"):
-            values[key] = math.nan if values.get(key) is None else float(values[key])
-        values["rules"] = tuple(ServingRule(**r) for r in data.get("rules", ()))
-        values["error_examples"] = tuple(data.get("error_examples", ()))
-        return cls(**values)
 
 
 def judge(cfg: RunConfig, result: ServingCheckResult) -> ServingCheckResult:
@@ -168,10 +168,10 @@ def check_serving(
     Raises:
         RefineryError: There are no texts to send.
     """
+    from refinery.loadtest.load import run_load
+    from refinery.loadtest.process import ServerStartError, free_port, served
     from refinery.packaging.bento import fetch
     from refinery.serving import ServiceSettings, bentoml_serve_argv
-    from refinery.serving.load import run_load
-    from refinery.serving.process import ServerStartError, free_port, served
 
     check = cfg.gate.serving_check
     usable = [t for t in texts if t.strip()][: check.requests]

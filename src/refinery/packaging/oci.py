@@ -163,6 +163,35 @@ def _token(challenge: str, basic: str | None, registry: str) -> str:
     return f"Bearer {token}"
 
 
+def _authorization(challenge: str, environ: Mapping[str, str], ref: ImageReference) -> str:
+    """The ``Authorization`` header answering a registry's 401 challenge: a bearer token from the realm
+    it names, or basic credentials."""
+    basic = _basic(environ)
+    if challenge.lower().startswith("bearer"):
+        return _token(challenge, basic, ref.registry)
+    if basic:
+        return basic
+    raise ImageRegistryError(
+        f"container registry {ref.registry} needs credentials for {ref.repository}: set"
+        f" {REGISTRY_USERNAME} and {REGISTRY_PASSWORD} (resources.<env>.credentials.container_registry)"
+    )
+
+
+def _manifest_digest(url: str, ref: ImageReference, environ: Mapping[str, str]) -> tuple[int, str]:
+    """The manifest's HTTP status and, when 200, its digest (authenticating when the registry asks)."""
+    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+    status, answer, body = _request(url, "HEAD", headers)
+    if status == 401:
+        headers["Authorization"] = _authorization(answer.get("WWW-Authenticate", ""), environ, ref)
+        status, answer, body = _request(url, "HEAD", headers)
+    digest = answer.get("Docker-Content-Digest", "") if status == 200 else ""
+    if status == 200 and not _DIGEST.match(digest):
+        # Not every registry sends the header on HEAD; the digest is the manifest's own hash.
+        status, answer, body = _request(url, "GET", headers)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    return status, digest
+
+
 def resolve(reference: str, environ: Mapping[str, str] | None = None) -> ImageReference:
     """The digest a tagged image has in its registry (a reference with a digest is returned as is).
 
@@ -187,30 +216,13 @@ def resolve(reference: str, environ: Mapping[str, str] | None = None) -> ImageRe
         )
     environ = os.environ if environ is None else environ
     url = f"{_scheme(ref.registry)}://{ref.registry}/v2/{ref.repository}/manifests/{ref.tag}"
-    headers = {"Accept": ", ".join(MANIFEST_TYPES)}
     try:
-        status, answer, body = _request(url, "HEAD", headers)
-        if status == 401:
-            challenge = answer.get("WWW-Authenticate", "")
-            basic = _basic(environ)
-            if challenge.lower().startswith("bearer"):
-                headers["Authorization"] = _token(challenge, basic, ref.registry)
-            elif basic:
-                headers["Authorization"] = basic
-            else:
-                raise ImageRegistryError(
-                    f"container registry {ref.registry} needs credentials for {ref.repository}: set"
-                    f" {REGISTRY_USERNAME} and {REGISTRY_PASSWORD} (resources.<env>.credentials.container_registry)"
-                )
-            status, answer, body = _request(url, "HEAD", headers)
-        digest = answer.get("Docker-Content-Digest", "") if status == 200 else ""
-        if status == 200 and not _DIGEST.match(digest):
-            # Not every registry sends the header on HEAD; the digest is the manifest's own hash.
-            status, answer, body = _request(url, "GET", headers)
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        status, digest = _manifest_digest(url, ref, environ)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ImageRegistryError(f"container registry {ref.registry} is unreachable: {reason}") from None
+        raise ImageRegistryError(
+            f"container registry {ref.registry} is unreachable: {reason}", unreachable=True
+        ) from None
     if status in (401, 403):
         raise ImageRegistryError(
             f"container registry {ref.registry} refused the credentials for {ref.repository} (HTTP {status})"

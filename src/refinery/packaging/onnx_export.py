@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -24,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from refinery.atomic import staged_file
 from refinery.errors import PackagingError
 from refinery.modeling import ModelLoadError, effective_max_length, load_model_and_tokenizer
-from refinery.results import to_jsonable
+from refinery.results import Record
 from refinery.serving.onnx import LOGITS, ONNX_FILE
 
 if TYPE_CHECKING:
@@ -61,8 +60,8 @@ def export_int8(model_dir: Path, out_dir: Path, max_length: int) -> Path:
     dynamically (``onnxruntime.quantization.quantize_dynamic``: signed int8 weights with one scale per
     output channel, activations quantized at run time), which needs no calibration data.
 
-    The files are written in a staging folder inside ``out_dir`` and only the finished graph is moved
-    into place, so a failed export leaves nothing behind.
+    The files are written in a scratch folder inside ``out_dir`` and only the finished graph is published
+    (:func:`refinery.atomic.staged_file`), so a failed export leaves nothing behind.
 
     Args:
         model_dir: A model saved with ``save_pretrained`` (safetensors), or a LoRA adapter; see
@@ -92,28 +91,29 @@ def export_int8(model_dir: Path, out_dir: Path, max_length: int) -> Path:
 
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{ONNX_FILE}.", suffix=".tmp", dir=out_dir))
     target = out_dir / ONNX_FILE
     try:
-        fp32 = staging / "model.fp32.onnx"
-        int8 = staging / ONNX_FILE
-        try:
-            _export_fp32(model, tokenizer, names, usable, fp32)
-            _check_fp32(model, tokenizer, names, usable, fp32, model_dir)
-            _quantize(fp32, int8)
-        except OnnxExportError:
-            raise
-        except Exception as exc:  # torch.onnx, onnx and onnxruntime raise many unrelated types
-            raise OnnxExportError(f"cannot export {model_dir} to ONNX: {type(exc).__name__}: {exc}") from exc
-        os.chmod(int8, 0o644)
-        os.replace(int8, target)
+        # The fp32 graph is scratch; only the int8 graph is published, whole (refinery.atomic).
+        with (
+            tempfile.TemporaryDirectory(prefix=f".{ONNX_FILE}.", suffix=".tmp", dir=out_dir) as work,
+            staged_file(target) as int8,
+        ):
+            fp32 = Path(work) / "model.fp32.onnx"
+            try:
+                _export_fp32(model, tokenizer, names, usable, fp32)
+                _check_fp32(model, tokenizer, names, usable, fp32, model_dir)
+                _quantize(fp32, int8)
+            except OnnxExportError:
+                raise
+            except Exception as exc:  # torch.onnx, onnx and onnxruntime raise many unrelated types
+                raise OnnxExportError(
+                    f"cannot export {model_dir} to ONNX: {type(exc).__name__}: {exc}"
+                ) from exc
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only when empty
         raise
-    shutil.rmtree(staging, ignore_errors=True)
     logger.info(
         "exported %s to %s (%.1f MB) in %.1f s",
         model_dir,
@@ -227,7 +227,7 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 @dataclass(frozen=True)
-class AgreementResult:
+class AgreementResult(Record):
     """How far a candidate model's predictions (int8 ONNX) stay from a reference's (torch fp32).
 
     Attributes:
@@ -248,10 +248,6 @@ class AgreementResult:
     macro_f1_drop: float
     passed: bool
     failed_rules: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form."""
-        return to_jsonable(self)
 
 
 # Macro-F1 values are ratios of small integers; a drop equal to the limit must not fail by a few ulps.

@@ -18,6 +18,7 @@ from pathlib import Path
 from refinery.config import RunConfig
 from refinery.errors import PackagingError
 from refinery.packaging.onnx_export import AgreementResult
+from refinery.results import Record
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ ONNX_INT8 = "onnx-int8"
 
 
 @dataclass(frozen=True)
-class RuntimeChoice:
+class RuntimeChoice(Record):
     """The runtime a model is packaged for.
 
     Attributes:

@@ -4,19 +4,18 @@ requirements) in a folder or in object storage, addressed by URI.
 It is the one place a Bento travels through: the ``package`` step publishes it, ``promote`` checks it
 is there before the GitOps commit names it, and the serving container fetches it at start-up
 (``refinery serve``). Nothing reads a Bento from another process's disk. A file appears whole or not at
-all: a local store writes beside the target and renames it into place; an object store's PUT is atomic.
-Every failure is a :class:`~refinery.errors.PackagingError` naming the URI.
+all: a local store writes beside the target and renames it into place (:mod:`refinery.atomic`); an
+object store's PUT is atomic. Every failure is a :class:`~refinery.errors.PackagingError` naming the URI.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from refinery.errors import PackagingError
+from refinery.atomic import staged_file
+from refinery.errors import PackagingError, is_connection_failure
 from refinery.hashing import stream_sha256
 
 
@@ -30,7 +29,10 @@ def _fs(uri: str) -> tuple[Any, str]:
 
 
 def _failed(uri: str, action: str, exc: BaseException) -> PackagingError:
-    return PackagingError(f"Bento store: cannot {action} {uri}: {type(exc).__name__}: {exc}")
+    return PackagingError(
+        f"Bento store: cannot {action} {uri}: {type(exc).__name__}: {exc}",
+        unreachable=is_connection_failure(exc),
+    )
 
 
 def bento_uri(store: str, bento_tag: str) -> str:
@@ -79,17 +81,9 @@ def publish(local: Path, uri: str) -> None:
     fs, path = _fs(uri)
     try:
         if "file" in fs.protocol or "local" in fs.protocol:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, staging = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
+            # Readable by others (0644): the serving process may be another user.
+            with staged_file(Path(path)) as staging:
                 shutil.copyfile(local, staging)
-                os.chmod(staging, 0o644)  # mkstemp makes 0600; the serving process may be another user
-                os.replace(staging, target)
-            except BaseException:
-                Path(staging).unlink(missing_ok=True)
-                raise
         else:
             fs.put_file(str(local), path)
     except Exception as exc:

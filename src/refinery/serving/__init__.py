@@ -5,6 +5,12 @@ and store the labels users send back about predictions (feedback).
 environment variables (see :class:`ServiceSettings`), built from the resolved run configuration by
 :func:`serve_command` (embedded deployment) or set by the Kubernetes manifests (cluster); the service
 reads them once at startup and nothing else here reads the environment.
+
+Serving depends on core modules only (:mod:`refinery.modeling`, :mod:`refinery.pooling`,
+:mod:`refinery.architecture`, the inference log, the configuration), never on training, data, evaluation
+or pipeline code: a Bento ships only the modules the service imports
+(:func:`refinery.packaging.bento.served_sources`), and tests/serving/test_serving_without_training.py
+serves one with those packages unimportable.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from refinery.config import ModelConfig, ServingConfig
 from refinery.errors import ConfigError, RefineryError
+from refinery.results import Record
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
@@ -147,7 +154,7 @@ def env_name(setting: str) -> str:
 
 
 @dataclass(frozen=True)
-class Classification:
+class Classification(Record):
     """The answer for one text.
 
     Attributes:
@@ -161,15 +168,6 @@ class Classification:
     scores: dict[str, float]
     model_version: str
     prediction_id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form: ``{"label", "scores", "model_version", "prediction_id"}``."""
-        return {
-            "label": self.label,
-            "scores": dict(self.scores),
-            "model_version": self.model_version,
-            "prediction_id": self.prediction_id,
-        }
 
 
 def validate_texts(texts: object, max_text_chars: int, max_batch_items: int) -> list[str]:

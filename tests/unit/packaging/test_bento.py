@@ -19,6 +19,7 @@ from refinery.packaging.bento import (
     package,
     pin_dependency_closure,
     pin_packages,
+    served_sources,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -102,11 +103,16 @@ def test_package_publishes_a_bento_that_fetch_makes_servable(
     assert f"transformers=={transformers.__version__}" in requirements
     assert any(line.startswith("bentoml==") for line in requirements)
 
-    # The service and the refinery code it imports travel inside the Bento.
+    # The service and the refinery code it imports travel inside the Bento, and no other refinery code:
+    # no training code, no demo data generator.
     src = bento / "src"
     assert (src / "service.py").read_text() == (REPO_ROOT / "serving" / "service.py").read_text()
+    shipped = sorted(p.relative_to(src) for p in (src / "refinery").rglob("*") if p.is_file())
+    assert shipped == served_sources(REPO_ROOT / "serving")
     assert (src / "refinery" / "serving" / "__init__.py").is_file()
     assert (src / "refinery" / "monitoring" / "inference_log.py").is_file()
+    assert not (src / "refinery" / "training").exists()
+    assert not (src / "refinery" / "data" / "demo.py").exists()
     assert not list(src.rglob("__pycache__"))
 
     # Fetching again finds it in the home; the result round-trips through JSON and registry tags.

@@ -27,6 +27,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from refinery.results import Record
+
 #: How many examples of transport errors and of non-2xx answer bodies a result keeps.
 MAX_EXAMPLES = 5
 #: How much of a non-2xx answer's body an example keeps, in characters.
@@ -34,7 +36,7 @@ MAX_BODY_CHARS = 500
 
 
 @dataclass(frozen=True)
-class LoadResult:
+class LoadResult(Record):
     """What one load run sent and got back.
 
     Attributes:
@@ -56,7 +58,7 @@ class LoadResult:
     status_counts: dict[int, int]
     transport_errors: int
     transport_error_examples: tuple[str, ...]
-    latencies_ms: np.ndarray = field(repr=False, compare=False)
+    latencies_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
     error_bodies: tuple[str, ...] = ()
     rate_per_s: float | None = None
     late: int = 0
@@ -101,7 +103,8 @@ class LoadResult:
         return self.percentile_ms(99)
 
     def to_dict(self, *, latencies: bool = False) -> dict[str, Any]:
-        """Plain JSON form: the fields and the derived figures (ok, errors, throughput, percentiles).
+        """Plain JSON form: the fields and the derived figures (ok, errors, throughput, percentiles),
+        rounded; :meth:`from_dict` reads it back (the derived figures are recomputed).
 
         Args:
             latencies: Include every latency (``latencies_ms`` as a list); by default only the
@@ -132,7 +135,7 @@ class LoadResult:
             "error_bodies": list(self.error_bodies),
         }
         if latencies:
-            out["latencies_ms"] = [float(v) for v in self.latencies_ms]
+            out["latencies_ms"] = list(self.latencies_ms)
         return out
 
 
@@ -155,7 +158,7 @@ class _Tally:
             status_counts=dict(sorted(self.status_counts.items())),
             transport_errors=self.transport_errors,
             transport_error_examples=tuple(self.transport_examples),
-            latencies_ms=np.asarray(self.latencies_ms, dtype=np.float64),
+            latencies_ms=tuple(self.latencies_ms),
             error_bodies=tuple(self.error_bodies),
             rate_per_s=rate_per_s,
             late=late,
