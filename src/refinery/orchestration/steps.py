@@ -8,6 +8,9 @@ its outputs so that ``refinery run`` can say which step failed and why.
 
 The steps share nothing but their arguments and artifacts, and the network services the configuration
 names (the cluster contract, ARCHITECTURE.md): no step reads what another left anywhere else.
+
+From ``evaluate`` to ``promote`` a step adapts its paths and outputs to the release flow in
+:mod:`refinery.release`, which the ``refinery models`` commands call too: the flow is composed there, once.
 """
 
 from __future__ import annotations
@@ -16,15 +19,15 @@ import functools
 import inspect
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from refinery.atomic import staged_dir
 from refinery.config import RunConfig
 from refinery.errors import RefineryError
-from refinery.results import write_json
+from refinery.results import Record, write_json
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,7 +62,7 @@ def _records_failure(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 @dataclass(frozen=True)
-class ResolvedRun:
+class ResolvedRun(Record):
     """What the first step of a run hands on: the resolved configuration, its digest, the data's
     fingerprint and the newest service feedback id the run reads (written as resolved.json; the sections
     become the other steps' inputs)."""
@@ -96,7 +99,7 @@ def resolve_config(config: str, parameters: dict[str, Any], out_dir: Path) -> Re
     cfg = config_for_run(config, parameters)
     through = feedback_watermark(cfg)
     resolved = ResolvedRun(cfg.sections(), cfg.digest(), _data_fingerprint(cfg, through), through)
-    write_json(resolved, Path(out_dir) / "resolved.json")
+    resolved.write_json(Path(out_dir) / "resolved.json")
     return resolved
 
 
@@ -166,23 +169,16 @@ def evaluate(
     import pandas as pd
 
     from refinery.evaluation.evaluate import PREDICTIONS_FILE
-    from refinery.evaluation.evaluate import evaluate as run_evaluate
     from refinery.evaluation.report import render_html
     from refinery.registry.mlflow_registry import Registry
+    from refinery.release.judge import evaluate_against_champion
 
     registry = Registry(cfg.registry)
     # The run's own environment, so an older registry's plain champion alias stands for it (as in promote).
     champion = registry.champion(environment or cfg.gitops.environment, legacy=True)
-    with tempfile.TemporaryDirectory(prefix="refinery-champion-") as tmp:
-        champion_dir = registry.download(champion.version, "model", Path(tmp)) if champion else None
-        result = run_evaluate(
-            cfg,
-            Path(data_dir),
-            Path(model_dir),
-            champion_dir,
-            Path(out_dir),
-            champion_version=champion.version if champion else None,
-        )
+    result = evaluate_against_champion(
+        cfg, registry, champion, Path(data_dir), Path(model_dir), Path(out_dir)
+    )
     predictions = Path(out_dir) / PREDICTIONS_FILE
     if predictions_path is not None:
         Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
@@ -199,11 +195,9 @@ def evaluate(
 @_records_failure
 def gate(cfg: RunConfig, evaluation_dir: Path, out_dir: Path, report_path: Path) -> Any:
     """Decide whether the challenger may be promoted; writes decision.json and the Markdown report."""
-    from refinery.evaluation.evaluate import EvaluationResult
-    from refinery.evaluation.gate import decide
+    from refinery.release.judge import decide
 
-    evaluation = EvaluationResult.from_json(Path(evaluation_dir) / "evaluation.json")
-    decision = decide(cfg.gate, evaluation)
+    decision = decide(cfg, Path(evaluation_dir) / "evaluation.json")
     write_json(decision, Path(out_dir) / "decision.json")
     Path(report_path).write_text(decision.to_markdown(), encoding="utf-8")
     return decision
@@ -223,7 +217,7 @@ def register(
 ) -> Any:
     """Register the challenger with its lineage and model card; it gets the ``challenger`` alias. A
     retried step finds the version its run registered and registers no second one."""
-    from refinery.registry.register import register_model
+    from refinery.release.register import register_model
 
     version = register_model(
         cfg,
@@ -245,7 +239,7 @@ def package(cfg: RunConfig, version: str, out_dir: Path, data_dir: Path | None =
     Bento store and tag the version with it (a version packaged before keeps its Bento). ``data_dir``'s
     test split checks an int8 ONNX export against fp32 when ``packaging.runtime`` asks for it."""
     from refinery.registry.mlflow_registry import Registry
-    from refinery.registry.promotion import package_registered
+    from refinery.release.package import package_registered
 
     data = Path(data_dir) if data_dir is not None else None
     result = package_registered(cfg, Registry(cfg.registry), version, data_dir=data)
@@ -257,21 +251,19 @@ def package(cfg: RunConfig, version: str, out_dir: Path, data_dir: Path | None =
 def check_serving(cfg: RunConfig, bento: Any, data_dir: Path, out_dir: Path, report_path: Path) -> Any:
     """Serve the packaged Bento as production does and load it with the test split's texts; the gate's
     serving rules decide whether it may be promoted (see :mod:`refinery.packaging.check`). Writes
-    serving_check.json and the server's log to ``out_dir``, the Markdown verdict to ``report_path``."""
-    import pandas as pd
-
+    serving_check.json and the server's log to ``out_dir``, the Markdown verdict to ``report_path``
+    (:func:`refinery.release.package.check_serving`)."""
     from refinery.packaging.check import ServingCheckResult
-    from refinery.packaging.check import check_serving as run_check
+    from refinery.release.package import check_serving as run_check
 
-    if not cfg.gate.serving_check.enabled:
-        result = ServingCheckResult(bento.bento_tag, started=False)
+    result = run_check(cfg, bento, Path(data_dir), Path(out_dir))
+    if result is None:
+        skipped = ServingCheckResult(bento.bento_tag, started=False)
         Path(report_path).write_text("# Serving check\n\nSkipped: gate.serving_check.enabled is false.\n")
         write_json(
-            {**result.to_dict(), "passed": True, "skipped": True}, Path(out_dir) / "serving_check.json"
+            {**skipped.to_dict(), "passed": True, "skipped": True}, Path(out_dir) / "serving_check.json"
         )
         return True
-    texts = pd.read_parquet(Path(data_dir) / "test.parquet", columns=["text"])["text"].astype(str).tolist()
-    result = run_check(cfg, bento, texts, Path(out_dir))
     Path(report_path).write_text(result.to_markdown(), encoding="utf-8")
     return result.passed
 
@@ -283,21 +275,10 @@ def promote(cfg: RunConfig, version: str, bento: Any, image: str, out_dir: Path)
     the environment's overlay (the image pinned by digest), then the ``champion-<environment>`` alias,
     last - refused when another promotion replaced the champion this version was judged against. In a
     protected environment the commit goes to a review branch and the alias waits for the merge (see
-    :mod:`refinery.registry.promotion`)."""
-    from refinery.registry.mlflow_registry import Registry
-    from refinery.registry.promotion import evaluated_against, promote_version
+    :mod:`refinery.release.promote`)."""
+    from refinery.release.flows import promote_challenger
 
-    registry = Registry(cfg.registry)
-    info = registry.get(version)
-    record = promote_version(
-        cfg,
-        version,
-        bento,
-        image=image,
-        expected_champion=evaluated_against(info),
-        reason=f"gate {info.tags.get('gate', 'passed')}",
-        registry=registry,
-    )
+    record = promote_challenger(cfg, version, bento, image)
     write_json(record, Path(out_dir) / "promotion.json")
     return record
 
@@ -367,14 +348,12 @@ def merge_round(
     source = by_number.get(winner.number) or incumbent_dir
     if source is None:
         raise RefineryError(f"search: the best trial {winner.number} has no model to carry on")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns("search.json"))
-    write_json(
-        {"metric": metric, "best_trial": winner.number, "trials": [t.to_dict() for t in everything]},
-        out / "search.json",
-    )
+    with staged_dir(Path(out_dir)) as out:
+        shutil.copytree(source, out, ignore=shutil.ignore_patterns("search.json"), dirs_exist_ok=True)
+        write_json(
+            {"metric": metric, "best_trial": winner.number, "trials": [t.to_dict() for t in everything]},
+            out / "search.json",
+        )
     Path(table_path).parent.mkdir(parents=True, exist_ok=True)
     Path(table_path).write_text(trials_table(everything, metric), encoding="utf-8")
     return [t.to_dict() for t in everything]

@@ -14,22 +14,26 @@ promotion moved together with the overlay of the configuration's ``gitops.enviro
 that (the configured) environment's champion while ``champion-<environment>`` does not exist
 (:meth:`Registry.champion` with ``legacy=True``), and retired by the first promotion, rollback or
 ``refinery models sync`` that writes the configured environment's alias (see
-:mod:`refinery.registry.promotion`).
+:mod:`refinery.registry.champions`).
+
+The flow that judges, packages and promotes a version (:mod:`refinery.release`) calls the registry;
+the registry calls no stage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refinery.atomic import staged_dir
 from refinery.db import create_engine, mask_url, ping
 from refinery.errors import RegistryError
+from refinery.results import Record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,7 +63,7 @@ _CONNECT_TIMEOUT_S = 5
 
 
 @dataclass(frozen=True)
-class ModelVersionInfo:
+class ModelVersionInfo(Record):
     """One registered model version.
 
     Attributes:
@@ -119,12 +123,16 @@ def _probe_server(uri: str) -> None:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_CONNECT_TIMEOUT_S) as response:
             if response.status >= 500:
-                raise RegistryError(f"registry unreachable at {shown}: /health answered {response.status}")
+                raise RegistryError(
+                    f"registry unreachable at {shown}: /health answered {response.status}", unreachable=True
+                )
     except urllib.error.HTTPError as exc:
         if exc.code >= 500:
-            raise RegistryError(f"registry unreachable at {shown}: /health answered {exc.code}") from None
+            raise RegistryError(
+                f"registry unreachable at {shown}: /health answered {exc.code}", unreachable=True
+            ) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise RegistryError(f"registry unreachable at {shown}: {exc}") from None
+        raise RegistryError(f"registry unreachable at {shown}: {exc}", unreachable=True) from None
 
 
 class Registry:
@@ -174,14 +182,14 @@ class Registry:
             if _lost_connection(exc):
                 cause = str(exc.message).strip().splitlines()[0]  # the driver's line, not SQLAlchemy's links
                 raise RegistryError(
-                    f"registry unreachable at {self.uri} while trying to {action}: {cause}"
+                    f"registry unreachable at {self.uri} while trying to {action}: {cause}", unreachable=True
                 ) from exc
             raise RegistryError(f"{action} failed at registry {self.uri}: {exc.message}") from exc
         except Exception as exc:
             module = type(exc).__module__ or ""
             if module.startswith(("sqlalchemy", "sqlite3", "psycopg", "pymysql", "requests", "urllib3")):
                 raise RegistryError(
-                    f"registry unreachable at {self.uri} while trying to {action}: {exc}"
+                    f"registry unreachable at {self.uri} while trying to {action}: {exc}", unreachable=True
                 ) from exc
             raise
 
@@ -402,24 +410,23 @@ class Registry:
                 f"version {info.version} of {self.name} has no run to download {artifact}/ from"
             )
         client = self._connect()
-        dst = Path(dst)
-        dst.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{artifact}.", suffix=".tmp", dir=dst))
-        try:
+        target = Path(dst) / artifact
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # MLflow downloads into <folder>/<artifact>: into scratch space, then its contents are published.
+        with (
+            tempfile.TemporaryDirectory(
+                prefix=f".{artifact}.", suffix=".download", dir=target.parent
+            ) as scratch,
+            staged_dir(target) as staging,
+        ):
             with self._errors(f"download {artifact}/ of version {info.version} of {self.name}"):
-                local = Path(client.download_artifacts(info.run_id, artifact, str(staging)))
+                local = Path(client.download_artifacts(info.run_id, artifact, scratch))
             if not local.is_dir() or not any(local.iterdir()):
                 raise RegistryError(
                     f"version {info.version} of {self.name} has no {artifact}/ artifacts (run {info.run_id})"
                 )
-            target = dst / artifact
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            os.replace(local, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            for entry in list(local.iterdir()):
+                os.replace(entry, staging / entry.name)
         return target
 
     # -- writing ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from refinery.errors import DataError, RegistryError
 from refinery.evaluation.evaluate import EvaluationResult
 from refinery.evaluation.metrics import classification_metrics
 from refinery.registry.mlflow_registry import ModelVersionInfo, Registry
-from refinery.registry.register import register_model
+from refinery.release.register import register_model
 
 LINEAGE = ("data_uri", "data_sha256", "config_sha", "base_model", "pipeline_run_id", "git_sha")
 

@@ -10,7 +10,7 @@ from tests.unit.registry.test_mlflow_registry import _write_inputs
 
 from refinery.cli import main
 from refinery.registry.mlflow_registry import Registry
-from refinery.registry.register import register_model
+from refinery.release.register import register_model
 
 
 @pytest.fixture

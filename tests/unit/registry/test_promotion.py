@@ -31,8 +31,10 @@ from refinery.gitops.repo import promote as commit_release
 from refinery.orchestration import steps
 from refinery.packaging import store
 from refinery.packaging.bento import PackageResult
+from refinery.registry.champions import EVALUATED_AGAINST
 from refinery.registry.mlflow_registry import CHALLENGER, Registry, champion_alias
-from refinery.registry.promotion import EVALUATED_AGAINST, promote_version, rollback
+from refinery.release.flows import rollback
+from refinery.release.promote import promote_version
 
 # The serving image of these promotions: in podman's local storage, so named by tag.
 IMAGE = "localhost/refinery:test"

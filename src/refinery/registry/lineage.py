@@ -1,7 +1,9 @@
-"""Register a trained, evaluated model with its lineage.
+"""What a registered version records about where it came from: the data (URI and content hash), the
+configuration digest, the base model, the pipeline run, the code (git commit), its training metrics and
+settings.
 
-Each version records where it came from: the data (URI and content hash), the configuration digest,
-the base model, the pipeline run, the code (git commit), and its training and test metrics.
+The pipeline's register step composes these with the evaluation and the gate's decision in
+:func:`refinery.release.register.register_model`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.data.validate import ValidationReport
 from refinery.errors import DataError, RefineryError
-from refinery.evaluation.evaluate import EvaluationResult
-from refinery.evaluation.gate import GateDecision
-from refinery.registry.card import model_card
 from refinery.registry.mlflow_registry import REFERENCE_FILE, ModelVersionInfo, Registry
-from refinery.registry.promotion import EVALUATED_AGAINST, GATE, NO_CHAMPION, gate_summary
 from refinery.results import read_json
-from refinery.version import image_tag, source_sha
+from refinery.version import source_sha
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
@@ -34,7 +31,7 @@ RUN_TAG = "pipeline_run_id"
 TRAINING_FILE = "training.json"
 
 
-def _metric_key(name: str) -> str:
+def metric_key(name: str) -> str:
     # MLflow metric names allow letters, digits, _ - . / and space; labels can hold anything.
     return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)
 
@@ -46,11 +43,11 @@ def _numbers(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
         if isinstance(value, bool):
             continue
         if isinstance(value, int | float):
-            out[_metric_key(f"{prefix}{key}")] = float(value)
+            out[metric_key(f"{prefix}{key}")] = float(value)
         elif isinstance(value, Mapping):
             for inner, leaf in value.items():
                 if isinstance(leaf, int | float) and not isinstance(leaf, bool):
-                    out[_metric_key(f"{prefix}{key}_{inner}")] = float(leaf)
+                    out[metric_key(f"{prefix}{key}_{inner}")] = float(leaf)
     return out
 
 
@@ -111,80 +108,46 @@ def lineage_tags(
     return tags
 
 
-def register_model(
-    cfg: RunConfig,
-    model_dir: Path,
-    data_dir: Path,
-    evaluation_dir: Path,
-    run_id: str,
-    validation_dir: Path | None = None,
-    decision_dir: Path | None = None,
-    config_sha: str | None = None,
-) -> ModelVersionInfo:
-    """Register ``model_dir`` as a new version (alias ``challenger``) with lineage, metrics and artifacts.
+def registered_by_run(registry: Registry, run_id: str) -> ModelVersionInfo | None:
+    """The version pipeline run ``run_id`` registered, made ``challenger`` again, or None: a run registers
+    at most one version, so a retried step finds it instead of making a second one."""
+    done = registry.find(RUN_TAG, str(run_id))
+    if done is None:
+        return None
+    registry.set_challenger(done.version)
+    return registry.get(done.version)
 
-    Args:
-        cfg: The run configuration (registry location, data URI, base model; its digest is recorded).
-        model_dir: The fine-tuned model directory; its ``training.json`` metrics are recorded when present.
-        data_dir: The prepared dataset directory (``prepared.json`` for the data hash,
-            ``reference.parquet`` and ``profile.json`` uploaded as the version's ``reference/``).
-        evaluation_dir: The evaluation outputs (``evaluation.json`` gives the test metrics).
-        run_id: The pipeline run that produced the model.
-        validation_dir: The validate step's output (``validation.json``): its verdict becomes a tag.
-        decision_dir: The gate's output (``decision.json``): its verdict becomes a tag and goes in the card.
-        config_sha: The digest of the run's configuration (see :func:`lineage_tags`).
 
-    Returns:
-        The new version; or, when pipeline run ``run_id`` registered one already (a retried step), that
-        one: a run registers at most one version.
+def check_reference(data_dir: Path) -> None:
+    """Check that the prepared data holds the drift reference profile registered with the version.
 
     Raises:
-        DataError: The prepared data summary or reference profile is missing.
-        RefineryError: The evaluation result cannot be read, or ``training.json`` is corrupt.
-        RegistryError: The registry is unreachable or refuses the write.
+        DataError: It does not.
     """
-    model_dir, data_dir, evaluation_dir = Path(model_dir), Path(data_dir), Path(evaluation_dir)
-    registry = Registry(cfg.registry)
-    done = registry.find(RUN_TAG, str(run_id))
-    if done is not None:
-        registry.set_challenger(done.version)
-        return registry.get(done.version)
-    tags = lineage_tags(cfg, data_dir, run_id, config_sha)
-    reference = data_dir / REFERENCE_FILE
+    reference = Path(data_dir) / REFERENCE_FILE
     if not reference.is_file():
         raise DataError(f"drift reference profile not found: {reference} (run prepare_data first)")
-    evaluation = EvaluationResult.from_json(evaluation_dir)
-    decision = GateDecision.from_json(decision_dir) if decision_dir is not None else None
-    tags["image_tag"] = image_tag()
-    if validation_dir is not None:
-        report = ValidationReport.read(Path(validation_dir) / "validation.json")
-        tags["validation"] = f"{'passed' if report.success else 'failed'}, {len(report.warnings)} warning(s)"
-    if decision is not None:
-        tags[GATE] = gate_summary(decision)
 
-    metrics: dict[str, float] = {
-        f"test_{name}": value for name, value in evaluation.challenger.headline().items()
-    }
-    metrics["test_rows"] = float(evaluation.test_rows)
-    for label, scores in evaluation.challenger.per_class.items():
-        metrics[_metric_key(f"test_f1_{label}")] = float(scores["f1"])
-    # The champion this version was judged against: promotion refuses when it is no longer champion.
-    tags[EVALUATED_AGAINST] = NO_CHAMPION
-    if evaluation.champion is not None:
-        metrics["champion_test_macro_f1"] = evaluation.champion.macro_f1
-        tags[EVALUATED_AGAINST] = evaluation.champion_version or "unknown"
 
-    training_path = model_dir / TRAINING_FILE
-    if training_path.is_file():
-        try:
-            training = read_json(training_path)
-        except ValueError as exc:
-            raise RefineryError(f"cannot read training result {training_path}: {exc}") from None
-        metrics.update(_numbers(training, "training_"))
+def training_metrics(model_dir: Path) -> dict[str, float]:
+    """The numbers of the model folder's ``training.json`` as ``training_*`` metrics (none without one).
 
-    tags["test_macro_f1"] = f"{evaluation.challenger.macro_f1:.6f}"
-    tags["test_accuracy"] = f"{evaluation.challenger.accuracy:.6f}"
-    params = {
+    Raises:
+        RefineryError: ``training.json`` is corrupt.
+    """
+    training_path = Path(model_dir) / TRAINING_FILE
+    if not training_path.is_file():
+        return {}
+    try:
+        training = read_json(training_path)
+    except ValueError as exc:
+        raise RefineryError(f"cannot read training result {training_path}: {exc}") from None
+    return _numbers(training, "training_")
+
+
+def training_params(cfg: RunConfig) -> dict[str, Any]:
+    """The run's settings a version records as its parameters: model, training and gate."""
+    return {
         "base_model": cfg.model.base,
         "max_length": cfg.model.max_length,
         "labels": ",".join(cfg.data.labels),
@@ -200,5 +163,3 @@ def register_model(
         **{f"gate_max_regression_{metric}": value for metric, value in cfg.gate.max_regression.items()},
         "gate_significance": cfg.gate.significance.mode,
     }
-    card = model_card(cfg, tags, evaluation, decision, read_json(data_dir / PREPARED_FILE))
-    return registry.register(model_dir, data_dir, evaluation_dir, tags, metrics, params=params, card=card)

@@ -1,4 +1,5 @@
-"""``refinery status``: per environment, what the registry, the GitOps branch and the cluster say is served.
+"""``refinery status``: per environment, what the registry, the GitOps branch and the cluster say is served
+(the read side of the release flow in :mod:`refinery.release`).
 
 Three records can disagree, each for a reason a person should see:
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from refinery.results import to_jsonable
+from refinery.results import Record
 
 if TYPE_CHECKING:
     from refinery.config import RunConfig
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class PendingReview:
+class PendingReview(Record):
     """An unmerged review branch of an environment.
 
     Attributes:
@@ -38,7 +39,7 @@ class PendingReview:
 
 
 @dataclass(frozen=True)
-class EnvironmentStatus:
+class EnvironmentStatus(Record):
     """One environment as the registry, the GitOps branch and (optionally) the cluster report it.
 
     Attributes:
@@ -72,10 +73,6 @@ class EnvironmentStatus:
     def consistent(self) -> bool:
         """Whether the alias, the overlay (and the Deployment, when read) agree and nothing is pending."""
         return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of the fields."""
-        return to_jsonable(self)
 
     def to_lines(self) -> list[str]:
         """The environment in a few lines: what each side says, then each disagreement."""
