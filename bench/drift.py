@@ -195,6 +195,7 @@ def encoded(name: str, frame: pd.DataFrame, model_dir: Path, settings: TrainSett
                 return Encoded(frame, cached["probabilities"], cached["embeddings"])
     from transformers.utils import logging as hf_logging
 
+    from refinery.atomic import staged_file
     from refinery.modeling import load_classifier
 
     hf_logging.disable_progress_bar()
@@ -203,9 +204,8 @@ def encoded(name: str, frame: pd.DataFrame, model_dir: Path, settings: TrainSett
     started = time.perf_counter()
     probabilities, embeddings = classifier.encode(frame["text"].tolist(), batch_size=128)
     print(f"encoded {len(frame)} {name} texts in {time.perf_counter() - started:.0f} s", flush=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, probabilities=probabilities, embeddings=embeddings)
-    os.replace(tmp, path)
+    with staged_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, probabilities=probabilities, embeddings=embeddings)
     return Encoded(frame, probabilities, embeddings)
 
 

@@ -127,6 +127,22 @@ def _near_copy(text: str, rng: np.random.Generator) -> str:
     return "  " + text.replace(" ", "  ", 2) + " "
 
 
+def _copy_rows(
+    text: np.ndarray,
+    label: np.ndarray,
+    kind: str,
+    targets: list[int],
+    originals: list[int],
+    rng: np.random.Generator,
+) -> None:
+    """Overwrite ``targets`` with copies of ``originals``: exact, near (``near_duplicates``), or with the
+    other label (``conflicting``)."""
+    for target, original in zip(targets, originals, strict=True):
+        copied = text[original]
+        text[target] = copied if kind == "exact_duplicates" else _near_copy(copied, rng)
+        label[target] = FLIPPED[label[original]] if kind == "conflicting" else label[original]
+
+
 def make_split(
     n: int, rng: np.random.Generator, problems: Problems, source: pd.DataFrame | None
 ) -> pd.DataFrame:
@@ -144,10 +160,7 @@ def make_split(
 
     for kind in ("exact_duplicates", "near_duplicates", "conflicting"):
         targets = rows(getattr(problems, kind))
-        for target, original in zip(targets, originals(len(targets)), strict=True):
-            copied = text[original]
-            text[target] = copied if kind == "exact_duplicates" else _near_copy(copied, rng)
-            label[target] = FLIPPED[label[original]] if kind == "conflicting" else label[original]
+        _copy_rows(text, label, kind, targets, originals(len(targets)), rng)
     for i, target in enumerate(rows(problems.blank)):
         text[target] = ("", "   ", "\t")[i % 3]
     for target in rows(problems.damaged):

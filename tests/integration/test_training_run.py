@@ -167,8 +167,8 @@ def test_serve_predict_feedback_and_monitor_retrain_on_the_new_labels_once(loop,
 
     from refinery.cli import main
     from refinery.data.demo import generate_reviews
-    from refinery.monitoring.controller import TriggerLog
     from refinery.monitoring.story import loop_story
+    from refinery.monitoring.trigger_log import TriggerLog
     from refinery.orchestration.local import collect_summary
 
     make, _first, base_args = loop

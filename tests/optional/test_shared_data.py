@@ -13,8 +13,9 @@ import pytest
 
 from refinery.cli import main
 from refinery.config import load_config
+from refinery.data.suite import LEAKED_FROM, derive_columns
 from refinery.data.text import comparison_keys
-from refinery.data.validate import LEAKED_FROM, ValidationReport, derive_columns, read_splits
+from refinery.data.validate import ValidationReport, read_splits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -5,8 +5,9 @@ Steps, in order (every count goes into :class:`PreparedData` and the step's metr
 
 1. Every file of :meth:`~refinery.config.DataConfig.split_uris` is read (``data.uri``, and
    ``data.validation_uri``/``data.test_uri`` when given) and its SHA-256 recorded.
-2. Within each file: texts are cleaned (:func:`~refinery.data.text.clean_texts`: Unicode NFC, invisible
-   characters dropped, whitespace collapsed), blank rows dropped; texts seen with several labels (by
+2. Within each file (:mod:`refinery.data.clean`): texts are cleaned
+   (:func:`~refinery.data.text.clean_texts`: Unicode NFC, invisible characters dropped, whitespace
+   collapsed), blank rows dropped; texts seen with several labels (by
    :func:`~refinery.data.text.comparison_keys`) are resolved by ``data.prepare.conflicting_labels``
    (``drop`` all their rows, or keep the ``majority`` label's rows, dropping them all on a tie); then
    exact duplicates (same clean text) and normalised duplicates (same comparison key) are dropped, the
@@ -41,15 +42,13 @@ The reference and the profile describe the training split as cleaned and split, 
 augmentation: they stand for the data the model learns from, not for copies made of it.
 
 Everything is written into a temporary folder next to ``out_dir`` and moved in only when complete
-(``prepared.json`` last), so a failure leaves no partial dataset behind.
+(:func:`refinery.atomic.staged_dir`, ``prepared.json`` last), so a failure leaves no partial dataset
+behind.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,25 +57,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from refinery.atomic import staged_dir
 from refinery.config import RunConfig
 from refinery.data.augment import augment_rows, read_synonyms
-from refinery.data.load import file_sha256, read_table, stringify
+from refinery.data.clean import GROUP, KEY, MISSING_SLICE, CleanedFile, clean_file
+from refinery.data.load import file_sha256, read_table
 from refinery.data.profile import profile_texts
 from refinery.data.sources import DOMAIN_SLICE, ESTABLISHED, NEW, is_new_test_row, read_new_rows
-from refinery.data.text import as_text, clean_texts, comparison_keys, first_occurrence, key_hashes
 from refinery.errors import DataError
 from refinery.monitoring.descriptors import text_descriptors
-from refinery.results import load_result, to_jsonable, write_json
+from refinery.results import Record, load_result, to_jsonable
 
 SPLITS = ("train", "validation", "test")
 OUTPUT_FILES = (*(f"{name}.parquet" for name in SPLITS), "reference.parquet", "profile.json")
-_KEY = "_key"
-_GROUP = "_group"
-MISSING_SLICE = "(missing)"  # a slice column's value for rows that have none
+PREPARED_JSON = "prepared.json"
 
 
 @dataclass(frozen=True)
-class PreparedData:
+class PreparedData(Record):
     """What :func:`prepare_data` did and where it put the result.
 
     Row counts are summed over all input files; the identity
@@ -150,10 +148,6 @@ class PreparedData:
     replay_removed: int = 0
     paths: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return to_jsonable(self)
-
     def metrics(self) -> dict[str, float]:
         """Every count of what preparation read, removed, changed, added and wrote, flat, for the step's
         KFP Metrics (label names are made safe for metric names)."""
@@ -186,15 +180,6 @@ class PreparedData:
             counts[_metric_name(f"class_weight_{label}")] = float(weight)
         return counts
 
-    def write_json(self, path: Path) -> Path:
-        """Write this result as JSON (atomically)."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreparedData:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(**data)
-
     @classmethod
     def read(cls, data_dir: Path) -> PreparedData:
         """Read ``prepared.json`` from a prepared dataset folder.
@@ -204,8 +189,8 @@ class PreparedData:
         """
         return load_result(
             cls.from_dict,
-            Path(data_dir) / "prepared.json",
-            default_name="prepared.json",
+            Path(data_dir) / PREPARED_JSON,
+            default_name=PREPARED_JSON,
             what="prepared-data record",
             error=DataError,
         )
@@ -216,116 +201,9 @@ def _metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
 
-@dataclass(frozen=True)
-class _Cleaned:
-    """One file after cleaning: columns text, label, the comparison-key hash (and group), plus counts."""
-
-    table: pd.DataFrame
-    rows_in: int
-    blank_removed: int
-    texts_changed: int
-    conflicting_texts: int
-    conflicting_removed: int
-    exact_duplicates_removed: int
-    normalised_duplicates_removed: int
-
-
 def _counts(labels: pd.Series, declared: tuple[str, ...]) -> dict[str, int]:
     counts = labels.value_counts()
     return {label: int(counts.get(label, 0)) for label in declared}
-
-
-def _check_columns(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool) -> None:
-    data = cfg.data
-    named = [(data.text_column, "data.text_column"), (data.label_column, "data.label_column")]
-    if group and data.group_column:
-        named.append((data.group_column, "data.group_column"))
-    named += [(column, "data.slice_columns") for column in data.slice_columns]
-    for column, key in named:
-        if column not in frame.columns:
-            raise DataError(f"{uri}: column '{column}' ({key}) is missing; found {list(frame.columns)}")
-    labels = stringify(frame[data.label_column])
-    missing = int(labels.isna().sum())
-    if missing:
-        raise DataError(f"{uri}: {missing} row(s) have no '{data.label_column}' (validate the data first)")
-    unknown = sorted(set(labels) - set(data.labels))
-    if unknown:
-        raise DataError(
-            f"{uri}: column '{data.label_column}' holds undeclared label(s) {unknown}; "
-            f"declared {list(data.labels)} (validate the data first)"
-        )
-    if group and data.group_column:
-        no_group = int(frame[data.group_column].isna().sum())
-        if no_group:
-            raise DataError(
-                f"{uri}: {no_group} row(s) have no value in group column '{data.group_column}' "
-                "(data.group_column); every row needs a group to be split by groups"
-            )
-
-
-def _resolve_conflicts(table: pd.DataFrame, policy: str) -> tuple[pd.Series, int]:
-    """Which rows survive the conflicting-labels policy, and how many texts had several labels."""
-    pairs = table.groupby([_KEY, "label"], sort=False).size().rename("votes").reset_index()
-    labels_per_text = pairs.groupby(_KEY)["label"].transform("size")
-    conflicting_texts = int(pairs.loc[labels_per_text > 1, _KEY].nunique())
-    if policy == "drop":
-        winners = pairs[labels_per_text == 1]
-    else:  # majority: the label with the most rows wins; a tie leaves no winner
-        top = pairs.groupby(_KEY)["votes"].transform("max")
-        at_top = pairs["votes"] == top
-        ties = at_top.groupby(pairs[_KEY]).transform("sum")
-        winners = pairs[at_top & (ties == 1)]
-    index = pd.MultiIndex.from_frame(winners[[_KEY, "label"]])
-    keep = pd.MultiIndex.from_frame(table[[_KEY, "label"]]).isin(index)
-    return pd.Series(keep, index=table.index), conflicting_texts
-
-
-def _clean(frame: pd.DataFrame, cfg: RunConfig, uri: str, *, group: bool) -> _Cleaned:
-    """Clean one file's rows, resolve its conflicting labels and drop its duplicates."""
-    data = cfg.data
-    frame = frame.copy()
-    frame.columns = [str(c) for c in frame.columns]
-    _check_columns(frame, cfg, uri, group=group)
-    raw = frame[data.text_column]
-    text = clean_texts(raw)
-    blank = (text == "").to_numpy()
-    changed = (text != as_text(raw)).to_numpy() & ~blank
-    table = pd.DataFrame(
-        {
-            "text": text.to_numpy(dtype=object),
-            "label": stringify(frame[data.label_column]).to_numpy(dtype=object),
-        }
-    )
-    if group and data.group_column:
-        table[_GROUP] = stringify(frame[data.group_column]).to_numpy(dtype=object)
-    for column in data.slice_columns:
-        table[column] = stringify(frame[column]).fillna(MISSING_SLICE).to_numpy(dtype=object)
-    table = table[~blank].reset_index(drop=True)
-    table[_KEY] = key_hashes(comparison_keys(table["text"], clean=True)).to_numpy()
-
-    keep, conflicting_texts = _resolve_conflicts(table, data.prepare.conflicting_labels)
-    conflicting_removed = int((~keep).sum())
-    table = table[keep.to_numpy()].reset_index(drop=True)
-    # After the policy every comparison key carries one label: equal clean texts are exact duplicates.
-    exact = first_occurrence(key_hashes(table["text"])).notna().to_numpy()
-    table = table[~exact].reset_index(drop=True)
-    normalised = first_occurrence(table[_KEY]).notna().to_numpy()
-    table = table[~normalised].reset_index(drop=True)
-    if table.empty:
-        raise DataError(
-            f"{uri}: no rows left after dropping blank texts, conflicting labels and duplicates "
-            f"({len(frame)} read)"
-        )
-    return _Cleaned(
-        table=table,
-        rows_in=len(frame),
-        blank_removed=int(blank.sum()),
-        texts_changed=int(changed.sum()),
-        conflicting_texts=conflicting_texts,
-        conflicting_removed=conflicting_removed,
-        exact_duplicates_removed=int(exact.sum()),
-        normalised_duplicates_removed=int(normalised.sum()),
-    )
 
 
 def _hold_out(
@@ -346,14 +224,14 @@ def _hold_out(
             with warnings.catch_warnings():
                 # "The least populated class has fewer members than n_splits": the fold is still usable.
                 warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-                rest_at, held_at = next(splitter.split(np.zeros(len(frame)), frame["label"], frame[_GROUP]))
+                rest_at, held_at = next(splitter.split(np.zeros(len(frame)), frame["label"], frame[GROUP]))
             rest, held = frame.iloc[np.sort(rest_at)], frame.iloc[np.sort(held_at)]
             if rest.empty or held.empty:
                 raise ValueError(f"the {name} fold or the rest of the rows is empty")
     except ValueError as exc:
         counts = frame["label"].value_counts().to_dict()
         groups = (
-            f", {frame[_GROUP].nunique()} groups in '{data.group_column}' (data.group_column)"
+            f", {frame[GROUP].nunique()} groups in '{data.group_column}' (data.group_column)"
             if data.group_column
             else ""
         )
@@ -391,7 +269,7 @@ def _remove_leakage(
     removed = 0
     for name in SPLITS:
         part = parts[name]
-        leaked = part[_KEY].isin(seen).to_numpy()
+        leaked = part[KEY].isin(seen).to_numpy()
         if leaked.any():
             removed += int(leaked.sum())
             part = part[~leaked].reset_index(drop=True)
@@ -401,7 +279,7 @@ def _remove_leakage(
                     f"{where}: the {name} split is empty after removing {int(leaked.sum())} row(s) whose "
                     "text also occurs in an earlier split (validate the data first: leakage)"
                 )
-        seen.update(part[_KEY].tolist())
+        seen.update(part[KEY].tolist())
         out[name] = part
     return out, removed
 
@@ -455,17 +333,6 @@ def _read_sources(cfg: RunConfig, frame: pd.DataFrame | None) -> dict[str, tuple
     return sources
 
 
-def _publish(staging: Path, out_dir: Path, names: list[str]) -> None:
-    """Move finished files into ``out_dir``; ``prepared.json`` (last in ``names``) marks completion."""
-    if not out_dir.exists():
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the dataset folder is not
-        os.replace(staging, out_dir)
-        return
-    (out_dir / "prepared.json").unlink(missing_ok=True)
-    for name in names:
-        os.replace(staging / name, out_dir / name)
-
-
 def _replay(train: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, int]:
     """Keep ``data.replay_share`` of the base training rows: a stratified, seeded sample."""
     from sklearn.model_selection import train_test_split
@@ -486,11 +353,11 @@ def _replay(train: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, int]:
 
 
 def _add_new_rows(
-    parts: dict[str, pd.DataFrame], new: _Cleaned, cfg: RunConfig
+    parts: dict[str, pd.DataFrame], new: CleanedFile, cfg: RunConfig
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int], int]:
     """Send the new rows to training and the ``new`` test set; mark the test split's domains."""
     table = new.table
-    to_test = is_new_test_row(table[_KEY], cfg.data.new_test_fraction).to_numpy()
+    to_test = is_new_test_row(table[KEY], cfg.data.new_test_fraction).to_numpy()
     base_train, replay_removed = _replay(parts["train"], cfg)
     out = dict(parts)
     out["train"] = pd.concat([base_train, table[~to_test]], ignore_index=True)
@@ -533,7 +400,7 @@ def prepare_data(
     new = read_new_rows(cfg, [table for table, _ in sources.values()], feedback_through)
     splitting = not {"validation", "test"} <= uris.keys()
     cleaned = {
-        name: _clean(table, cfg, uris[name], group=(name == "train" and splitting))
+        name: clean_file(table, cfg, uris[name], group=(name == "train" and splitting))
         for name, (table, _) in sources.items()
     }
 
@@ -545,7 +412,7 @@ def prepare_data(
     if new is not None and len(new.frame):
         # New rows carry no slice values; they are the `new` domain of the test split instead.
         filled = new.frame.assign(**{c: MISSING_SLICE for c in slices if c not in new.frame.columns})
-        cleaned[NEW] = _clean(filled, cfg, "the new labelled rows", group=False)
+        cleaned[NEW] = clean_file(filled, cfg, "the new labelled rows", group=False)
         parts, new_rows, replay_removed = _add_new_rows(parts, cleaned[NEW], cfg)
         slices.append(DOMAIN_SLICE)
     parts, leaked_removed = _remove_leakage(parts, uris)
@@ -618,17 +485,15 @@ def prepare_data(
         paths=final_paths,
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    # Merge into an existing folder (it may be a KFP output artifact); prepared.json marks completion.
+    with staged_dir(out_dir, mode="merge", last=PREPARED_JSON) as staging:
         for name, part in parts.items():
             part.astype({"text": "string", "label": "string"}).to_parquet(
                 staging / f"{name}.parquet", index=False
             )
         reference.astype({"label": "string"}).to_parquet(staging / "reference.parquet", index=False)
         profile.write_json(staging / "profile.json")
-        result.write_json(staging / "prepared.json")
-        _publish(staging, out_dir, [*OUTPUT_FILES, "prepared.json"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        result.write_json(staging / PREPARED_JSON)
+        # An old prepared.json must not vouch for the new files while they are moved in one by one.
+        (out_dir / PREPARED_JSON).unlink(missing_ok=True)
     return result

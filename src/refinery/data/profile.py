@@ -13,13 +13,11 @@ Words are counted the way :func:`~refinery.monitoring.descriptors.text_descripto
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from refinery.results import to_jsonable, write_json
+from refinery.results import Record
 
 QUANTILES: tuple[int, ...] = (0, 5, 25, 50, 75, 95, 100)
 HISTOGRAM_BINS = 20
@@ -82,7 +80,7 @@ class VocabularyStats:
 
 
 @dataclass(frozen=True)
-class DataProfile:
+class DataProfile(Record):
     """The profile of a set of labelled texts; written as ``profile.json``."""
 
     rows: int
@@ -90,35 +88,6 @@ class DataProfile:
     word_count: Distribution
     labels: LabelDistribution
     vocabulary: VocabularyStats
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return to_jsonable(self)
-
-    def write_json(self, path: Path) -> Path:
-        """Write this profile as JSON (atomically)."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataProfile:
-        """Rebuild from :meth:`to_dict` output."""
-
-        def distribution(d: dict[str, Any]) -> Distribution:
-            return Distribution(
-                mean=float(d["mean"]),
-                quantiles={str(k): float(v) for k, v in d["quantiles"].items()},
-                histogram=Histogram(**d["histogram"]),
-            )
-
-        vocab = dict(data["vocabulary"])
-        vocab["top_tokens"] = [TokenCount(**t) for t in vocab["top_tokens"]]
-        return cls(
-            rows=int(data["rows"]),
-            text_length=distribution(data["text_length"]),
-            word_count=distribution(data["word_count"]),
-            labels=LabelDistribution(**data["labels"]),
-            vocabulary=VocabularyStats(**vocab),
-        )
 
 
 def _distribution(values: pd.Series) -> Distribution:

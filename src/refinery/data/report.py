@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from refinery.html import page
 
 if TYPE_CHECKING:
-    from refinery.data.validate import CheckFailure, ValidationReport
+    from refinery.data.findings import CheckFailure
+    from refinery.data.validate import ValidationReport
 
 
 def _files(report: ValidationReport) -> str:

@@ -4,546 +4,36 @@ One call of :func:`monitor` takes the newest predictions of the model now servin
 the inference log, computes every drift signal of :mod:`refinery.monitoring.signals` against the
 reference statistics kept with that model version (text descriptors, the model's own sentence
 embeddings, its confidence, the accuracy estimated from calibrated probabilities, the accuracy
-measured on labelled feedback) and records exactly one decision in the trigger log:
+measured on labelled feedback), decides (:func:`~refinery.monitoring.decision.decide_action`: one of
+``insufficient_data``, ``no_drift``, ``retrain_disabled``, ``drift_pending``, ``awaiting_labels``,
+``suppressed_cooldown``, ``fired``) and records exactly one decision in the trigger log
+(:mod:`refinery.monitoring.trigger_log`).
 
-- ``insufficient_data``: the window is smaller than ``monitoring.min_window_size``;
-- ``no_drift``: no signal allowed to fire (``monitoring.signals.<name>.fire``) fired;
-- ``retrain_disabled``: a signal fired, but ``monitoring.retrain`` is off;
-- ``drift_pending``: a signal fired, but not yet in ``monitoring.consecutive_windows`` windows in a row;
-- ``awaiting_labels``: a signal fired, but fewer than ``monitoring.min_labelled_rows`` new labelled rows
-  arrived since the champion was trained: a retrain would learn nothing new;
-- ``suppressed_cooldown``: a retrain fired less than ``monitoring.cooldown_minutes`` ago;
-- ``fired``: a retrain run was started.
-
-Every decision names each signal with its value and threshold, the firing ones first.
-
-A ``fired`` decision is claimed in the trigger log *before* the retrain starts, in one transaction
-with a conditional update of a per-model claim row, so two monitors racing on the same drift start
-one retrain, not two; the loser records ``suppressed_cooldown``.
+A ``fired`` decision is claimed in the trigger log *before* the retrain starts, so two monitors racing on
+the same drift start one retrain, not two; the loser records ``suppressed_cooldown``.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from refinery.config import MonitoringConfig, RunConfig
-from refinery.db import create_engine, create_tables, mask_url
 from refinery.errors import MonitoringError
+from refinery.monitoring.decision import MonitorDecision, Verdict, decide_action, firing
 from refinery.monitoring.drift import LABEL_COLUMN, DriftResult, detect_drift
 from refinery.monitoring.signals import ReferenceStats, SignalResult
-from refinery.results import to_jsonable, write_json
+from refinery.monitoring.trigger_log import DecisionRecord, TriggerLog, utc
 
-Action = Literal[
-    "fired",
-    "suppressed_cooldown",
-    "no_drift",
-    "insufficient_data",
-    "retrain_disabled",
-    "drift_pending",
-    "awaiting_labels",
-]
-ACTIONS: tuple[str, ...] = get_args(Action)
 REFERENCE_FILE = "reference.parquet"
 DECISION_JSON = "decision.json"
-_SQLITE_BUSY_TIMEOUT_S = 30
-
-_metadata = sa.MetaData()
-_decisions = sa.Table(
-    "retrain_decisions",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("model_name", sa.String(255), nullable=False),
-    sa.Column("champion_version", sa.String(64), nullable=True),
-    sa.Column("window_rows", sa.Integer, nullable=False),
-    sa.Column("dataset_drift", sa.Boolean, nullable=True),
-    sa.Column("drifted_share", sa.Float, nullable=True),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("retrain_run_id", sa.String(255), nullable=True),
-    sa.Column("report", sa.Text, nullable=True),
-    sa.Column("reason", sa.Text, nullable=False),
-    # Whether a signal allowed to fire fired in this window (None: the window was not tested), and
-    # every signal's result as JSON.
-    sa.Column("drifting", sa.Boolean, nullable=True),
-    sa.Column("signals", sa.JSON, nullable=True),
-    sa.Index("ix_retrain_decisions_model_time", "model_name", "timestamp"),
-)
-# One row per model: the conditional UPDATE of `fired_at` is the lock that dedupes concurrent monitors.
-_claims = sa.Table(
-    "retrain_claims",
-    _metadata,
-    sa.Column("model_name", sa.String(255), primary_key=True),
-    sa.Column("fired_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("decision_id", sa.Integer, nullable=True),
-)
-
-
-def _utc(moment: datetime) -> datetime:
-    """An aware UTC datetime; naive values are taken to be UTC already."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _insert_decision(conn: sa.Connection, **values: Any) -> int:
-    """Insert one decision row (no retrain run yet) and return its id."""
-    return _inserted_id(conn.execute(sa.insert(_decisions).values(retrain_run_id=None, **values)))
-
-
-def _inserted_id(result: sa.CursorResult[Any]) -> int:
-    key = result.inserted_primary_key
-    if key is None:
-        raise MonitoringError("trigger log: the database returned no id for the new decision")
-    return int(key[0])
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    """One row of the ``retrain_decisions`` table."""
-
-    id: int
-    timestamp: datetime
-    model_name: str
-    champion_version: str | None
-    window_rows: int
-    dataset_drift: bool | None
-    drifted_share: float | None
-    action: str
-    retrain_run_id: str | None
-    report: str | None
-    reason: str
-    drifting: bool | None = None
-    signals: list[dict[str, Any]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (timestamp as ISO 8601)."""
-        data = to_jsonable(self)
-        data["timestamp"] = self.timestamp.isoformat()
-        return data
-
-
-class TriggerLog:
-    """The record of every retrain decision, in a SQL database (SQLite by default, Postgres in a cluster).
-
-    The tables are created on first use. Timestamps are stored and returned in UTC.
-    """
-
-    def __init__(self, url: str) -> None:
-        """Open the trigger log.
-
-        Args:
-            url: SQLAlchemy URL, e.g. ``sqlite:////abs/path/triggers.db`` or ``postgresql+psycopg://...``.
-
-        Raises:
-            MonitoringError: The URL is not a usable SQLAlchemy URL, the folder of a sqlite file cannot be
-                created, or the database driver is not installed.
-        """
-        self._engine = create_engine(
-            url,
-            what="trigger log",
-            error=MonitoringError,
-            # Concurrent monitors wait for each other's claim instead of failing on a locked file.
-            sqlite_busy_timeout_s=_SQLITE_BUSY_TIMEOUT_S,
-        )
-        self._where = mask_url(self._engine.url)
-        self._ready = False
-
-    @contextmanager
-    def _tx(self) -> Iterator[sa.Connection]:
-        try:
-            if not self._ready:
-                create_tables(self._engine, _metadata, what="trigger log", error=MonitoringError)
-                self._ready = True
-            with self._engine.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise MonitoringError(f"trigger log {self._where}: {type(exc).__name__}: {exc}") from exc
-
-    @staticmethod
-    def _row(row: Any) -> DecisionRecord:
-        values = dict(row._mapping)
-        values["timestamp"] = _utc(values["timestamp"])
-        for key in ("dataset_drift", "drifting"):
-            if values[key] is not None:
-                values[key] = bool(values[key])
-        return DecisionRecord(**values)
-
-    def _get(self, conn: sa.Connection, decision_id: int) -> DecisionRecord:
-        row = conn.execute(sa.select(_decisions).where(_decisions.c.id == decision_id)).one_or_none()
-        if row is None:
-            raise MonitoringError(f"trigger log {self._where}: no decision with id {decision_id}")
-        return self._row(row)
-
-    def record(
-        self,
-        *,
-        model_name: str,
-        action: Action,
-        reason: str,
-        now: datetime,
-        champion_version: str | None = None,
-        window_rows: int = 0,
-        dataset_drift: bool | None = None,
-        drifted_share: float | None = None,
-        report: str | None = None,
-        drifting: bool | None = None,
-        signals: list[dict[str, Any]] | None = None,
-    ) -> DecisionRecord:
-        """Record a decision that starts nothing (every action but ``fired``, which goes through :meth:`claim`).
-
-        Raises:
-            MonitoringError: ``action`` is unknown or ``fired``, or the database fails.
-        """
-        if action not in ACTIONS or action == "fired":
-            raise MonitoringError(
-                f"trigger log: cannot record action {action!r} directly (expected one of "
-                f"{', '.join(a for a in ACTIONS if a != 'fired')}; 'fired' goes through claim())"
-            )
-        with self._tx() as conn:
-            decision_id = _insert_decision(
-                conn,
-                timestamp=_utc(now),
-                model_name=model_name,
-                action=action,
-                reason=reason,
-                champion_version=champion_version,
-                window_rows=window_rows,
-                dataset_drift=dataset_drift,
-                drifted_share=drifted_share,
-                report=report,
-                drifting=drifting,
-                signals=signals,
-            )
-            return self._get(conn, decision_id)
-
-    def claim(
-        self,
-        *,
-        model_name: str,
-        reason: str,
-        now: datetime,
-        cooldown_minutes: float,
-        champion_version: str | None = None,
-        window_rows: int = 0,
-        dataset_drift: bool | None = None,
-        drifted_share: float | None = None,
-        report: str | None = None,
-        drifting: bool | None = None,
-        signals: list[dict[str, Any]] | None = None,
-    ) -> DecisionRecord | None:
-        """Atomically record a pending ``fired`` decision unless one fired within the cooldown.
-
-        The check and the insert run in one transaction around a conditional update of the model's
-        claim row, so of several monitors claiming at once exactly one wins.
-
-        Returns:
-            The new ``fired`` record (``retrain_run_id`` still empty), or None when another decision
-            fired less than ``cooldown_minutes`` before ``now``.
-        """
-        now = _utc(now)
-        cutoff = now - timedelta(minutes=cooldown_minutes)
-        with self._tx() as conn:
-            exists = conn.execute(
-                sa.select(_claims.c.model_name).where(_claims.c.model_name == model_name)
-            ).one_or_none()
-        if exists is None:
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(sa.insert(_claims).values(model_name=model_name, fired_at=None))
-            except sa.exc.IntegrityError:
-                pass  # another monitor created the row first; the update below decides
-            except sa.exc.SQLAlchemyError as exc:
-                raise MonitoringError(f"trigger log {self._where}: {type(exc).__name__}: {exc}") from exc
-        with self._tx() as conn:
-            won = conn.execute(
-                sa.update(_claims)
-                .where(
-                    _claims.c.model_name == model_name,
-                    sa.or_(_claims.c.fired_at.is_(None), _claims.c.fired_at <= cutoff),
-                )
-                .values(fired_at=now)
-            )
-            if won.rowcount != 1:
-                return None
-            decision_id = _insert_decision(
-                conn,
-                timestamp=now,
-                model_name=model_name,
-                action="fired",
-                reason=reason,
-                champion_version=champion_version,
-                window_rows=window_rows,
-                dataset_drift=dataset_drift,
-                drifted_share=drifted_share,
-                report=report,
-                drifting=drifting,
-                signals=signals,
-            )
-            conn.execute(
-                sa.update(_claims).where(_claims.c.model_name == model_name).values(decision_id=decision_id)
-            )
-            return self._get(conn, decision_id)
-
-    def update(self, decision_id: int, *, reason: str, retrain_run_id: str | None = None) -> DecisionRecord:
-        """Fill in the outcome of a claimed decision: the retrain run id, or the reason it failed."""
-        with self._tx() as conn:
-            conn.execute(
-                sa.update(_decisions)
-                .where(_decisions.c.id == decision_id)
-                .values(reason=reason, retrain_run_id=retrain_run_id)
-            )
-            return self._get(conn, decision_id)
-
-    def last_fired(self, model_name: str) -> datetime | None:
-        """When a retrain last fired for ``model_name`` (UTC), or None if never."""
-        with self._tx() as conn:
-            value = conn.execute(
-                sa.select(sa.func.max(_decisions.c.timestamp)).where(
-                    _decisions.c.model_name == model_name, _decisions.c.action == "fired"
-                )
-            ).scalar_one_or_none()
-        if value is None:
-            return None
-        # SQLite returns an aggregate over a DateTime column as text.
-        return _utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-    def drifting_streak(self, model_name: str, champion_version: str) -> int:
-        """How many of the latest tested windows of ``champion_version`` in a row had a firing signal
-        (windows too small to test are skipped; a retrain that fired ends the streak)."""
-        with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(_decisions.c.drifting, _decisions.c.action)
-                .where(
-                    _decisions.c.model_name == model_name,
-                    _decisions.c.champion_version == champion_version,
-                    _decisions.c.drifting.is_not(None),
-                )
-                .order_by(_decisions.c.id.desc())
-                .limit(1000)
-            ).all()
-        streak = 0
-        for drifting, action in rows:
-            if not drifting or action == "fired":
-                break
-            streak += 1
-        return streak
-
-    def decisions(self, model_name: str) -> list[DecisionRecord]:
-        """Every decision recorded for ``model_name``, oldest first."""
-        with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(_decisions).where(_decisions.c.model_name == model_name).order_by(_decisions.c.id)
-            ).all()
-        return [self._row(r) for r in rows]
-
-
-class Verdict(NamedTuple):
-    """What the controller decided and why, before anything is recorded."""
-
-    action: Action
-    reason: str
-    policy: str = ""  # the part of the reason beyond the signals: why a drift did or did not retrain
-
-
-def firing(signals: list[SignalResult], cfg: MonitoringConfig) -> list[SignalResult]:
-    """The signals that fired and are allowed to fire a retrain (``monitoring.signals.<name>.fire``)."""
-    return [s for s in signals if s.fired and getattr(cfg.signals, s.name).fire]
-
-
-def _signal_summary(signals: list[SignalResult], cfg: MonitoringConfig) -> str:
-    fired = firing(signals, cfg)
-    rest = [s for s in signals if s not in fired]
-    parts = [f"{s.name} fired: {s.detail}" for s in fired]
-    parts += [f"{s.name} {'fired (reported only)' if s.fired else 'quiet'}: {s.detail}" for s in rest]
-    return "; ".join(parts)
-
-
-def decide_action(
-    window_rows: int,
-    signals: list[SignalResult] | None,
-    last_fired: datetime | None,
-    cfg: MonitoringConfig,
-    now: datetime,
-    *,
-    streak: int = 0,
-    new_labelled_rows: int | None = None,
-) -> Verdict:
-    """The controller's decision, as a pure function of its inputs.
-
-    Args:
-        window_rows: Predictions in the current window.
-        signals: Every signal's result on the window; None when the window was too small to test.
-        last_fired: When a retrain last fired for this model, or None.
-        cfg: Monitoring settings (``min_window_size``, ``signals``, ``consecutive_windows``,
-            ``min_labelled_rows``, ``retrain``, ``cooldown_minutes``).
-        now: The time of the decision.
-        streak: Earlier windows in a row, of the same champion, in which a firing signal fired.
-        new_labelled_rows: Labelled rows that arrived since the champion was trained (None: not counted,
-            no source of new labels is configured).
-
-    Returns:
-        The action and a reason naming each signal with its value and threshold.
-
-    Raises:
-        ValueError: The window is large enough but no signal result was given.
-    """
-    if window_rows < cfg.min_window_size:
-        return Verdict(
-            "insufficient_data",
-            f"window has {window_rows} prediction(s) of the serving model, fewer than"
-            f" monitoring.min_window_size={cfg.min_window_size}",
-        )
-    if signals is None:
-        raise ValueError(f"a window of {window_rows} predictions needs signal results to decide on")
-    summary = _signal_summary(signals, cfg)
-
-    def drift(action: Action, policy: str) -> Verdict:
-        return Verdict(action, f"drift: {summary}; {policy}", policy)
-
-    if not firing(signals, cfg):
-        return Verdict("no_drift", f"no drift: {summary}")
-    if not cfg.retrain:
-        return drift("retrain_disabled", "monitoring.retrain is off")
-    if streak + 1 < cfg.consecutive_windows:
-        return drift(
-            "drift_pending",
-            f"window {streak + 1} in a row of the monitoring.consecutive_windows={cfg.consecutive_windows} needed",
-        )
-    labelled = cfg.min_labelled_rows
-    if labelled and (new_labelled_rows or 0) < labelled:
-        counted = (
-            f"{new_labelled_rows} new labelled row(s) arrived"
-            if new_labelled_rows is not None
-            else "no source of new labels is configured (data.feedback, data.incoming_uri)"
-        )
-        return drift(
-            "awaiting_labels",
-            f"{counted} since the champion was trained, fewer than monitoring.min_labelled_rows={labelled}:"
-            " a retrain would learn nothing new",
-        )
-    if last_fired is not None:
-        until = _utc(last_fired) + timedelta(minutes=cfg.cooldown_minutes)
-        if _utc(now) < until:
-            return drift(
-                "suppressed_cooldown",
-                f"a retrain fired at {_utc(last_fired).isoformat()}, within the {cfg.cooldown_minutes:g} min"
-                f" cooldown (until {until.isoformat()})",
-            )
-    counted = (
-        f"{new_labelled_rows} new labelled row(s)" if new_labelled_rows is not None else "no labels counted"
-    )
-    return drift("fired", f"{counted}: starting a retrain")
-
-
-@dataclass(frozen=True)
-class MonitorDecision:
-    """The outcome of one :func:`monitor` call; written as ``decision.json`` next to the drift report.
-
-    Attributes:
-        action: One of ``fired``, ``suppressed_cooldown``, ``no_drift``, ``insufficient_data``,
-            ``retrain_disabled``.
-        reason: Why, with the numbers behind it.
-        model_name: The registered model watched.
-        champion_version: The champion version whose reference profile was used.
-        window_rows: Predictions in the window.
-        timestamp: When the decision was taken (UTC).
-        decision_id: The row in the trigger log.
-        drift: The descriptor drift result; None for ``insufficient_data``.
-        retrain_run_id: The run started for a ``fired`` decision.
-        report_dir: Folder holding ``drift_report.html``, ``drift.json`` and ``decision.json``.
-        signals: Every signal's result on the window (empty for ``insufficient_data``).
-        new_labelled_rows: Labelled rows that arrived since the champion was trained (None: no source
-            of new labels is configured).
-        policy: Why a drift did or did not start a retrain (the trigger policy's part of ``reason``).
-    """
-
-    action: Action
-    reason: str
-    model_name: str
-    champion_version: str
-    window_rows: int
-    timestamp: datetime
-    decision_id: int
-    drift: DriftResult | None = None
-    retrain_run_id: str | None = None
-    report_dir: str | None = None
-    signals: list[SignalResult] = field(default_factory=list)
-    new_labelled_rows: int | None = None
-    policy: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values (timestamp as ISO 8601)."""
-        data = to_jsonable(self)
-        data["timestamp"] = self.timestamp.isoformat()
-        return data
-
-    def write_json(self, path: str | Path) -> Path:
-        """Write the decision atomically as JSON to ``path``."""
-        return write_json(self.to_dict(), path)
-
-    def to_text(self) -> str:
-        """A short human summary for the command line: the action, each signal, the policy's reason."""
-        if not self.signals:
-            lines = [f"{self.action}: {self.reason}"]
-        else:
-            fired = [s.name for s in self.signals if s.fired]
-            lines = [
-                f"{self.action}: " + (f"signals fired: {', '.join(fired)}" if fired else "no signal fired")
-            ]
-        lines.append(
-            f"model {self.model_name} v{self.champion_version}, window of {self.window_rows} prediction(s)"
-            " of that version"
-        )
-        for signal in self.signals:
-            value = "not measured" if signal.value is None else f"{signal.value:.4f}"
-            state = "FIRED" if signal.fired else "quiet"
-            lines.append(f"  {signal.name:<18} {state:<6} {value:>12}  {signal.detail}")
-        if self.new_labelled_rows is not None:
-            lines.append(
-                f"new labelled rows since v{self.champion_version} was trained: {self.new_labelled_rows}"
-            )
-        if self.signals and self.policy:
-            lines.append(f"{self.action}: {self.policy}")
-        if self.retrain_run_id:
-            lines.append(f"retrain run: {self.retrain_run_id}")
-        if self.drift is not None:
-            lines.append(f"drift report: {self.drift.report}")
-        return "\n".join(lines)
-
-    def to_markdown(self) -> str:
-        """The decision as the Kubeflow UI shows a monitor run's output: verdict, window, signals, policy."""
-        lines = [
-            f"## Drift monitor: {self.action}",
-            "",
-            f"Model **{self.model_name}** version {self.champion_version}: a window of {self.window_rows}"
-            f" prediction(s) of that version, decision {self.decision_id} at {self.timestamp.isoformat()}.",
-            "",
-        ]
-        if self.signals:
-            lines += ["| signal | state | value | threshold | detail |", "|---|---|---:|---:|---|"]
-            for s in self.signals:
-                value = "not measured" if s.value is None else f"{s.value:.4f}"
-                state = "**FIRED**" if s.fired else "quiet"
-                lines.append(f"| {s.name} | {state} | {value} | {s.threshold:g} | {s.detail} |")
-            lines.append("")
-        if self.new_labelled_rows is not None:
-            lines += [
-                f"New labelled rows since version {self.champion_version} was trained: "
-                f"{self.new_labelled_rows}.",
-                "",
-            ]
-        lines.append(f"**Why:** {self.reason}")
-        if self.retrain_run_id:
-            lines += ["", f"**Retraining run:** {self.retrain_run_id}"]
-        return "\n".join(lines) + "\n"
 
 
 def _new_report_dir(root: Path, now: datetime) -> Path:
@@ -592,7 +82,7 @@ def new_labelled_rows(cfg: RunConfig, champion_tags: dict[str, str]) -> int | No
     from refinery.data.load import read_table
     from refinery.data.sources import incoming_files
     from refinery.monitoring.inference_log import InferenceLog
-    from refinery.registry.register import FEEDBACK_THROUGH_TAG, INCOMING_ROWS_TAG
+    from refinery.registry.lineage import FEEDBACK_THROUGH_TAG, INCOMING_ROWS_TAG
 
     data = cfg.data
     if not data.feedback and not data.incoming_uri:
@@ -728,7 +218,7 @@ def monitor(
         raise MonitoringError(
             "monitor needs a resolved configuration (load it with refinery.config.load_config)"
         )
-    now = _utc(now) if now is not None else datetime.now(UTC)
+    now = utc(now) if now is not None else datetime.now(UTC)
     model_name = cfg.registry.model_name
 
     registry = Registry(cfg.registry)
@@ -818,36 +308,7 @@ def monitor(
     if verdict.action != "fired":
         record = triggers.record(action=verdict.action, reason=verdict.reason, now=now, **details)
     else:
-        claimed = triggers.claim(
-            reason=verdict.reason,
-            now=now,
-            cooldown_minutes=mon.cooldown_minutes,
-            **details,
-        )
-        if claimed is None:
-            # Another monitor fired between our look at the log and our claim.
-            policy = (
-                f"another monitor fired at {triggers.last_fired(model_name)} within the"
-                f" {mon.cooldown_minutes:g} min cooldown"
-            )
-            verdict = Verdict("suppressed_cooldown", f"{verdict.reason}; {policy}", policy)
-            record = triggers.record(action=verdict.action, reason=verdict.reason, now=now, **details)
-        else:
-            try:
-                started = start_retrain()
-                if not isinstance(started, str) or not started.strip():
-                    raise MonitoringError(f"start_retrain returned {started!r} instead of a run id")
-            except BaseException as exc:
-                triggers.update(
-                    claimed.id,
-                    reason=f"{verdict.reason}; starting the retrain failed: {type(exc).__name__}: {exc}",
-                )
-                raise
-            run_id = started
-            record = triggers.update(
-                claimed.id, retrain_run_id=run_id, reason=f"{verdict.reason}; retrain run {run_id}"
-            )
-            verdict = Verdict(verdict.action, record.reason, verdict.policy)
+        verdict, record, run_id = _fire(triggers, verdict, details, mon, now, start_retrain)
 
     decision = MonitorDecision(
         action=verdict.action,
@@ -864,3 +325,55 @@ def monitor(
     )
     decision.write_json(out_dir / DECISION_JSON)
     return decision
+
+
+def _fire(
+    triggers: TriggerLog,
+    verdict: Verdict,
+    details: dict[str, Any],
+    mon: MonitoringConfig,
+    now: datetime,
+    start_retrain: Callable[[], str],
+) -> tuple[Verdict, DecisionRecord, str | None]:
+    """Claim a ``fired`` decision in the trigger log, then start the retrain.
+
+    Returns:
+        The final verdict (``suppressed_cooldown`` when another monitor claimed first), its trigger-log
+        record, and the retrain's run id (None when none was started).
+
+    Raises:
+        MonitoringError: ``start_retrain`` returned no run id.
+        Exception: Whatever ``start_retrain`` raised, after the failure is recorded on the claimed row.
+    """
+    claimed = triggers.claim(
+        reason=verdict.reason,
+        now=now,
+        cooldown_minutes=mon.cooldown_minutes,
+        **details,
+    )
+    if claimed is None:
+        # Another monitor fired between our look at the log and our claim.
+        policy = (
+            f"another monitor fired at {triggers.last_fired(details['model_name'])} within the"
+            f" {mon.cooldown_minutes:g} min cooldown"
+        )
+        verdict = Verdict("suppressed_cooldown", f"{verdict.reason}; {policy}", policy)
+        return (
+            verdict,
+            triggers.record(action=verdict.action, reason=verdict.reason, now=now, **details),
+            None,
+        )
+    try:
+        started = start_retrain()
+        if not isinstance(started, str) or not started.strip():
+            raise MonitoringError(f"start_retrain returned {started!r} instead of a run id")
+    except BaseException as exc:
+        triggers.update(
+            claimed.id,
+            reason=f"{verdict.reason}; starting the retrain failed: {type(exc).__name__}: {exc}",
+        )
+        raise
+    record = triggers.update(
+        claimed.id, retrain_run_id=started, reason=f"{verdict.reason}; retrain run {started}"
+    )
+    return Verdict(verdict.action, record.reason, verdict.policy), record, started

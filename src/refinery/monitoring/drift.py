@@ -13,8 +13,6 @@ opposite reading of the threshold, once the reference grows past 1000 rows.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from refinery.atomic import staged_file
 from refinery.config import MonitoringConfig
 from refinery.errors import MonitoringError
-from refinery.results import to_jsonable, write_json
+from refinery.results import Record
 
 LABEL_COLUMN = "label"
 NUMERIC_METHOD = "ks"
@@ -54,7 +53,7 @@ class ColumnDrift:
 
 
 @dataclass(frozen=True)
-class DriftResult:
+class DriftResult(Record):
     """The outcome of one drift check, also written as ``drift.json`` next to the HTML report.
 
     Attributes:
@@ -80,21 +79,6 @@ class DriftResult:
     stattest_threshold: float
     report: str
     ignored_columns: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values."""
-        return to_jsonable(self)
-
-    def write_json(self, path: str | Path) -> Path:
-        """Write the result atomically as JSON to ``path``."""
-        return write_json(self, path)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DriftResult:
-        """Rebuild a result from :meth:`to_dict` output (e.g. a ``drift.json`` read back)."""
-        values = dict(data)
-        values["columns"] = {name: ColumnDrift(**col) for name, col in data["columns"].items()}
-        return cls(**values)
 
 
 def _numeric_columns(frame: pd.DataFrame) -> list[str]:
@@ -179,15 +163,9 @@ def _parse_snapshot(snapshot: dict[str, Any], columns: list[str]) -> tuple[float
 
 
 def _save_html(snapshot: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            # Snapshot.save_html silently writes nothing when handed a file object (evidently 0.7.23).
-            fh.write(snapshot.get_html_str(as_iframe=False))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        # Snapshot.save_html silently writes nothing when handed a file object (evidently 0.7.23).
+        fh.write(snapshot.get_html_str(as_iframe=False))
 
 
 def detect_drift(

@@ -12,17 +12,17 @@ Several service workers append at once, so sqlite runs in WAL mode with a busy t
 still meets a locked database is retried a few times. Tables are created on first use; a ``predictions``
 table made before prediction ids existed gains the column and its unique index then (its old rows keep
 no id).
+
+The records and the checks of a client's input that need no database are in
+:mod:`refinery.monitoring.log_records`; they are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,10 +31,36 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from refinery.db import create_engine, create_tables, is_sqlite_locked, mask_url, parse_url
-from refinery.errors import MonitoringError, RefineryError
+from refinery.errors import MonitoringError
+from refinery.monitoring.log_records import (
+    FEEDBACK_FIELDS,
+    FeedbackItem,
+    FeedbackRecord,
+    InvalidFeedback,
+    PredictionRecord,
+    check_feedback_items,
+    shown,
+    text_problem,
+    text_sha256,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# The records, the checks and their error live in log_records; callers (the service among them) import
+# them from here, beside the store.
+__all__ = [
+    "COLUMNS",
+    "FEEDBACK_COLUMNS",
+    "FEEDBACK_FIELDS",
+    "FeedbackRecord",
+    "InferenceLog",
+    "InvalidFeedback",
+    "PredictionRecord",
+    "text_problem",
+    "text_sha256",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,87 +68,13 @@ TABLE_NAME = "predictions"
 FEEDBACK_TABLE_NAME = "feedback"
 COLUMNS = ("timestamp", "text", "label", "scores", "model_name", "model_version", "prediction_id")
 FEEDBACK_COLUMNS = ("id", "timestamp", "text", "label", "prediction_id", "model_version", "predicted_label")
-FEEDBACK_FIELDS = ("prediction_id", "text", "label")
 
 _SQLITE_BUSY_TIMEOUT_S = 30
 _LOCKED_RETRIES = 5
 # Values per IN (...) clause: far below sqlite's and PostgreSQL's limits on bound parameters.
 _IN_CHUNK = 500
-_SHOWN_VALUE_CHARS = 64
 
 _T = TypeVar("_T")
-
-
-def text_problem(value: object, where: str, max_text_chars: int) -> str | None:
-    """What is wrong with a text a client sent (``where`` names it in the message), or None: one rule for
-    the texts of /classify and /feedback."""
-    if not isinstance(value, str):
-        return f"{where} is {type(value).__name__}, expected a string"
-    if not value.strip():
-        return f"{where} is blank; send non-empty text"
-    if len(value) > max_text_chars:
-        return f"{where} has {len(value)} characters; the limit is {max_text_chars} (serving.max_text_chars)"
-    return None
-
-
-class InvalidFeedback(RefineryError):
-    """A feedback request is malformed, names an unknown prediction, or labels a text twice.
-
-    Nothing of the request was stored. The message names the item index and what is wrong.
-
-    Attributes:
-        status: The HTTP status that fits: 400 malformed (or an undeclared label), 404 unknown prediction
-            id, 409 a text labelled twice.
-    """
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_prediction_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    """One served prediction; ``prediction_id`` is a fresh uuid4 hex unless given."""
-
-    text: str
-    label: str
-    scores: dict[str, float]
-    model_name: str
-    model_version: str
-    timestamp: datetime = field(default_factory=_utc_now)
-    prediction_id: str = field(default_factory=_new_prediction_id)
-
-
-@dataclass(frozen=True)
-class FeedbackRecord:
-    """One stored label.
-
-    Attributes:
-        id: Order of arrival (autoincrement); the watermark of :meth:`InferenceLog.feedback_watermark`.
-        timestamp: When it was stored (UTC).
-        text: The labelled text (for feedback by id, the prediction's text).
-        label: The label the user gave.
-        prediction_id: The linked prediction: the one named, or for feedback by text the newest
-            prediction of exactly that text; None when the text was never served.
-        model_version: Version of the model that made the linked prediction.
-        predicted_label: What that model answered.
-    """
-
-    id: int
-    timestamp: datetime
-    text: str
-    label: str
-    prediction_id: str | None
-    model_version: str | None
-    predicted_label: str | None
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -130,11 +82,6 @@ def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def text_sha256(text: str) -> str:
-    """Hex SHA-256 of the exact text (UTF-8): the key that allows one label per text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _table(metadata: sa.MetaData) -> sa.Table:
@@ -173,77 +120,43 @@ def _chunks(values: Sequence[_T], size: int = _IN_CHUNK) -> Iterator[Sequence[_T
         yield values[start : start + size]
 
 
-def _shown(value: str) -> str:
-    return repr(value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "...")
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One feedback item after the checks that need no database."""
-
-    index: int
-    label: str
-    prediction_id: str | None
-    text: str | None
-
-
-def _check_items(
-    items: object, labels: Sequence[str], max_text_chars: int, max_items: int | None
-) -> list[_Item]:
-    """The checks of :meth:`InferenceLog.add_feedback` that need no database (all 400)."""
-    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
-        raise InvalidFeedback(f"items must be a list of objects, got {type(items).__name__}")
-    if not items:
-        raise InvalidFeedback("items is an empty list; send at least one item")
-    if max_items is not None and len(items) > max_items:
-        raise InvalidFeedback(
-            f"items has {len(items)} items; at most {max_items} are accepted per request "
-            "(serving.max_batch_items)"
-        )
-    declared = ", ".join(labels)
-    checked: list[_Item] = []
-    for i, item in enumerate(items):
-        where = f"items[{i}]"
-        if not isinstance(item, Mapping):
+def _feedback_row(
+    item: FeedbackItem, by_id: dict[str, Any], newest: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The feedback row of one item, linked to its prediction (404 when the id names none)."""
+    if item.prediction_id is not None:
+        linked = by_id.get(item.prediction_id)
+        if linked is None:
             raise InvalidFeedback(
-                f"{where} is {type(item).__name__}, expected an object with label and one of "
-                "prediction_id or text"
+                f"items[{item.index}].prediction_id {shown(item.prediction_id)} is not a prediction "
+                "in the inference log",
+                status=404,
             )
-        unknown = sorted(str(key) for key in item if key not in FEEDBACK_FIELDS)
-        if unknown:
+        text = str(linked.text)
+    else:
+        text = str(item.text)
+        linked = newest.get(text)
+    return {
+        "timestamp": now,
+        "prediction_id": linked.prediction_id if linked is not None else None,
+        "text": text,
+        "text_sha256": text_sha256(text),
+        "label": item.label,
+        "model_version": linked.model_version if linked is not None else None,
+        "predicted_label": linked.label if linked is not None else None,
+    }
+
+
+def _check_one_label_per_text(items: list[FeedbackItem], rows: list[dict[str, Any]]) -> None:
+    """Refuse (409) a request that labels one text twice."""
+    first_of: dict[str, int] = {}
+    for item, row in zip(items, rows, strict=True):
+        earlier = first_of.setdefault(row["text_sha256"], item.index)
+        if earlier != item.index:
             raise InvalidFeedback(
-                f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; "
-                f"expected {', '.join(FEEDBACK_FIELDS)}"
+                f"items[{item.index}] labels the same text as items[{earlier}]; a text gets one label at most",
+                status=409,
             )
-        prediction_id, text = item.get("prediction_id"), item.get("text")
-        if (prediction_id is None) == (text is None):
-            which = (
-                "neither prediction_id nor text" if prediction_id is None else "both prediction_id and text"
-            )
-            raise InvalidFeedback(f"{where} has {which}; give exactly one of them")
-        label = item.get("label")
-        if label is None:
-            raise InvalidFeedback(f"{where}.label is missing; expected one of: {declared}")
-        if not isinstance(label, str):
-            raise InvalidFeedback(f"{where}.label is {type(label).__name__}, expected a string")
-        if label not in labels:
-            raise InvalidFeedback(
-                f"{where}.label {_shown(label)} is not a label of the served model; expected one of: {declared}"
-            )
-        if prediction_id is not None:
-            if not isinstance(prediction_id, str):
-                raise InvalidFeedback(
-                    f"{where}.prediction_id is {type(prediction_id).__name__}, expected a string"
-                )
-            if not prediction_id.strip():
-                raise InvalidFeedback(f"{where}.prediction_id is blank")
-            checked.append(_Item(i, label, prediction_id, None))
-            continue
-        problem = text_problem(text, f"{where}.text", max_text_chars)
-        if problem:
-            raise InvalidFeedback(problem)
-        checked.append(_Item(i, label, None, text))
-    return checked
 
 
 class InferenceLog:
@@ -464,14 +377,25 @@ class InferenceLog:
                 has feedback, or got it from another request at the same time. The message names the item.
             MonitoringError: The database cannot be read or written.
         """
-        checked = _check_items(items, labels, max_text_chars, max_items)
+        checked = check_feedback_items(items, labels, max_text_chars, max_items)
         return self._write(
             lambda conn: self._store_feedback(conn, checked),
             f"store {len(checked)} feedback items in {self.url}",
         )
 
-    def _store_feedback(self, conn: Connection, items: list[_Item]) -> list[FeedbackRecord]:
-        p, f = self._table, self._feedback
+    def _store_feedback(self, conn: Connection, items: list[FeedbackItem]) -> list[FeedbackRecord]:
+        by_id, newest = self._linked_predictions(conn, items)
+        now = utc_now()
+        rows = [_feedback_row(item, by_id, newest, now) for item in items]
+        _check_one_label_per_text(items, rows)
+        self._check_not_labelled(conn, items, rows)
+        return self._insert_feedback(conn, rows, now)
+
+    def _linked_predictions(
+        self, conn: Connection, items: list[FeedbackItem]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The predictions the items name by id, and the newest prediction of each text they send."""
+        p = self._table
         by_id: dict[str, Any] = {}
         ids = sorted({item.prediction_id for item in items if item.prediction_id is not None})
         for chunk in _chunks(ids):
@@ -488,44 +412,15 @@ class InferenceLog:
                 .order_by(p.c.timestamp, p.c.id)
             )
             newest.update({row.text: row for row in conn.execute(query)})  # the last row of a text wins
+        return by_id, newest
 
-        now = _utc_now()
-        rows: list[dict[str, Any]] = []
-        for item in items:
-            if item.prediction_id is not None:
-                linked = by_id.get(item.prediction_id)
-                if linked is None:
-                    raise InvalidFeedback(
-                        f"items[{item.index}].prediction_id {_shown(item.prediction_id)} is not a prediction "
-                        "in the inference log",
-                        status=404,
-                    )
-                text = str(linked.text)
-            else:
-                text = str(item.text)
-                linked = newest.get(text)
-            rows.append(
-                {
-                    "timestamp": now,
-                    "prediction_id": linked.prediction_id if linked is not None else None,
-                    "text": text,
-                    "text_sha256": text_sha256(text),
-                    "label": item.label,
-                    "model_version": linked.model_version if linked is not None else None,
-                    "predicted_label": linked.label if linked is not None else None,
-                }
-            )
-
-        first_of: dict[str, int] = {}
-        for item, row in zip(items, rows, strict=True):
-            earlier = first_of.setdefault(row["text_sha256"], item.index)
-            if earlier != item.index:
-                raise InvalidFeedback(
-                    f"items[{item.index}] labels the same text as items[{earlier}]; a text gets one label at most",
-                    status=409,
-                )
+    def _check_not_labelled(
+        self, conn: Connection, items: list[FeedbackItem], rows: list[dict[str, Any]]
+    ) -> None:
+        """Refuse (409) an item whose text already has stored feedback."""
+        f = self._feedback
         existing: dict[str, Any] = {}
-        for chunk in _chunks(list(first_of)):
+        for chunk in _chunks(list(dict.fromkeys(row["text_sha256"] for row in rows))):
             query = sa.select(f.c.id, f.c.text_sha256, f.c.label).where(f.c.text_sha256.in_(chunk))
             existing.update({row.text_sha256: row for row in conn.execute(query)})
         for item, row in zip(items, rows, strict=True):
@@ -536,25 +431,18 @@ class InferenceLog:
                     status=409,
                 )
 
+    def _insert_feedback(
+        self, conn: Connection, rows: list[dict[str, Any]], now: datetime
+    ) -> list[FeedbackRecord]:
         records: list[FeedbackRecord] = []
         try:
             for row in rows:
                 # One insert per row for its id; a request holds at most serving.max_batch_items rows.
-                key = conn.execute(f.insert().values(**row)).inserted_primary_key
+                key = conn.execute(self._feedback.insert().values(**row)).inserted_primary_key
                 if key is None or key[0] is None:
                     raise MonitoringError(f"inference log at {self.url}: the feedback insert returned no id")
-                new_id = key[0]
-                records.append(
-                    FeedbackRecord(
-                        id=int(new_id),
-                        timestamp=now,
-                        text=row["text"],
-                        label=row["label"],
-                        prediction_id=row["prediction_id"],
-                        model_version=row["model_version"],
-                        predicted_label=row["predicted_label"],
-                    )
-                )
+                fields = {k: v for k, v in row.items() if k != "text_sha256"}
+                records.append(FeedbackRecord(id=int(key[0]), **fields))
         except IntegrityError as exc:
             # Another request stored feedback on one of these texts after the check above.
             raise InvalidFeedback(

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.atomic import staged_file
 from refinery.config import (
     ConfidenceSignalConfig,
     EmbeddingSignalConfig,
@@ -39,7 +38,7 @@ from refinery.config import (
 )
 from refinery.errors import MonitoringError
 from refinery.monitoring.drift import DriftResult
-from refinery.results import to_jsonable, write_json
+from refinery.results import Record, write_json
 
 EMBEDDINGS_FILE = "embeddings.npy"
 STATS_FILE = "reference_stats.json"
@@ -53,7 +52,7 @@ DOMAIN_C = 0.001
 
 
 @dataclass(frozen=True)
-class SignalResult:
+class SignalResult(Record):
     """One signal's verdict on one window.
 
     Attributes:
@@ -71,10 +70,6 @@ class SignalResult:
     threshold: float
     fired: bool
     detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values."""
-        return to_jsonable(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,17 +104,9 @@ class ReferenceStats:
         the embeddings' shape and SHA-256, so :meth:`load` recognises a pair from two different saves.
         """
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{EMBEDDINGS_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, embeddings, allow_pickle=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out_dir / EMBEDDINGS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with staged_file(out_dir / EMBEDDINGS_FILE) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, embeddings, allow_pickle=False)
         write_json(
             {
                 "rows": self.rows,

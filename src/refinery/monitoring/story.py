@@ -109,9 +109,9 @@ def loop_story(cfg: RunConfig) -> LoopStory:
         MonitoringError: The trigger log cannot be read.
     """
     from refinery.evaluation.evaluate import EVALUATION_FILE
-    from refinery.monitoring.controller import TriggerLog
+    from refinery.monitoring.trigger_log import TriggerLog
+    from refinery.registry.champions import GITOPS_COMMIT, recorded
     from refinery.registry.mlflow_registry import Registry
-    from refinery.registry.promotion import GITOPS_COMMIT, recorded
     from refinery.results import read_json
 
     registry = Registry(cfg.registry)

@@ -14,14 +14,11 @@ from tests.conftest import config_in
 
 from refinery.config import MonitoringConfig, RunConfig, load_config
 from refinery.errors import MonitoringError
-from refinery.monitoring.controller import (
-    DECISION_JSON,
-    TriggerLog,
-    decide_action,
-    monitor,
-)
+from refinery.monitoring.controller import DECISION_JSON, monitor
+from refinery.monitoring.decision import decide_action
 from refinery.monitoring.drift import ColumnDrift, DriftResult
 from refinery.monitoring.signals import SignalResult
+from refinery.monitoring.trigger_log import TriggerLog
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LABELS = ("negative", "positive")
@@ -67,24 +64,115 @@ REPORTED_ONLY = [signal("confidence", True, 0.001, 0.01), signal("embedding", Fa
 
 
 @pytest.mark.parametrize(
-    ("window_rows", "signals", "last_fired", "settings", "expected"),
+    ("window_rows", "signals", "last_fired", "settings", "expected", "reason"),
     [
-        (10, None, None, {}, "insufficient_data"),
-        (49, None, T0 - timedelta(days=1), {}, "insufficient_data"),
-        (200, NO_DRIFT, None, {}, "no_drift"),
-        (200, NO_DRIFT, T0 - timedelta(minutes=5), {}, "no_drift"),
-        (200, REPORTED_ONLY, None, {}, "no_drift"),
-        (200, DRIFT, None, {}, "fired"),
-        (200, DRIFT, T0 - timedelta(minutes=59), {}, "suppressed_cooldown"),
-        (200, DRIFT, T0 - timedelta(minutes=60), {}, "fired"),
-        (200, DRIFT, T0 - timedelta(hours=5), {}, "fired"),
-        (200, DRIFT, T0 - timedelta(minutes=1), {"cooldown_minutes": 0}, "fired"),
-        (200, DRIFT, None, {"retrain": False}, "retrain_disabled"),
-        (200, DRIFT, T0 - timedelta(minutes=1), {"retrain": False}, "retrain_disabled"),
-        (200, NO_DRIFT, None, {"retrain": False}, "no_drift"),
-        (200, DRIFT, None, {"consecutive_windows": 2}, "drift_pending"),
-        (200, DRIFT, None, {"signals": {"embedding": {"fire": False}}}, "no_drift"),
-        (200, DRIFT, None, {"min_labelled_rows": 100}, "awaiting_labels"),
+        (
+            10,
+            None,
+            None,
+            {},
+            "insufficient_data",
+            "window has 10 prediction(s) of the serving model, fewer than monitoring.min_window_size=50",
+        ),
+        (
+            49,
+            None,
+            T0 - timedelta(days=1),
+            {},
+            "insufficient_data",
+            "window has 49 prediction(s) of the serving model, fewer than monitoring.min_window_size=50",
+        ),
+        (
+            200,
+            NO_DRIFT,
+            None,
+            {},
+            "no_drift",
+            "no drift: descriptors quiet: descriptors 0.1; embedding quiet: embedding 0.52",
+        ),
+        (
+            200,
+            NO_DRIFT,
+            T0 - timedelta(minutes=5),
+            {},
+            "no_drift",
+            "no drift: descriptors quiet: descriptors 0.1; embedding quiet: embedding 0.52",
+        ),
+        (
+            200,
+            REPORTED_ONLY,
+            None,
+            {},
+            "no_drift",
+            "no drift: confidence fired (reported only): confidence 0.001; embedding quiet",
+        ),
+        (
+            200,
+            DRIFT,
+            None,
+            {},
+            "fired",
+            "drift: embedding fired: embedding 0.83; descriptors quiet: descriptors 0.1; 10 new labelled row(s): starting a retrain",
+        ),
+        (
+            200,
+            DRIFT,
+            T0 - timedelta(minutes=59),
+            {},
+            "suppressed_cooldown",
+            "a retrain fired at 2025-03-01T11:01:00+00:00, within the 60 min cooldown (until 2025-03-01T12:01:00+00:00)",
+        ),
+        (200, DRIFT, T0 - timedelta(minutes=60), {}, "fired", "10 new labelled row(s): starting a retrain"),
+        (200, DRIFT, T0 - timedelta(hours=5), {}, "fired", "10 new labelled row(s): starting a retrain"),
+        (
+            200,
+            DRIFT,
+            T0 - timedelta(minutes=1),
+            {"cooldown_minutes": 0},
+            "fired",
+            "10 new labelled row(s): starting a retrain",
+        ),
+        (
+            200,
+            DRIFT,
+            None,
+            {"retrain": False},
+            "retrain_disabled",
+            "drift: embedding fired: embedding 0.83; descriptors quiet: descriptors 0.1; monitoring.retrain is off",
+        ),
+        (
+            200,
+            DRIFT,
+            T0 - timedelta(minutes=1),
+            {"retrain": False},
+            "retrain_disabled",
+            "; monitoring.retrain is off",
+        ),
+        (200, NO_DRIFT, None, {"retrain": False}, "no_drift", "no drift: descriptors quiet"),
+        (
+            200,
+            DRIFT,
+            None,
+            {"consecutive_windows": 2},
+            "drift_pending",
+            "window 1 in a row of the monitoring.consecutive_windows=2 needed",
+        ),
+        (
+            200,
+            DRIFT,
+            None,
+            {"signals": {"embedding": {"fire": False}}},
+            "no_drift",
+            "no drift: descriptors quiet: descriptors 0.1; embedding fired (reported only): embedding 0.83",
+        ),
+        (
+            200,
+            DRIFT,
+            None,
+            {"min_labelled_rows": 100},
+            "awaiting_labels",
+            "10 new labelled row(s) arrived since the champion was trained, fewer than monitoring.min_labelled_rows=100",
+        ),
     ],
     ids=[
         "tiny-window",
@@ -111,13 +199,14 @@ def test_decide_action_table(
     last_fired: datetime | None,
     settings: dict[str, object],
     expected: str,
+    reason: str,
 ) -> None:
     cfg = MonitoringConfig(
         **{"min_window_size": 50, "cooldown_minutes": 60, "min_labelled_rows": 0, **settings}
     )
     verdict = decide_action(window_rows, signals, last_fired, cfg, T0, new_labelled_rows=10)
     assert verdict.action == expected
-    assert verdict.reason
+    assert reason in verdict.reason
 
 
 def test_decide_action_counts_consecutive_windows_and_labels() -> None:
