@@ -116,9 +116,9 @@ class ServiceClient:
                 f"{self.url}{route} answered {exc.code}{where}: {exc.read().decode(errors='replace')[:500]}"
             ) from None
         except urllib.error.URLError as exc:
-            raise ServiceError(f"cannot reach {self.url}: {exc.reason}") from None
+            raise ServiceError(f"cannot reach {self.url}: {exc.reason}", unreachable=True) from None
         except (TimeoutError, ConnectionError) as exc:
-            raise ServiceError(f"{self.url}{route} did not answer{where}: {exc}") from None
+            raise ServiceError(f"{self.url}{route} did not answer{where}: {exc}", unreachable=True) from None
 
     def classify(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
         """Classify ``texts``; returns one result per text, in order (each with its ``prediction_id``)."""

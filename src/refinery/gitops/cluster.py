@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.errors import ClusterError
-from refinery.results import to_jsonable
+from refinery.results import Record
 from refinery.serving import ENV_MODEL_NAME, ENV_MODEL_VERSION
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
-class DeploymentState:
+class DeploymentState(Record):
     """The serving Deployment of one namespace, as the Kubernetes API reports it.
 
     Attributes:
@@ -73,10 +73,6 @@ class DeploymentState:
         """The rollout in words: ``3/3 updated, 3/3 available`` (and ``rolling out`` while it is not done)."""
         counts = f"{self.updated}/{self.desired} updated, {self.available}/{self.desired} available"
         return counts if self.rolled_out else f"rolling out: {counts}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of the fields."""
-        return to_jsonable(self)
 
 
 @contextlib.contextmanager
@@ -182,7 +178,9 @@ def _get(read: Any, what: str, api: ApiClient) -> Any:
         reason = (exc.reason or "").strip()
         return f"reading {what} at {host} failed: HTTP {exc.status} {reason}".rstrip()
     except (HTTPError, OSError) as exc:
-        raise ClusterError(f"Kubernetes API at {host} is unreachable while reading {what}: {exc}") from None
+        raise ClusterError(
+            f"Kubernetes API at {host} is unreachable while reading {what}: {exc}", unreachable=True
+        ) from None
 
 
 def _release_configmap(pod_spec: Any, prefix: str) -> str | None:

@@ -31,7 +31,7 @@ from refinery.config import RunConfig, resolve
 from refinery.credentials import ENV_NAMES
 from refinery.errors import PipelineError
 from refinery.orchestration.steps import ERROR_FILE
-from refinery.results import read_json, write_json
+from refinery.results import Record, read_json
 from refinery.version import Images
 
 # Child processes inherit these: no telemetry, no hub downloads behind the user's back.
@@ -104,7 +104,7 @@ class _ConsoleFilter(io.TextIOBase):
 
 
 @dataclass
-class RunSummary:
+class RunSummary(Record):
     """What one training run did, collected from the results its steps wrote."""
 
     run_name: str
@@ -134,26 +134,18 @@ class RunSummary:
             lines.append(f"  failed step: {self.failed_step}")
         if self.error:
             lines.append(f"  error: {self.error}")
-        if search := self.steps.get("search"):
-            best = next(t for t in search["trials"] if t["number"] == search["best_trial"])
-            lines.append(
-                f"  search: {len(search['trials'])} trials, best trial {best['number']} {best['params']}"
-                f" with {search['metric']} {best['value']:.4f}"
-            )
-        evaluation = self.steps.get("evaluate")
-        if evaluation:
-            ch = evaluation["challenger"]
-            lines.append(f"  challenger: test macro-F1 {ch['macro_f1']:.4f}, accuracy {ch['accuracy']:.4f}")
-            if evaluation.get("champion"):
-                cp = evaluation["champion"]
-                lines.append(
-                    f"  champion v{evaluation.get('champion_version')}: test macro-F1 {cp['macro_f1']:.4f},"
-                    f" accuracy {cp['accuracy']:.4f}"
-                )
-            lines += _domain_lines(evaluation)
+        lines += _search_lines(self.steps.get("search"))
+        lines += _evaluation_lines(self.steps.get("evaluate"))
         decision = GateDecision.from_dict(self.decision) if self.decision else None
         if decision is not None:
             lines += [f"  {line}" for line in decision.to_lines()]
+        lines += self._release_lines()
+        lines += self._champion_lines(no_change=decision is not None and decision.no_change)
+        return "\n".join(lines)
+
+    def _release_lines(self) -> list[str]:
+        """What the run registered and packaged, and how the serving check went."""
+        lines = []
         if reg := self.steps.get("register"):
             lines.append(f"  registered: {reg['name']} version {reg['version']}")
         if pkg := self.steps.get("package"):
@@ -163,31 +155,63 @@ class RunSummary:
             from refinery.packaging.check import ServingCheckResult
 
             lines += [f"  {line}" for line in ServingCheckResult.from_dict(check).to_lines()]
-        if (promo := self.steps.get("promote")) and promo.get("pending_branch"):
+        return lines
+
+    def _champion_lines(self, *, no_change: bool) -> list[str]:
+        """Where the promotion went and which model is the champion after the run."""
+        check = self.steps.get("check-serving")
+        promo = self.steps.get("promote")
+        if promo and promo.get("pending_branch"):
             # A protected environment: the change waits for review, the champion has not moved.
-            lines.append(
+            return [
                 f"  review branch: {promo['pending_branch']} ({promo['environment']}, commit"
-                f" {promo['commit'][:12]}): {promo.get('compare_url') or promo.get('merge_hint')}"
-            )
-            lines.append(
+                f" {promo['commit'][:12]}): {promo.get('compare_url') or promo.get('merge_hint')}",
                 f"  champion: unchanged until the branch is merged and `refinery models sync` runs"
-                f" ({promo['name']} version {promo['version']} waits for review)"
-            )
-        elif promo:
-            lines.append(f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})")
-            lines.append(f"  champion: {promo['name']} version {promo['version']}")
-        elif self.succeeded and check and not check.get("passed", True):
-            lines.append(
+                f" ({promo['name']} version {promo['version']} waits for review)",
+            ]
+        if promo:
+            return [
+                f"  gitops commit: {promo['commit'][:12]} ({promo['environment']})",
+                f"  champion: {promo['name']} version {promo['version']}",
+            ]
+        if not self.succeeded:
+            return []
+        if check and not check.get("passed", True):
+            return [
                 "  champion: unchanged; the packaged Bento failed the serving check, so it was not promoted"
-            )
-        elif self.succeeded and decision is not None and decision.no_change:
-            lines.append(
+            ]
+        if no_change:
+            return [
                 "  champion: unchanged; the challenger is no change, so nothing was registered,"
                 " packaged or promoted"
-            )
-        elif self.succeeded:
-            lines.append("  champion: unchanged")
-        return "\n".join(lines)
+            ]
+        return ["  champion: unchanged"]
+
+
+def _search_lines(search: dict[str, Any] | None) -> list[str]:
+    """The hyperparameter search's trials and its best one, when the run searched."""
+    if not search:
+        return []
+    best = next(t for t in search["trials"] if t["number"] == search["best_trial"])
+    return [
+        f"  search: {len(search['trials'])} trials, best trial {best['number']} {best['params']}"
+        f" with {search['metric']} {best['value']:.4f}"
+    ]
+
+
+def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    """The challenger's (and the champion's) test scores, when the run evaluated."""
+    if not evaluation:
+        return []
+    ch = evaluation["challenger"]
+    lines = [f"  challenger: test macro-F1 {ch['macro_f1']:.4f}, accuracy {ch['accuracy']:.4f}"]
+    if evaluation.get("champion"):
+        cp = evaluation["champion"]
+        lines.append(
+            f"  champion v{evaluation.get('champion_version')}: test macro-F1 {cp['macro_f1']:.4f},"
+            f" accuracy {cp['accuracy']:.4f}"
+        )
+    return lines + _domain_lines(evaluation)
 
 
 def _domain_lines(evaluation: dict[str, Any]) -> list[str]:
@@ -427,5 +451,5 @@ def run_training(
     if not run_dirs:
         raise PipelineError(f"kfp.local produced no run folder under {root}; see {root / 'run.log'}")
     summary = collect_summary(run_dirs[0], time.monotonic() - started, failed_step)
-    write_json(summary, root / "summary.json")
+    summary.write_json(root / "summary.json")
     return summary

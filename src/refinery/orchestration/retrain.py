@@ -2,7 +2,7 @@
 says runs go.
 
 One round (:func:`monitor_round`) first moves each environment's champion alias to what its overlay on
-the GitOps branch serves (:func:`refinery.registry.promotion.sync_aliases`: a review branch merged since
+the GitOps branch serves (:func:`refinery.release.sync.sync_aliases`: a review branch merged since
 the last round makes its version the champion), then checks the serving model's window. The same
 functions serve every monitor: ``refinery monitor`` on a laptop, the Kubernetes CronJob, and the
 monitoring pipeline's step in Kubeflow. An embedded configuration (``state_dir`` set) runs the training
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from refinery.config import RunConfig
     from refinery.monitoring.controller import MonitorDecision
-    from refinery.registry.promotion import AliasSync
+    from refinery.release.sync import AliasSync
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def monitor_round(
     """
     from refinery.errors import GitOpsError
     from refinery.monitoring.controller import monitor
-    from refinery.registry.promotion import sync_aliases
+    from refinery.release.sync import sync_aliases
 
     # A GitOps outage must not stop drift from being watched: the aliases wait for the next round.
     try:

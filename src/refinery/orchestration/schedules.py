@@ -16,24 +16,21 @@ calls nothing that changes anything. Every step is one call that can be repeated
 next ``apply`` finishes the work (a replaced recurring run is deleted before it is created again, so a
 failure between the two leaves it missing, never doubled). ``diff`` prints the plan without acting;
 ``list`` shows the recurring runs with their trigger, status, pipeline version and last run.
+
+The file itself (its model, reading and compiling it) is :mod:`refinery.orchestration.schedules_file`,
+whose names are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from refinery.config import RunConfig, read_config
-from refinery.errors import ConfigError, KfpApiError
-from refinery.orchestration.compiling import PIPELINES, CompiledPipeline, compile_pipeline
+from refinery.config import RunConfig
+from refinery.errors import KfpApiError
 from refinery.orchestration.kfp_api import (
     CALL_TIMEOUT,
     Endpoint,
@@ -43,290 +40,41 @@ from refinery.orchestration.kfp_api import (
     ensure_experiment,
     ensure_pipeline_version,
     pages,
-    run_parameters,
+)
+from refinery.orchestration.schedules_file import (
+    KEPT_BY,
+    MARKER,
+    Declared,
+    Desired,
+    Schedule,
+    SchedulesFile,
+    declared,
+    endpoint_of,
+    load_schedules,
+    read_configs,
+    trigger_text,
 )
 
-#: The mark refinery leaves in the description of a recurring run it created: the declaration's hash.
-MARKER = re.compile(r"\[refinery-schedule spec=([0-9a-f]{16})\]")
-_DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/\-#LW]+$")
-_KEPT_BY = "Kept by `refinery schedules apply"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class Schedule(_Strict):
-    """One recurring run."""
-
-    name: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=63,
-        description="The recurring run's display name in Kubeflow (lower case, digits and '-').",
-    )
-    pipeline: str = Field(description=f"Which pipeline: {', '.join(PIPELINES)}.")
-    config: str = Field(description="The run configuration it is compiled from, relative to this file.")
-    overrides: tuple[str, ...] = Field(
-        (), alias="set", description="--set style overrides of the configuration (KEY=VALUE)."
-    )
-    cron: str | None = Field(
-        None,
-        description="Kubeflow's cron: six fields, seconds first, e.g. '0 0 3 * * 1' (Mondays 03:00 UTC).",
-    )
-    interval: str | None = Field(
-        None, description="Or an interval: seconds, or a number with s, m, h or d, e.g. 1h."
-    )
-    parameters: dict[str, str | bool | int | float] = Field(
-        default_factory=dict, description="Run parameters that differ from the configuration's values."
-    )
-    max_concurrency: int = Field(1, ge=1, le=10, description="Runs of it at the same time (Kubeflow: 1-10).")
-    catchup: bool = Field(
-        False, description="Start the runs missed while paused or behind schedule (Kubeflow's backfill)."
-    )
-    enabled: bool = Field(True, description="false: created or kept paused.")
-    experiment: str | None = Field(
-        None,
-        min_length=1,
-        description="The experiment its runs go to (default: the configuration's kfp.experiment).",
-    )
-    description: str = Field("", description="Shown in Kubeflow before refinery's mark.")
-
-    @field_validator("pipeline")
-    @classmethod
-    def _known_pipeline(cls, value: str) -> str:
-        if value not in PIPELINES:
-            raise ValueError(f"unknown pipeline {value!r}; known: {', '.join(PIPELINES)}")
-        return value
-
-    @field_validator("cron")
-    @classmethod
-    def _six_fields(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        fields = value.split()
-        if len(fields) == 5:
-            raise ValueError(
-                f"{value!r} has 5 fields; Kubeflow's cron has 6, seconds first: '0 {value}' runs at second 0"
-            )
-        if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"{value!r} is not a cron expression of 6 fields (seconds first)")
-        return " ".join(fields)
-
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not an interval")
-        match = _DURATION.match(str(value).strip())
-        if not match or int(match.group(1)) == 0:
-            raise ValueError(f"{value!r} is not an interval: seconds, or a number with s, m, h or d, e.g. 1h")
-        return str(value).strip()
-
-    @model_validator(mode="after")
-    def _one_trigger(self) -> Schedule:
-        if (self.cron is None) == (self.interval is None):
-            raise ValueError("give exactly one of cron and interval")
-        return self
-
-    @property
-    def interval_seconds(self) -> int | None:
-        """The interval in seconds (None for a cron schedule)."""
-        if self.interval is None:
-            return None
-        match = _DURATION.match(self.interval)
-        assert match is not None  # checked by the validator
-        return int(match.group(1)) * _UNITS[match.group(2)]
-
-    def trigger(self) -> dict[str, Any]:
-        """The trigger as the hash records it."""
-        return {"cron": self.cron} if self.cron else {"interval_seconds": self.interval_seconds}
-
-
-class SchedulesFile(_Strict):
-    """A schedules file: the recurring runs refinery keeps in Kubeflow Pipelines."""
-
-    removed: Literal["pause", "delete"] = Field(
-        "pause", description="What happens to a recurring run refinery created that is no longer declared."
-    )
-    schedules: tuple[Schedule, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> SchedulesFile:
-        names = [s.name for s in self.schedules]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"schedule names must be unique: {', '.join(twice)} declared more than once")
-        return self
-
-
-def _location(loc: tuple[Any, ...], tree: Any) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    if len(loc) >= 2 and loc[0] == "schedules" and isinstance(loc[1], int):
-        try:
-            name = tree["schedules"][loc[1]]["name"]
-            out = out.replace(f"schedules[{loc[1]}]", f"schedules[{loc[1]}] ({name})", 1)
-        except (KeyError, IndexError, TypeError):
-            pass
-    return out or "(top level)"
-
-
-def load_schedules(path: str | Path) -> SchedulesFile:
-    """Read and check a schedules file.
-
-    Raises:
-        ConfigError: The file is missing or not YAML, or a key is unknown, missing or wrong; the message
-            names the file and the dotted path of each problem.
-    """
-    path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"schedules file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read schedules file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping with `schedules:` at the top level")
-    try:
-        return SchedulesFile.model_validate(tree)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            message = (
-                "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            )
-            lines.append(f"  {_location(tuple(e['loc']), tree)}: {message}")
-        raise ConfigError(f"invalid schedules file {path}:\n" + "\n".join(lines)) from None
-
-
-# ---- what the file asks for ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Desired:
-    """A declared schedule, compiled: what its recurring run must be."""
-
-    schedule: Schedule
-    compiled: CompiledPipeline
-    experiment: str
-    parameters: dict[str, Any]
-    service_account: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.schedule.name
-
-    @property
-    def spec_hash(self) -> str:
-        """The hash of everything about the recurring run that Kubeflow cannot change in place."""
-        s = self.schedule
-        spec = {
-            "pipeline": self.compiled.name,
-            "version": self.compiled.version_name,
-            "trigger": s.trigger(),
-            "parameters": self.parameters,
-            "max_concurrency": s.max_concurrency,
-            "catchup": s.catchup,
-            "experiment": self.experiment,
-            "description": s.description,
-        }
-        if self.service_account:  # kept out when unset: hashes from before the setting stay the same
-            spec["service_account"] = self.service_account
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-    def description(self, source: str) -> str:
-        lead = f"{self.schedule.description.strip()} " if self.schedule.description.strip() else ""
-        return f"{lead}{_KEPT_BY} -f {source}`. [refinery-schedule spec={self.spec_hash}]"
-
-
-def _trigger_text(cron: str | None, seconds: int | None) -> str:
-    return f"cron '{cron}'" if cron else f"every {seconds} s"
-
-
-@dataclass(frozen=True)
-class Declared:
-    """A schedules file with every schedule compiled, and the Kubeflow Pipelines API it goes to."""
-
-    source: str
-    file: SchedulesFile
-    desired: tuple[Desired, ...]
-    endpoint: Endpoint
-
-
-def _config_path(base: Path, schedule: Schedule) -> Path:
-    path = Path(schedule.config).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-def _endpoint_of(configs: list[tuple[str, RunConfig]]) -> Endpoint:
-    """The one API the schedules' configurations name (the environment wins, as everywhere)."""
-    if not configs:
-        return endpoint(None)
-    first_where, first = configs[0]
-    ep = endpoint(first)
-    for where, cfg in configs[1:]:
-        other = endpoint(cfg)
-        if (other.host, other.namespace) != (ep.host, ep.namespace):
-            raise ConfigError(
-                f"{where} names Kubeflow Pipelines at {other.host} (namespace {other.namespace}), {first_where}"
-                f" at {ep.host} (namespace {ep.namespace}): one schedules file keeps the recurring runs of one"
-                " Kubeflow Pipelines"
-            )
-    return ep
-
-
-def _where(source: str, index: int, schedule: Schedule) -> str:
-    return f"{source}: schedules[{index}] ({schedule.name})"
-
-
-def _configs(source: Path, file: SchedulesFile) -> list[tuple[str, RunConfig]]:
-    configs = []
-    for index, schedule in enumerate(file.schedules):
-        where = _where(str(source), index, schedule)
-        try:
-            cfg = read_config(_config_path(source.parent, schedule), list(schedule.overrides))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        configs.append((where, cfg))
-    return configs
-
-
-def declared(path: str | Path) -> Declared:
-    """Read a schedules file and compile each schedule's pipeline (one compilation per distinct
-    pipeline, configuration and overrides).
-
-    Raises:
-        ConfigError: The file, a configuration it names, or a schedule's parameters are invalid; the
-            configurations name different Kubeflow Pipelines APIs.
-        KfpApiError: No API is configured.
-    """
-    source = Path(path)
-    file = load_schedules(source)
-    configs = _configs(source, file)
-    ep = _endpoint_of(configs)
-    compiled: dict[tuple[str, str, tuple[str, ...]], CompiledPipeline] = {}
-    desired = []
-    for index, (schedule, (where, cfg)) in enumerate(zip(file.schedules, configs, strict=True)):
-        key = (schedule.pipeline, str(_config_path(source.parent, schedule).resolve()), schedule.overrides)
-        if key not in compiled:
-            compiled[key] = compile_pipeline(cfg, schedule.pipeline, source=where)
-        parameters = run_parameters(
-            compiled[key],
-            schedule.parameters,
-            source=f"{source}: schedules[{index}] ({schedule.name}).parameters",
-        )
-        experiment = schedule.experiment or cfg.kfp.experiment
-        desired.append(Desired(schedule, compiled[key], experiment, parameters, cfg.kfp.service_account))
-    return Declared(str(source), file, tuple(desired), ep)
+__all__ = [
+    "MARKER",
+    "Applied",
+    "Change",
+    "Declared",
+    "Desired",
+    "Existing",
+    "Plan",
+    "Row",
+    "Schedule",
+    "SchedulesFile",
+    "apply",
+    "declared",
+    "existing",
+    "format_rows",
+    "list_endpoint",
+    "list_schedules",
+    "load_schedules",
+    "plan",
+]
 
 
 # ---- what the server holds ------------------------------------------------------------------------------
@@ -352,7 +100,7 @@ class Existing:
         trigger = getattr(self.raw, "trigger", None)
         cron = getattr(getattr(trigger, "cron_schedule", None), "cron", None)
         seconds = getattr(getattr(trigger, "periodic_schedule", None), "interval_second", None)
-        return _trigger_text(cron, int(seconds) if seconds else None)
+        return trigger_text(cron, int(seconds) if seconds else None)
 
 
 def _enabled(raw: Any) -> bool:
@@ -445,7 +193,7 @@ def _differences(desired: Desired, current: Existing, names: _Names) -> list[str
     """What changed, field by field, between the recurring run on the server and the declaration."""
     raw, s = current.raw, desired.schedule
     out = []
-    wanted = _trigger_text(s.cron, s.interval_seconds)
+    wanted = trigger_text(s.cron, s.interval_seconds)
     if current.trigger != wanted:
         out.append(f"trigger: {current.trigger} -> {wanted}")
     version = names.version(raw)
@@ -469,7 +217,7 @@ def _differences(desired: Desired, current: Existing, names: _Names) -> list[str
     account = getattr(raw, "service_account", None) or None
     if desired.service_account is not None and account != desired.service_account:
         out.append(f"service_account: {account or '-'} -> {desired.service_account or '-'}")
-    lead = (raw.description or "").partition(_KEPT_BY)[0].strip()
+    lead = (raw.description or "").partition(KEPT_BY)[0].strip()
     if lead != s.description.strip():
         out.append(f"description: {_short(lead)} -> {_short(s.description.strip())}")
     return out or ["the declaration's hash differs (written by another refinery version)"]
@@ -536,7 +284,7 @@ def _describe_new(desired: Desired) -> tuple[str, ...]:
     s = desired.schedule
     state = "enabled" if s.enabled else "paused"
     return (
-        f"{_trigger_text(s.cron, s.interval_seconds)}, {desired.compiled.name} {desired.compiled.version_name},"
+        f"{trigger_text(s.cron, s.interval_seconds)}, {desired.compiled.name} {desired.compiled.version_name},"
         f" experiment {desired.experiment}, {state}",
     )
 
@@ -550,56 +298,56 @@ def plan(declaration: Declared, client: Any) -> Plan:
     changes: list[Change] = []
     unchanged: list[str] = []
     for desired in declaration.desired:
-        mine = [r for r in managed if r.name == desired.name]
-        if not mine:
-            changes.append(Change("create", desired.name, _describe_new(desired), desired))
-            continue
-        matching = [r for r in mine if r.spec_hash == desired.spec_hash]
-        if not matching:
-            details = _differences(desired, mine[0], names)
-            if len(mine) > 1:
-                details.append(f"{len(mine)} recurring runs of that name replaced by one")
-            targets = tuple(r.recurring_run_id for r in mine)
-            changes.append(Change("replace", desired.name, tuple(details), desired, targets))
-            continue
-        keep, extra = matching[0], [r for r in mine if r is not matching[0]]
-        for run in extra:
-            changes.append(
-                Change(
-                    "delete",
-                    desired.name,
-                    ("a second recurring run of that name",),
-                    desired,
-                    (run.recurring_run_id,),
-                )
-            )
-        if keep.enabled != desired.schedule.enabled:
-            action: Action = "enable" if desired.schedule.enabled else "pause"
-            state = "enabled: true" if desired.schedule.enabled else "enabled: false"
-            changes.append(Change(action, desired.name, (state,), desired, (keep.recurring_run_id,)))
-        elif not extra:
+        steps = _plan_declared(desired, [r for r in managed if r.name == desired.name], names)
+        if steps:
+            changes += steps
+        else:
             unchanged.append(desired.name)
     for run in managed:
-        if run.name in declared_names:
-            continue
-        if declaration.file.removed == "delete":
-            changes.append(
-                Change(
-                    "delete",
-                    run.name,
-                    ("no longer declared (removed: delete)",),
-                    None,
-                    (run.recurring_run_id,),
-                )
-            )
-        elif run.enabled:
-            changes.append(
-                Change(
-                    "pause", run.name, ("no longer declared (removed: pause)",), None, (run.recurring_run_id,)
-                )
-            )
+        if run.name not in declared_names and (change := _plan_removed(run, declaration.file.removed)):
+            changes.append(change)
     unmanaged = tuple(f"{r.name} ({r.recurring_run_id})" for r in runs if not r.managed)
     return Plan(declaration.source, declaration.endpoint, tuple(changes), tuple(unchanged), unmanaged)
+
+
+def _plan_declared(desired: Desired, mine: list[Existing], names: _Names) -> list[Change]:
+    """The changes that make ``mine`` (the managed recurring runs of its name) the declared one; none
+    when it already is."""
+    if not mine:
+        return [Change("create", desired.name, _describe_new(desired), desired)]
+    matching = [r for r in mine if r.spec_hash == desired.spec_hash]
+    if not matching:
+        details = _differences(desired, mine[0], names)
+        if len(mine) > 1:
+            details.append(f"{len(mine)} recurring runs of that name replaced by one")
+        targets = tuple(r.recurring_run_id for r in mine)
+        return [Change("replace", desired.name, tuple(details), desired, targets)]
+    keep = matching[0]
+    changes = [
+        Change(
+            "delete", desired.name, ("a second recurring run of that name",), desired, (run.recurring_run_id,)
+        )
+        for run in mine
+        if run is not keep
+    ]
+    if keep.enabled != desired.schedule.enabled:
+        action: Action = "enable" if desired.schedule.enabled else "pause"
+        state = "enabled: true" if desired.schedule.enabled else "enabled: false"
+        changes.append(Change(action, desired.name, (state,), desired, (keep.recurring_run_id,)))
+    return changes
+
+
+def _plan_removed(run: Existing, removed: str) -> Change | None:
+    """The change to a managed recurring run the file no longer declares (None: it is paused already)."""
+    if removed == "delete":
+        return Change(
+            "delete", run.name, ("no longer declared (removed: delete)",), None, (run.recurring_run_id,)
+        )
+    if run.enabled:
+        return Change(
+            "pause", run.name, ("no longer declared (removed: pause)",), None, (run.recurring_run_id,)
+        )
+    return None
 
 
 # ---- applying it ----------------------------------------------------------------------------------------
@@ -791,7 +539,7 @@ def list_schedules(client: Any, ep: Endpoint, file: tuple[str, SchedulesFile] | 
         present = {r.name for r in runs if r.managed}
         for s in file[1].schedules:
             if s.name not in present:
-                trigger = _trigger_text(s.cron, s.interval_seconds)
+                trigger = trigger_text(s.cron, s.interval_seconds)
                 rows.append(Row(s.name, trigger, "not applied", "-", "-", f"declared in {file[0]}"))
     return rows
 
@@ -821,5 +569,5 @@ def list_endpoint(
     if path is not None:
         source = Path(path)
         file = load_schedules(source)
-        return _endpoint_of(_configs(source, file)), (str(source), file)
+        return endpoint_of(read_configs(source, file)), (str(source), file)
     return endpoint(cfg), None

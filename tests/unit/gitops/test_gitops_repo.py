@@ -127,6 +127,36 @@ def test_a_folder_that_is_not_a_bare_repository_is_refused(cfg: GitOpsConfig) ->
     assert sorted(p.name for p in Path(cfg.repository).iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("competitor", ["repository", "other files"])
+def test_a_repository_created_meanwhile_by_another_process_is_used_or_refused(
+    cfg: GitOpsConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, competitor: str
+) -> None:
+    """Two first uses race: ours loses the final rename. Another refinery's repository is used as it
+    is; anything else at the path is refused. Either way our staging folder is gone."""
+    from refinery.gitops import seed
+
+    real_seed = seed._seed
+    target = Path(cfg.repository)
+
+    def seed_then_lose_the_race(cfg: GitOpsConfig, bare: Path, reported_as: Path | None = None) -> None:
+        real_seed(cfg, bare, reported_as)
+        if competitor == "repository":
+            shutil.copytree(bare, target)  # the other process's repository: same seed, its own commit
+        else:
+            target.mkdir()
+            (target / "notes.txt").write_text("not a repository")
+
+    monkeypatch.setattr(seed, "_seed", seed_then_lose_the_race)
+    if competitor == "repository":
+        assert ensure_repository(cfg) == cfg.repository
+        assert commit_count(cfg) == 1
+    else:
+        with pytest.raises(GitOpsError, match=r"cannot create GitOps repository .*gitops\.git"):
+            ensure_repository(cfg)
+        assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gitops.git"]
+
+
 def test_a_seed_without_overlays_is_refused_and_leaves_nothing(cfg: GitOpsConfig, tmp_path: Path) -> None:
     bad = cfg.model_copy(update={"seed_dir": str(tmp_path / "empty-seed")})
     with pytest.raises(GitOpsError, match=r"seed_dir .*empty-seed has no overlays/ folder"):

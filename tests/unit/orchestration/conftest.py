@@ -56,4 +56,4 @@ def compile_once(monkeypatch: pytest.MonkeyPatch) -> None:
         return _COMPILED[key]
 
     monkeypatch.setattr(compiling, "compile_pipeline", compile_pipeline)
-    monkeypatch.setattr("refinery.orchestration.schedules.compile_pipeline", compile_pipeline)
+    monkeypatch.setattr("refinery.orchestration.schedules_file.compile_pipeline", compile_pipeline)

@@ -17,7 +17,8 @@ from tests.unit.monitoring.test_controller import T0, fill_log, register_champio
 
 from refinery.config import RunConfig, load_config, read_config
 from refinery.errors import KfpApiError
-from refinery.monitoring.controller import TriggerLog, monitor
+from refinery.monitoring.controller import monitor
+from refinery.monitoring.trigger_log import TriggerLog
 from refinery.orchestration.kfp_api import submit_training
 from refinery.orchestration.retrain import retrain_starter
 
