@@ -6,7 +6,8 @@ managers, so the rules are written once:
 
 - the staging file or folder sits beside its target (same filesystem, so the final rename is atomic);
 - if the body raises, the staging copy is removed and the target is left as it was;
-- a file is made readable by others (0644), since the next reader may be another user (a serving pod).
+- a file is made readable by others (0644) and a folder listable (0755), since the next reader may be
+  another user (a serving pod).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def staged_dir(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staging, 0o755)  # mkdtemp creates 0700; the folder becomes the target, read by others
     try:
         yield staging
         _publish_dir(staging, target, mode, last)

@@ -9,11 +9,12 @@ A stage's result is a frozen dataclass that inherits :class:`Record`. Writing it
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from refinery.atomic import staged_file
 from refinery.errors import RefineryError
@@ -22,7 +23,7 @@ T = TypeVar("T")
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Turn a dataclass, pydantic model, Path or container of them into plain JSON values."""
+    """Turn a dataclass, pydantic model, Path, datetime (ISO 8601) or container of them into plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if hasattr(obj, "model_dump"):
@@ -33,6 +34,8 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, datetime.datetime | datetime.date):
+        return obj.isoformat()
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return obj.item()
     return obj
@@ -90,7 +93,7 @@ def load_result(
 
 
 @functools.cache
-def _adapter(cls: type) -> Any:
+def _adapter(cls: Any) -> Any:
     from pydantic import TypeAdapter
 
     return TypeAdapter(cls)
@@ -121,7 +124,8 @@ class Record:
         """
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        return _adapter(cls).validate_python(data)  # type: ignore[no-any-return]
+        result: Self = _adapter(cast(Hashable, cls)).validate_python(data)
+        return result
 
     def write_json(self, path: str | Path) -> Path:
         """Write the result to ``path`` atomically."""
