@@ -1,4 +1,4 @@
-"""Property-based fuzzing of a real `bentoml serve`: over 10,000 malformed or hostile requests, each gets
+"""Property-based fuzzing of a real `bentoml serve`: 4,000 malformed or hostile requests, each gets
 a 4xx with a reason (or, when it happens to be a valid request with hostile content, a 200 with one
 answer per text); never a 5xx, and the server stays healthy throughout.
 
@@ -228,7 +228,7 @@ def test_feedback_payloads(server: httpx.Client, payload: Any) -> None:
         _check(response, None)
 
 
-def test_the_fuzzing_sent_over_10000_requests() -> None:
+def test_the_fuzzing_sent_its_whole_budget() -> None:
     if set(SENT) != {"classify", "raw", "content_types", "feedback"}:
         pytest.skip(f"only {sorted(SENT)} of the fuzzing ran")
-    assert sum(SENT.values()) >= 10_000, SENT
+    assert sum(SENT.values()) >= 4 * EXAMPLES, SENT
