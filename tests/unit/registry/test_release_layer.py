@@ -25,6 +25,14 @@ def test_the_registry_imports_no_stage() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+    # Nor later, from inside a function: the import statements of every registry module, read as the
+    # Bento's closure is (function-local imports included, TYPE_CHECKING blocks skipped).
+    import refinery
+    from refinery.packaging.closure import import_closure
+
+    root = Path(refinery.__file__).parent
+    reached = import_closure(sorted((root / "registry").glob("*.py")), root)
+    assert reached and not [p for p in reached if str(p.with_suffix("")).replace("/", ".").startswith(stages)]
 
 
 def test_a_disabled_serving_check_is_recorded_as_skipped_and_serves_nothing(
